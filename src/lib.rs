@@ -4,13 +4,24 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod accounts;
+mod cache;
+pub mod classify;
 pub mod dc;
 mod error;
 mod hosts;
+mod layer;
 pub mod secret;
 #[cfg(feature = "simulator")]
 pub mod sim;
+mod stats;
 
+pub use cache::{Token, TokenCache, TokenCacheBuilder};
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
+pub use layer::{
+    RequestBody, ResponseBody, ResponseFuture, ZohoAuth, ZohoAuthLayer, DEFAULT_MAX_ERROR_BODY,
+    DEFAULT_MAX_REPLAY_BODY,
+};
 pub use secret::{AccessToken, ClientId, ClientSecret, GrantCode, RefreshToken};
+pub use stats::Stats;

@@ -1,0 +1,187 @@
+//! The client for Zoho's accounts server: code exchange, refresh, client credentials, revoke.
+//!
+//! Every call sends its parameters in an `application/x-www-form-urlencoded` body, never the query
+//! string, so the client secret and tokens stay out of proxy and access logs; every call has a
+//! timeout; redirects are not followed, so a secret-carrying body is never re-sent to another
+//! host. Answers are read by [`TokenResponse::from_http`].
+//!
+//! ```no_run
+//! use zoho_auth::{accounts::AccountsClient, ClientId, ClientSecret, DataCenter, RefreshToken};
+//!
+//! # async fn run() -> Result<(), zoho_auth::Error> {
+//! let client = AccountsClient::new(
+//!     DataCenter::Eu,
+//!     ClientId::new("1000.ABC"),
+//!     ClientSecret::new(std::env::var("ZOHO_CLIENT_SECRET").unwrap()),
+//! )?;
+//! let token = client.refresh(&RefreshToken::new(std::env::var("ZOHO_REFRESH_TOKEN").unwrap())).await?;
+//! println!("token valid for {:?}, data at {:?}", token.expires_in, token.api_domain);
+//! # Ok(()) }
+//! ```
+
+mod response;
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+
+pub use self::response::TokenResponse;
+use crate::dc::Accounts;
+use crate::error::Error;
+use crate::secret::{ClientId, ClientSecret, GrantCode, RefreshToken};
+
+/// Default bound on one call to the accounts server.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Token answers are a few hundred bytes; anything much larger is not one.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// A client for one Zoho accounts server and one OAuth client. Cheap to clone.
+#[derive(Clone)]
+pub struct AccountsClient {
+    accounts: Accounts,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for AccountsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountsClient")
+            .field("accounts", &self.accounts.url().as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .finish()
+    }
+}
+
+impl AccountsClient {
+    /// A client for a data centre (or custom [`Accounts`] server) with the default timeout.
+    pub fn new(
+        accounts: impl Into<Accounts>,
+        client_id: ClientId,
+        client_secret: ClientSecret,
+    ) -> Result<Self, Error> {
+        Self::with_timeout(accounts, client_id, client_secret, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`new`](Self::new), with a bound on each call (connect, send and read).
+    pub fn with_timeout(
+        accounts: impl Into<Accounts>,
+        client_id: ClientId,
+        client_secret: ClientSecret,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::config("could not build the HTTP client for Zoho's accounts server").with_source(e))?;
+        Ok(Self {
+            accounts: accounts.into(),
+            client_id,
+            client_secret,
+            http,
+        })
+    }
+
+    /// The accounts server this client talks to.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The OAuth client id.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Mints an access token from a refresh token. Zoho's answer carries no new refresh token;
+    /// the caller keeps the one it has.
+    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, Error> {
+        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())])
+            .await
+    }
+
+    /// Exchanges a grant code for tokens. `redirect_uri` must equal the one used in the
+    /// authorization request; self-client codes from Zoho's API console have none.
+    pub async fn exchange_code(
+        &self,
+        code: &GrantCode,
+        redirect_uri: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        let mut params = vec![("grant_type", "authorization_code"), ("code", code.expose())];
+        params.extend(redirect_uri.map(|uri| ("redirect_uri", uri)));
+        self.token(&params).await
+    }
+
+    /// Mints a token with the self client's client-credentials grant. `soid` names the service
+    /// and organisation, e.g. `ZohoCRM.600012345`; without it Zoho answers `missing_org_info` for
+    /// multi-org accounts.
+    pub async fn client_credentials(&self, scopes: &[&str], soid: &str) -> Result<TokenResponse, Error> {
+        let scope = scopes.join(",");
+        self.token(&[("grant_type", "client_credentials"), ("scope", &scope), ("soid", soid)])
+            .await
+    }
+
+    /// Revokes a refresh token and, with it, its access tokens.
+    pub async fn revoke(&self, refresh_token: &RefreshToken) -> Result<(), Error> {
+        let (status, body) = self
+            .post("oauth/v2/token/revoke", &[("token", refresh_token.expose())])
+            .await?;
+        response::revoke_from_http(status, &body)
+    }
+
+    async fn token(&self, params: &[(&str, &str)]) -> Result<TokenResponse, Error> {
+        let mut all = vec![
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+        ];
+        all.extend_from_slice(params);
+        let (status, body) = self.post("oauth/v2/token", &all).await?;
+        TokenResponse::from_http(status, &body)
+    }
+
+    /// POSTs a urlencoded form and reads at most [`MAX_ANSWER`] bytes of the answer.
+    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Result<(StatusCode, Bytes), Error> {
+        let form = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let url = self.accounts.endpoint(path);
+        let mut response = self
+            .http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .body(form)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = response.status();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(network_error)? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(Error::transient(format!(
+                    "Zoho's accounts server answered HTTP {status} with a body over {MAX_ANSWER} bytes"
+                ))
+                .with_status(status));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body.freeze()))
+    }
+}
+
+fn network_error(e: reqwest::Error) -> Error {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    Error::transient(format!("the request to Zoho's accounts server {what}")).with_source(e)
+}

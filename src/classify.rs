@@ -1,0 +1,312 @@
+//! Recognising "this access token is dead" in each Zoho product's dialect.
+//!
+//! Zoho's products disagree on how to say it (`zoho-wire.md` §7): CRM answers 401
+//! `{"code":"INVALID_TOKEN"}`, Desk `{"errorCode":"INVALID_OAUTH"}`, Books code `57`, Mail and
+//! Projects `INVALID_OAUTHTOKEN` in different places, People code `7213` (sometimes inside a 2xx),
+//! WorkDrive `F7003` with a 401 on some endpoints and a 500 on others. A status code alone says
+//! nothing — a 401 may be a scope or org mismatch that no refresh cures — so the classifier reads
+//! the body of small error responses and matches each product's code.
+//!
+//! Only responses whose status some rule names are read, and only up to a size bound
+//! ([`ZohoAuthLayer::max_error_body`](crate::ZohoAuthLayer::max_error_body)); everything else
+//! streams through untouched.
+//!
+//! ```
+//! use http::StatusCode;
+//! use zoho_auth::classify::{Classifier, Rule};
+//!
+//! let classifier = Classifier::zoho()
+//!     // A gateway in front of Zoho that has its own way of saying it.
+//!     .with_rule(Rule::json(StatusCode::UNAUTHORIZED, "/error/reason", "token_expired"));
+//!
+//! let crm = br#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
+//! assert!(classifier.is_token_error(StatusCode::UNAUTHORIZED, None, crm));
+//! let scope = br#"{"code":"OAUTH_SCOPE_MISMATCH","details":{},"message":"invalid oauth scope","status":"error"}"#;
+//! assert!(!classifier.is_token_error(StatusCode::UNAUTHORIZED, None, scope));
+//! let gateway = br#"{"error":{"reason":"token_expired"}}"#;
+//! assert!(classifier.is_token_error(StatusCode::UNAUTHORIZED, None, gateway));
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::Value;
+
+type Predicate = dyn Fn(StatusCode, &[u8]) -> bool + Send + Sync;
+
+#[derive(Clone)]
+enum Matcher {
+    /// The JSON value at a pointer equals a string, or a number with that decimal form.
+    Json { pointer: String, value: String },
+    Custom(Arc<Predicate>),
+}
+
+/// One way of saying "this token is dead": the statuses it comes with, an optional host
+/// restriction, and what the body holds.
+#[derive(Clone)]
+pub struct Rule {
+    statuses: Vec<StatusCode>,
+    host_prefix: Option<String>,
+    matcher: Matcher,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Rule");
+        d.field("statuses", &self.statuses).field("host_prefix", &self.host_prefix);
+        match &self.matcher {
+            Matcher::Json { pointer, value } => d.field("pointer", pointer).field("value", value),
+            Matcher::Custom(_) => d.field("matcher", &"custom"),
+        };
+        d.finish()
+    }
+}
+
+impl Rule {
+    /// Matches when the response has `status` and its JSON body holds `value` at `pointer`
+    /// (RFC 6901, e.g. `/data/errorCode`). Numbers match their decimal form, so `"57"` matches
+    /// Books' `{"code":57}`.
+    pub fn json(status: StatusCode, pointer: &str, value: impl Into<String>) -> Self {
+        Self {
+            statuses: vec![status],
+            host_prefix: None,
+            matcher: Matcher::Json {
+                pointer: pointer.to_owned(),
+                value: value.into(),
+            },
+        }
+    }
+
+    /// Matches when the response has `status` and `predicate` accepts the status and the body.
+    pub fn custom(
+        status: StatusCode,
+        predicate: impl Fn(StatusCode, &[u8]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            statuses: vec![status],
+            host_prefix: None,
+            matcher: Matcher::Custom(Arc::new(predicate)),
+        }
+    }
+
+    /// Also applies to responses with `status`.
+    pub fn or_status(mut self, status: StatusCode) -> Self {
+        if !self.statuses.contains(&status) {
+            self.statuses.push(status);
+        }
+        self
+    }
+
+    /// Applies only to requests whose host starts with `prefix` (e.g. `people.`), so that a rule
+    /// for a success status does not make every product's responses be read.
+    pub fn for_host_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.host_prefix = Some(prefix.into());
+        self
+    }
+
+    fn applies_to_host(&self, host: Option<&str>) -> bool {
+        match (&self.host_prefix, host) {
+            (None, _) => true,
+            (Some(prefix), Some(host)) => host
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix)),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn matches(&self, status: StatusCode, body: &[u8], json: &mut Option<Option<Value>>) -> bool {
+        if !self.statuses.contains(&status) {
+            return false;
+        }
+        match &self.matcher {
+            Matcher::Custom(predicate) => predicate(status, body),
+            Matcher::Json { pointer, value } => {
+                // Parse at most once per response, however many rules look at it.
+                let parsed = json.get_or_insert_with(|| serde_json::from_slice(body).ok());
+                match parsed.as_ref().and_then(|v| v.pointer(pointer)) {
+                    Some(Value::String(s)) => s == value,
+                    Some(Value::Number(n)) => n.to_string() == *value,
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// The rules of every Zoho product, plus any a user adds. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    rules: Arc<[Rule]>,
+}
+
+/// Which rules apply to one request's host: bit `i` stands for rule `i`. Computed once per request
+/// so the response path tests a bit instead of comparing hosts again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RuleMask(u128);
+
+/// At most this many rules: one bit each in a [`RuleMask`].
+const MAX_RULES: usize = 128;
+
+impl Classifier {
+    /// No rules: nothing is a token error.
+    pub fn empty() -> Self {
+        Self { rules: Arc::from([]) }
+    }
+
+    /// The dialects of Zoho's products (`zoho-wire.md` §7). Scope and org mismatches
+    /// (`OAUTH_SCOPE_MISMATCH`, `SCOPE_MISMATCH`, `OAUTH_ORG_MISMATCH`, People 7218, WorkDrive
+    /// F7004) are deliberately absent: a new token does not cure them.
+    pub fn zoho() -> Self {
+        let unauthorized = StatusCode::UNAUTHORIZED;
+        Self {
+            rules: Arc::from([
+                // CRM and Bigin. AUTHENTICATION_FAILURE means "no token" when none was sent, but the
+                // layer only classifies requests that carried one, where it means a bad token.
+                Rule::json(unauthorized, "/code", "INVALID_TOKEN"),
+                Rule::json(unauthorized, "/code", "AUTHENTICATION_FAILURE"),
+                // Desk.
+                Rule::json(unauthorized, "/errorCode", "INVALID_OAUTH"),
+                // Books, Invoice, Inventory (also used for missing scopes: the layer refreshes at
+                // most once per request, and stops trusting the code when a refresh did not help).
+                Rule::json(unauthorized, "/code", "57"),
+                // Mail.
+                Rule::json(unauthorized, "/data/errorCode", "INVALID_OAUTHTOKEN"),
+                // Projects V3.
+                Rule::json(unauthorized, "/error/title", "INVALID_OAUTHTOKEN"),
+                // Accounts `/oauth/user/info`.
+                Rule::json(unauthorized, "/cause", "INVALID_OAUTHTOKEN"),
+                // People, whose errors can also arrive inside a 2xx on its own hosts.
+                Rule::json(unauthorized, "/response/errors/code", "7213"),
+                Rule::json(StatusCode::OK, "/response/errors/code", "7213").for_host_prefix("people."),
+                // WorkDrive: 401 on some endpoints, 500 on others.
+                Rule::json(unauthorized, "/errors/0/id", "F7003").or_status(StatusCode::INTERNAL_SERVER_ERROR),
+            ]),
+        }
+    }
+
+    /// Adds a rule, after the existing ones.
+    ///
+    /// # Panics
+    ///
+    /// With more than 128 rules.
+    pub fn with_rule(self, rule: Rule) -> Self {
+        let mut rules = self.rules.to_vec();
+        rules.push(rule);
+        assert!(rules.len() <= MAX_RULES, "a Classifier holds at most {MAX_RULES} rules");
+        Self { rules: rules.into() }
+    }
+
+    /// Whether a response with this status and body, to a request for `host`, says the token it
+    /// carried is dead. Never panics, whatever the body.
+    pub fn is_token_error(&self, status: StatusCode, host: Option<&str>, body: &[u8]) -> bool {
+        self.matches(self.mask_for(host), status, body)
+    }
+
+    pub(crate) fn mask_for(&self, host: Option<&str>) -> RuleMask {
+        RuleMask(
+            self.rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.applies_to_host(host))
+                .fold(0, |mask, (i, _)| mask | 1 << i),
+        )
+    }
+
+    /// Whether some rule for this host looks at responses with `status`: the response path's
+    /// cheap test before reading any body.
+    pub(crate) fn inspects(&self, mask: RuleMask, status: StatusCode) -> bool {
+        self.applicable(mask).any(|rule| rule.statuses.contains(&status))
+    }
+
+    pub(crate) fn matches(&self, mask: RuleMask, status: StatusCode, body: &[u8]) -> bool {
+        let mut json = None;
+        self.applicable(mask)
+            .any(|rule| rule.matches(status, body, &mut json))
+    }
+
+    fn applicable(&self, mask: RuleMask) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| mask.0 & (1 << i) != 0)
+            .map(|(_, rule)| rule)
+    }
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self::zoho()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
+
+    fn dead(status: StatusCode, host: &str, body: &str) -> bool {
+        Classifier::zoho().is_token_error(status, Some(host), body.as_bytes())
+    }
+
+    #[test]
+    fn every_products_dead_token_dialect() {
+        let cases = [
+            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#),
+            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":"AUTHENTICATION_FAILURE","details":{},"message":"Authentication failed","status":"error"}"#),
+            (UNAUTHORIZED, "desk.zoho.com", r#"{"errorCode":"INVALID_OAUTH","message":"The OAuth Token you provided is invalid."}"#),
+            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":57,"message":"You are not authorized to perform this operation"}"#),
+            (UNAUTHORIZED, "mail.zoho.com", r#"{"data":{"errorCode":"INVALID_OAUTHTOKEN"},"status":{"code":401,"description":"Invalid Access"}}"#),
+            (UNAUTHORIZED, "projectsapi.zoho.com", r#"{"error":{"status_code":"401","title":"INVALID_OAUTHTOKEN"}}"#),
+            (UNAUTHORIZED, "accounts.zoho.com", r#"{"response":"error","cause":"INVALID_OAUTHTOKEN"}"#),
+            (UNAUTHORIZED, "people.zoho.com", r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#),
+            (StatusCode::OK, "people.zoho.com", r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#),
+            (UNAUTHORIZED, "www.zohoapis.com", r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#),
+            (StatusCode::INTERNAL_SERVER_ERROR, "www.zohoapis.com", r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#),
+        ];
+        for (status, host, body) in cases {
+            assert!(dead(status, host, body), "{status} {host} {body}");
+        }
+    }
+
+    #[test]
+    fn scope_org_and_unrelated_errors_are_not_token_errors() {
+        let cases = [
+            (UNAUTHORIZED, r#"{"code":"OAUTH_SCOPE_MISMATCH","details":{},"message":"invalid oauth scope","status":"error"}"#),
+            (UNAUTHORIZED, r#"{"errorCode":"SCOPE_MISMATCH"}"#),
+            (UNAUTHORIZED, r#"{"errorCode":"OAUTH_ORG_MISMATCH"}"#),
+            (UNAUTHORIZED, r#"{"response":{"errors":{"code":7218},"status":1}}"#),
+            (UNAUTHORIZED, r#"{"errors":[{"id":"F7004","title":"Invalid OAuth scope."}]}"#),
+            (StatusCode::FORBIDDEN, r#"{"code":"INVALID_TOKEN"}"#),
+            (StatusCode::OK, r#"{"code":"INVALID_TOKEN"}"#),
+            (UNAUTHORIZED, "<html>401</html>"),
+            (UNAUTHORIZED, ""),
+        ];
+        for (status, body) in cases {
+            assert!(!dead(status, "www.zohoapis.com", body), "{status} {body}");
+        }
+        // People's 2xx rule is confined to People's hosts.
+        let people = r#"{"response":{"errors":{"code":7213},"status":1}}"#;
+        assert!(!dead(StatusCode::OK, "www.zohoapis.com", people));
+    }
+
+    #[test]
+    fn masks_skip_host_restricted_rules() {
+        let classifier = Classifier::zoho();
+        let crm = classifier.mask_for(Some("www.zohoapis.com"));
+        let people = classifier.mask_for(Some("People.zoho.com"));
+        assert!(!classifier.inspects(crm, StatusCode::OK));
+        assert!(classifier.inspects(people, StatusCode::OK));
+        assert!(classifier.inspects(crm, StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!classifier.inspects(crm, StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn custom_rules_are_consulted() {
+        let classifier = Classifier::empty().with_rule(Rule::custom(StatusCode::FORBIDDEN, |_, body| body == b"expired"));
+        assert!(classifier.is_token_error(StatusCode::FORBIDDEN, None, b"expired"));
+        assert!(!classifier.is_token_error(StatusCode::FORBIDDEN, None, b"other"));
+        assert!(!Classifier::empty().is_token_error(UNAUTHORIZED, None, br#"{"code":"INVALID_TOKEN"}"#));
+    }
+}

@@ -1,0 +1,249 @@
+//! Everything off the hot path: waiting for a token, buffering a body, reading an error response,
+//! and the one replay after a token error.
+
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body;
+use tower::BoxError;
+use tower_service::Service;
+
+use super::body::{BufferedBody, RequestBody, ResponseBody};
+use super::service::{is_empty, needs_buffering};
+use super::Config;
+use crate::cache::TokenCache;
+use crate::classify::RuleMask;
+use crate::error::{Error, Kind};
+use crate::hosts::Verdict;
+use crate::stats::Counters;
+
+/// The error for a request that would have sent the token over plain `http`.
+pub(super) fn insecure(uri: &Uri) -> Error {
+    Error::new(
+        Kind::Insecure,
+        format!(
+            "refusing to send a Zoho token over plain http to {}; use https",
+            uri.host().unwrap_or("<no host>")
+        ),
+    )
+}
+
+/// What is needed to send a request again.
+pub(super) struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: BufferedBody,
+}
+
+impl Replay {
+    pub(super) fn capture<B>(request: &Request<B>, body: BufferedBody) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            extensions: request.extensions().clone(),
+            body,
+        }
+    }
+
+    fn into_request<B>(self, authorization: HeaderValue) -> Request<RequestBody<B>> {
+        let mut request = Request::new(RequestBody::buffered(&self.body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+        request
+    }
+}
+
+/// What is needed to classify the response to a request that carried token `generation`.
+struct Inspector {
+    cache: TokenCache,
+    config: Arc<Config>,
+    generation: u64,
+    rules: RuleMask,
+}
+
+impl Inspector {
+    /// Whether the response may be a token error worth reading: a status some rule names, and a
+    /// body not known to exceed the read limit. Everything else streams through.
+    fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
+        self.config.classifier.inspects(self.rules, response.status())
+            && response
+                .body()
+                .size_hint()
+                .upper()
+                .is_none_or(|upper| upper <= self.config.max_error_body as u64)
+    }
+
+    /// Reads the response (up to the limit) and says whether it declares the token dead.
+    async fn classify<R>(&self, response: Response<R>) -> (Response<ResponseBody<R>>, bool)
+    where
+        R: Body,
+        R::Error: Into<BoxError>,
+    {
+        if !self.should_inspect(&response) {
+            return (response.map(ResponseBody::inner), false);
+        }
+        let (parts, body) = response.into_parts();
+        let body = ResponseBody::read_prefix(body, self.config.max_error_body).await;
+        let dead = body
+            .complete_bytes()
+            .is_some_and(|bytes| self.config.classifier.matches(self.rules, parts.status, bytes));
+        (Response::from_parts(parts, body), dead)
+    }
+}
+
+/// One request that carried a token: enough to classify its response and, if the body allows,
+/// send it once more.
+pub(crate) struct Attempt<S, B> {
+    inspector: Inspector,
+    replay: Option<(Replay, S)>,
+    _body: PhantomData<fn(B)>,
+}
+
+impl<S, B> Attempt<S, B> {
+    pub(super) fn new(
+        cache: &TokenCache,
+        config: &Arc<Config>,
+        generation: u64,
+        host: Option<&str>,
+        replay: Option<(Replay, S)>,
+    ) -> Self {
+        Self {
+            inspector: Inspector {
+                cache: cache.clone(),
+                config: config.clone(),
+                generation,
+                rules: config.classifier.mask_for(host),
+            },
+            replay,
+            _body: PhantomData,
+        }
+    }
+
+    /// See [`Inspector::should_inspect`]; the hot path's only extra work on a response.
+    pub(super) fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
+        self.inspector.should_inspect(response)
+    }
+}
+
+impl<S, B, R> Attempt<S, B>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    R: Body,
+    R::Error: Into<BoxError>,
+{
+    /// Handles the response to the first send: on a token error, invalidate that token and, when
+    /// the request can be replayed, resend it once with a fresh one.
+    pub(super) async fn finish(self, response: Response<R>) -> Result<Response<ResponseBody<R>>, BoxError> {
+        let Self { inspector, replay, .. } = self;
+        let (original, dead) = inspector.classify(response).await;
+        if !dead {
+            return Ok(original);
+        }
+        let cache = &inspector.cache;
+        cache.invalidate_generation(inspector.generation);
+        let Some((replay, mut inner)) = replay else {
+            return Ok(original);
+        };
+        let token = cache.token().await?;
+        let fresh = token.cached();
+        if fresh.generation() == inspector.generation {
+            // The cache stopped trusting this error for this token (a refresh did not cure it).
+            return Ok(original);
+        }
+        drop(original);
+        poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+        Counters::bump(&cache.counters().replays);
+        tracing::debug!(generation = fresh.generation(), "resending a request with a fresh Zoho token");
+        let response = inner
+            .call(replay.into_request(fresh.header().clone()))
+            .await
+            .map_err(Into::into)?;
+        let second = Inspector {
+            generation: fresh.generation(),
+            ..inspector
+        };
+        let (response, dead) = second.classify(response).await;
+        if dead {
+            second.cache.mark_suspect(second.generation);
+        }
+        Ok(response)
+    }
+}
+
+/// The slow path: wait for a token, decide the host, buffer a replayable body, send, finish.
+pub(super) async fn send<S, B, R>(
+    mut inner: S,
+    cache: TokenCache,
+    config: Arc<Config>,
+    request: Request<B>,
+) -> Result<Response<ResponseBody<R>>, BoxError>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+    R: Body,
+    R::Error: Into<BoxError>,
+{
+    let token = cache.token().await?;
+    let token = token.cached();
+    match config.hosts.verdict(request.uri(), token.api_host()) {
+        Verdict::Attach => {}
+        Verdict::PassThrough => {
+            let response = inner.call(request.map(RequestBody::stream)).await.map_err(Into::into)?;
+            return Ok(response.map(ResponseBody::inner));
+        }
+        Verdict::Refuse => return Err(insecure(request.uri()).into()),
+    }
+    let (mut request, replay) = if needs_buffering(&request, config.max_replay_body) {
+        let (parts, body) = request.into_parts();
+        let body = BufferedBody::read(body)
+            .await
+            .map_err(|e| Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e.into())))?;
+        let request = Request::from_parts(parts, RequestBody::buffered(&body));
+        let replay = Replay::capture(&request, body);
+        (request, Some(replay))
+    } else {
+        let replay = is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
+        (request.map(RequestBody::stream), replay)
+    };
+    request.headers_mut().insert(AUTHORIZATION, token.header().clone());
+    let attempt = Attempt::new(
+        &cache,
+        &config,
+        token.generation(),
+        request.uri().host(),
+        replay.map(|replay| (replay, inner.clone())),
+    );
+    let response = inner.call(request).await.map_err(Into::into)?;
+    attempt.finish(response).await
+}
+
+/// Lets a boxed error be an [`Error`]'s source.
+#[derive(Debug)]
+struct BoxSource(BoxError);
+
+impl std::fmt::Display for BoxSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}

@@ -1,0 +1,288 @@
+//! The bodies the layer hands on: a request body that can be sent twice, and a response body
+//! that may start with bytes the layer already read to classify it.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+pin_project! {
+    /// The request body the inner service receives: the caller's body as it was, or its bytes
+    /// when the layer buffered it to be able to resend it.
+    #[derive(Debug)]
+    pub struct RequestBody<B> {
+        #[pin]
+        kind: RequestKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = RequestKindProj]
+    #[derive(Debug)]
+    enum RequestKind<B> {
+        // The caller's body, streamed through.
+        Stream {
+            #[pin]
+            body: B,
+        },
+        // A buffered copy, replayable at no cost.
+        Buffered {
+            data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+        },
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn stream(body: B) -> Self {
+        Self {
+            kind: RequestKind::Stream { body },
+        }
+    }
+
+    pub(crate) fn buffered(copy: &BufferedBody) -> Self {
+        Self {
+            kind: RequestKind::Buffered {
+                data: Some(copy.data.clone()).filter(|data| !data.is_empty()),
+                trailers: copy.trailers.clone(),
+            },
+        }
+    }
+}
+
+impl<B> Default for RequestBody<B> {
+    /// An empty body.
+    fn default() -> Self {
+        Self::buffered(&BufferedBody::default())
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            RequestKindProj::Stream { body } => body.poll_frame(cx).map(|frame| frame.map(|f| f.map(frame_to_bytes))),
+            RequestKindProj::Buffered { data, trailers } => Poll::Ready(take_frame(data, trailers).map(Ok)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestKind::Stream { body } => body.is_end_stream(),
+            RequestKind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestKind::Stream { body } => body.size_hint(),
+            RequestKind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+/// A whole request body in memory, kept to send it again.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BufferedBody {
+    data: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+impl BufferedBody {
+    /// Reads all of `body`.
+    pub(crate) async fn read<B>(body: B) -> Result<Self, B::Error>
+    where
+        B: Body,
+    {
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok(Self {
+            data: collected.to_bytes(),
+            trailers,
+        })
+    }
+}
+
+pin_project! {
+    /// The response body the caller receives: the inner service's body untouched, or — for a
+    /// small error response the layer read to classify — the bytes it read, followed by whatever
+    /// the body still had.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: ResponseKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseKindProj]
+    enum ResponseKind<B> {
+        // Streamed straight through.
+        Inner {
+            #[pin]
+            body: B,
+        },
+        // Read (partly) by the layer; nothing is lost.
+        Buffered {
+            data: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+            error: Option<BoxError>,
+            rest: Option<Pin<Box<B>>>,
+        },
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            ResponseKind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            ResponseKind::Buffered { data, .. } => f
+                .debug_struct("ResponseBody::Buffered")
+                .field("buffered_bytes", &data.as_ref().map_or(0, Bytes::len))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: ResponseKind::Inner { body },
+        }
+    }
+
+    /// The bytes read, when the layer read the whole body.
+    pub(crate) fn complete_bytes(&self) -> Option<&[u8]> {
+        match &self.kind {
+            ResponseKind::Buffered {
+                data,
+                error: None,
+                rest: None,
+                ..
+            } => Some(data.as_deref().unwrap_or_default()),
+            _ => None,
+        }
+    }
+}
+
+impl<B> ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// Reads `body` until it ends or holds more than `limit` bytes. Either way the result yields
+    /// exactly what `body` would have.
+    pub(crate) async fn read_prefix(body: B, limit: usize) -> Self {
+        let mut body = Box::pin(body);
+        let mut data = BytesMut::new();
+        let (trailers, error, rest) = loop {
+            match body.frame().await {
+                None => break (None, None, None),
+                Some(Err(error)) => break (None, Some(error.into()), None),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut chunk) => {
+                        data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                        if data.len() > limit {
+                            break (None, None, Some(body));
+                        }
+                    }
+                    Err(frame) => break (frame.into_trailers().ok(), None, None),
+                },
+            }
+        };
+        Self {
+            kind: ResponseKind::Buffered {
+                data: Some(data.freeze()).filter(|data| !data.is_empty()),
+                trailers,
+                error,
+                rest,
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            ResponseKindProj::Inner { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map(frame_to_bytes).map_err(Into::into))),
+            ResponseKindProj::Buffered {
+                data,
+                trailers,
+                error,
+                rest,
+            } => {
+                if let Some(frame) = take_frame(data, &mut None) {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if let Some(body) = rest {
+                    let frame = ready!(body.as_mut().poll_frame(cx));
+                    if frame.is_none() {
+                        *rest = None;
+                    }
+                    return Poll::Ready(frame.map(|f| f.map(frame_to_bytes).map_err(Into::into)));
+                }
+                if let Some(error) = error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(take_frame(&mut None, trailers).map(Ok))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Inner { body } => body.is_end_stream(),
+            ResponseKind::Buffered {
+                data,
+                trailers,
+                error,
+                rest,
+            } => data.is_none() && trailers.is_none() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Inner { body } => body.size_hint(),
+            ResponseKind::Buffered { data, rest, .. } => {
+                let buffered = data.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+                let mut hint = SizeHint::new();
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint.set_lower(rest.lower() + buffered);
+                hint
+            }
+        }
+    }
+}
+
+fn frame_to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+}
+
+/// The next buffered frame: the data, then the trailers.
+fn take_frame(data: &mut Option<Bytes>, trailers: &mut Option<HeaderMap>) -> Option<Frame<Bytes>> {
+    data.take()
+        .map(Frame::data)
+        .or_else(|| trailers.take().map(Frame::trailers))
+}

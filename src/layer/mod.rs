@@ -1,0 +1,159 @@
+//! [`ZohoAuthLayer`]: attach, refresh and guard Zoho access tokens around any HTTP service.
+//!
+//! The layer wraps a `tower::Service<http::Request<_>>` — a hyper-util client, a reqwest-backed
+//! service, anything below other tower layers — and for each request to one of the token's Zoho
+//! hosts:
+//!
+//! 1. adds `Authorization: Zoho-oauthtoken <token>` from the shared [`TokenCache`] (a lock-free
+//!    load of a pre-built, sensitive header value; no boxing, no allocation);
+//! 2. when the response is a small error response, reads it and asks the [`Classifier`] whether
+//!    it says "this token is dead" in the dialect of the product that sent it;
+//! 3. if so, invalidates exactly that token, gets a fresh one through the cache's single refresh,
+//!    and resends the request **once** when its body can be replayed (an empty body, or one of at
+//!    most [`max_replay_body`](ZohoAuthLayer::max_replay_body) bytes with a known size, which the
+//!    layer buffers). A response that cannot be replayed goes back to the caller unchanged.
+//!
+//! Requests to any other host pass through without the token. Plain `http://` to a Zoho host is
+//! refused (except loopback, for tests and the simulator).
+//!
+//! The service's error type is [`tower::BoxError`]: the inner service's errors pass through, and
+//! the crate's own are a [`crate::Error`] (downcast to read it).
+//!
+//! # Example
+//!
+//! ```
+//! use http::Request;
+//! use http_body_util::{BodyExt, Empty};
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use zoho_auth::{accounts::AccountsClient, sim::Simulator, Accounts, TokenCache, ZohoAuthLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // A local stand-in for Zoho; with real Zoho use `DataCenter::Eu` etc. instead.
+//! let zoho = Simulator::start().await?;
+//! let accounts = Accounts::custom(&zoho.url())?;
+//! let client = AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret())?;
+//! let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
+//!
+//! let mut crm = ServiceBuilder::new()
+//!     .layer(ZohoAuthLayer::new(cache.clone()))
+//!     .service(Client::builder(TokioExecutor::new()).build_http());
+//!
+//! let request = Request::get(format!("{}/crm/v8/users?type=CurrentUser", zoho.url()))
+//!     .body(Empty::<bytes::Bytes>::new())?;
+//! let response = crm.ready().await?.call(request).await?;
+//! assert_eq!(response.status(), 200);
+//! let body = response.into_body().collect().await?.to_bytes();
+//! assert!(body.starts_with(b"{\"users\""));
+//! assert_eq!(cache.stats().token_requests, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Placement
+//!
+//! Put the layer **below** (closer to the network than) any redirect-following layer, so that
+//! every hop is checked against the host policy again and a redirect to another host never
+//! carries the token. Put timeouts above it if they should include the wait for a token, below
+//! it if they should bound only the call to Zoho.
+
+mod attempt;
+mod body;
+mod future;
+mod service;
+
+use std::sync::Arc;
+
+pub use self::body::{RequestBody, ResponseBody};
+pub use self::future::ResponseFuture;
+pub use self::service::ZohoAuth;
+use crate::cache::TokenCache;
+use crate::classify::Classifier;
+use crate::error::Error;
+use crate::hosts::{HostPattern, HostPolicy};
+
+/// Default largest request body buffered so it can be replayed (64 KiB, as linkerd2-proxy).
+pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
+
+/// Default largest error response read to classify it. Zoho's error bodies are under 1 KiB.
+pub const DEFAULT_MAX_ERROR_BODY: usize = 16 * 1024;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) hosts: HostPolicy,
+    pub(crate) classifier: Classifier,
+    pub(crate) max_replay_body: usize,
+    pub(crate) max_error_body: usize,
+}
+
+/// A [`tower::Layer`] that authenticates requests to Zoho with tokens from a [`TokenCache`].
+///
+/// Cheap to clone; every clone and every service it builds share the cache.
+#[derive(Clone, Debug)]
+pub struct ZohoAuthLayer {
+    cache: TokenCache,
+    config: Arc<Config>,
+}
+
+impl ZohoAuthLayer {
+    /// A layer using `cache`, attaching the token to hosts of the cache's data centre and of the
+    /// token's `api_domain`.
+    pub fn new(cache: TokenCache) -> Self {
+        let hosts = HostPolicy {
+            dc: cache.data_center(),
+            allow: Vec::new(),
+        };
+        Self {
+            cache,
+            config: Arc::new(Config {
+                hosts,
+                classifier: Classifier::zoho(),
+                max_replay_body: DEFAULT_MAX_REPLAY_BODY,
+                max_error_body: DEFAULT_MAX_ERROR_BODY,
+            }),
+        }
+    }
+
+    /// Also attaches the token to `host`: a host name (`api.example.com`), `host:port`, or a URL
+    /// (`https://gateway.example.com:8443`). For proxies and gateways in front of Zoho.
+    pub fn allow_host(mut self, host: &str) -> Result<Self, Error> {
+        let pattern = HostPattern::parse(host)
+            .ok_or_else(|| Error::config(format!("cannot read {host:?} as a host, host:port or URL")))?;
+        Arc::make_mut(&mut self.config).hosts.allow.push(pattern);
+        Ok(self)
+    }
+
+    /// Replaces the classifier that recognises dead-token responses (default:
+    /// [`Classifier::zoho`]). Add rules to it rather than starting from empty.
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        Arc::make_mut(&mut self.config).classifier = classifier;
+        self
+    }
+
+    /// The largest request body (of known size) buffered so the request can be resent after a
+    /// token error; default 64 KiB. `0` replays only requests with empty bodies.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_replay_body = bytes;
+        self
+    }
+
+    /// The largest error response read to classify it; default 16 KiB. Larger or streaming
+    /// responses pass through unread once they exceed it.
+    pub fn max_error_body(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_error_body = bytes;
+        self
+    }
+
+    /// The token cache this layer uses.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ZohoAuthLayer {
+    type Service = ZohoAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ZohoAuth::from_parts(inner, self.cache.clone(), self.config.clone())
+    }
+}
