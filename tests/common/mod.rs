@@ -1,0 +1,141 @@
+//! Shared set-up for the integration tests: a simulator, a token cache on it, and inner services
+//! that record what the layer sent.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use zoho_auth::accounts::AccountsClient;
+use zoho_auth::sim::{Simulator, SimulatorBuilder};
+use zoho_auth::{Accounts, RequestBody, TokenCache, TokenCacheBuilder, ZohoAuth, ZohoAuthLayer};
+
+/// A hyper-util client of the kind users wrap, for bodies of type `B`.
+pub type HttpClient<B> = Client<HttpConnector, RequestBody<B>>;
+
+pub fn accounts_client(zoho: &Simulator) -> AccountsClient {
+    let accounts = Accounts::custom(&zoho.url()).unwrap();
+    AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap()
+}
+
+/// A cache builder minting from a fresh refresh token with all the simulator's scopes.
+pub fn cache_builder(zoho: &Simulator) -> TokenCacheBuilder {
+    TokenCache::builder(accounts_client(zoho), zoho.mint_refresh_token(&[]))
+}
+
+pub async fn start(builder: SimulatorBuilder) -> (Simulator, TokenCache) {
+    let zoho = builder.start().await.unwrap();
+    let cache = cache_builder(&zoho).build();
+    (zoho, cache)
+}
+
+/// The layer around a real hyper-util client talking to the simulator over loopback.
+pub fn http_service<B>(cache: &TokenCache) -> ZohoAuth<HttpClient<B>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), client)
+}
+
+pub fn get(url: &str) -> Request<Empty<Bytes>> {
+    Request::get(url).body(Empty::new()).unwrap()
+}
+
+pub async fn body_text<B>(response: Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// What an inner service saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub uri: String,
+    pub authorization: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+/// An inner service that records every request and answers with `answer(call_index, seen)`.
+#[derive(Clone)]
+pub struct Recorder {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    answer: Arc<dyn Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync>,
+}
+
+impl Recorder {
+    pub fn new(answer: impl Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync + 'static) -> Self {
+        Self {
+            seen: Arc::default(),
+            answer: Arc::new(answer),
+        }
+    }
+
+    pub fn ok() -> Self {
+        Self::new(|_, _| (StatusCode::OK, "{}".to_owned()))
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Recorder
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let seen = Seen {
+                uri: parts.uri.to_string(),
+                authorization: parts.headers.get(http::header::AUTHORIZATION).cloned(),
+                body,
+            };
+            let index = {
+                let mut all = this.seen.lock().unwrap();
+                all.push(seen.clone());
+                all.len() - 1
+            };
+            let (status, body) = (this.answer)(index, &seen);
+            Ok(Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap())
+        })
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds, failing the test after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub const CRM_INVALID_TOKEN: &str = r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
