@@ -1,1 +1,520 @@
-//! sim
+//! A faithful Zoho accounts server and product APIs on loopback, for tests and demos.
+//!
+//! ```
+//! use zoho_auth::sim::Simulator;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Simulator::start().await?;
+//! let refresh = sim.mint_refresh_token(&["ZohoCRM.modules.ALL"]);
+//!
+//! // Exchange the refresh token for an access token, as Zoho's SDKs do: a urlencoded body.
+//! let answer = reqwest::Client::new()
+//!     .post(format!("{}/oauth/v2/token", sim.url()))
+//!     .form(&[
+//!         ("grant_type", "refresh_token"),
+//!         ("client_id", sim.client_id().as_str()),
+//!         ("client_secret", sim.client_secret().expose()),
+//!         ("refresh_token", refresh.expose()),
+//!     ])
+//!     .send()
+//!     .await?
+//!     .text()
+//!     .await?;
+//! let answer: serde_json::Value = serde_json::from_str(&answer)?;
+//! let access = answer["access_token"].as_str().expect("a token");
+//! assert!(sim.is_access_token_live(access));
+//! assert_eq!(answer["expires_in"], 3600);
+//!
+//! // The same server answers as the product APIs (it is its own `api_domain`).
+//! let leads = reqwest::Client::new()
+//!     .get(format!("{}/crm/v8/Leads", sim.url()))
+//!     .header("Authorization", format!("Zoho-oauthtoken {access}"))
+//!     .send()
+//!     .await?;
+//! assert_eq!(leads.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Simulator`] serves, on `http://127.0.0.1:<random port>`:
+//!
+//! - `/oauth/v2/token` (any method): the `refresh_token`, `authorization_code` and
+//!   `client_credentials` grants, with parameters read from the query string, an
+//!   `application/x-www-form-urlencoded` body or a `multipart/form-data` body. Every error is an
+//!   HTTP 200 with `Server: ZGS` and `{"error":"<code>"}`, as Zoho answers. Zoho's limits apply:
+//!   a rate limit per grant (10 tokens per 10 minutes, then the localized throttling body), at most
+//!   15 live access tokens per refresh token (the 16th silently kills the oldest), one-time grant
+//!   codes that expire, and access tokens that expire.
+//! - `/oauth/v2/token/revoke`: revokes a refresh token and its access tokens.
+//! - `/oauth/user/info` and the product APIs under `/crm/`, `/bigin/`, `/desk/`, `/books/`,
+//!   `/invoice/`, `/inventory/`, `/mail/`, `/projects/`, `/people/` and `/workdrive/`, each
+//!   answering a dead token, a missing token and a scope mismatch in its own dialect. A request
+//!   with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
+//!   `body_sha` = [`body_sha`] of the body), so a test can check what reached the API.
+//!
+//! Tests drive the server from outside: [`Simulator::inject`] queues [`Fault`]s for the token
+//! endpoint, [`Simulator::invalidate_all_tokens`] kills every access token, and
+//! [`Simulator::counters`] tells what happened. Server-side time is [`tokio::time::Instant`], so it
+//! follows a paused tokio clock.
+
+mod accounts;
+mod products;
+mod state;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, SERVER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::{ClientId, ClientSecret, GrantCode, RefreshToken};
+use state::{Config, State};
+
+/// The scopes [`Simulator::mint_refresh_token`] grants when given none: one per simulated product.
+pub const DEFAULT_SCOPES: &[&str] = &[
+    "ZohoCRM.modules.ALL",
+    "ZohoCRM.users.READ",
+    "ZohoBigin.modules.ALL",
+    "Desk.tickets.ALL",
+    "ZohoBooks.fullaccess.all",
+    "ZohoInvoice.fullaccess.all",
+    "ZohoInventory.fullaccess.all",
+    "ZohoMail.accounts.READ",
+    "ZohoProjects.portals.READ",
+    "ZOHOPEOPLE.forms.ALL",
+    "WorkDrive.files.ALL",
+];
+
+/// The hash the product APIs report as `body_sha`: FNV-1a 64 of the request body, as 16 lowercase
+/// hex digits. Cheap and stable, so a test can check that a replayed request carried the same body.
+pub fn body_sha(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// A misbehaviour of the token endpoint, queued with [`Simulator::inject`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// This status (e.g. 500, 502, 503) with a short HTML body, as a load balancer answers.
+    Status(StatusCode),
+    /// HTTP 200 with a `text/html` page, as a captive proxy answers.
+    Html,
+    /// HTTP 200 with an empty body.
+    Empty,
+    /// HTTP 200 `application/json` that is not JSON.
+    MalformedJson,
+    /// A success body cut in the middle. No token is minted.
+    TruncatedJson,
+    /// Waits this long, then answers normally.
+    Slow(Duration),
+    /// The throttling body, at the configured status and language. Counts as throttled too.
+    Throttle,
+    /// HTTP 200 `{"error":"<code>"}` with this code.
+    Error(String),
+    /// Answers normally, but a success comes in the legacy shape
+    /// (`"expires_in_sec":3600,"expires_in":3600000`).
+    LegacyExpires,
+    /// Drops the connection without answering.
+    Close,
+}
+
+/// The language of Zoho's throttling body, which is localized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Language {
+    /// `"error":"Access Denied"`.
+    #[default]
+    English,
+    /// `"error":"拒绝访问"`.
+    Chinese,
+}
+
+/// What the simulator has seen, as a snapshot from [`Simulator::counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Every hit on `/oauth/v2/token`, faults included.
+    pub token_requests: u64,
+    /// Access tokens minted by the token endpoint.
+    pub tokens_issued: u64,
+    /// Token requests with `grant_type=refresh_token` that were not answered by a fault,
+    /// whatever their outcome.
+    pub refresh_grants: u64,
+    /// Token requests with `grant_type=authorization_code` that were not answered by a fault.
+    pub code_grants: u64,
+    /// Token requests with `grant_type=client_credentials` that were not answered by a fault.
+    pub client_credentials_grants: u64,
+    /// Throttling answers, including those from [`Fault::Throttle`].
+    pub throttled: u64,
+    /// Token requests answered (or delayed) by an injected [`Fault`].
+    pub faults: u64,
+    /// Refresh tokens revoked through `/oauth/v2/token/revoke`.
+    pub revocations: u64,
+    /// Every hit on `/oauth/user/info` or a product API, whatever the answer.
+    pub api_requests: u64,
+    /// API requests answered with the working-token answer (including 404 for an unknown path).
+    pub api_ok: u64,
+    /// API requests whose token was dead, expired, evicted, revoked or unknown.
+    pub api_token_errors: u64,
+    /// API requests without a usable `Authorization` header.
+    pub api_no_token: u64,
+    /// API requests whose live token lacked a scope for the product.
+    pub api_scope_errors: u64,
+}
+
+/// Configures a [`Simulator`]; every setting defaults to Zoho's documented behaviour.
+#[must_use = "a builder does nothing until started"]
+pub struct SimulatorBuilder {
+    config: Config,
+    client_id: String,
+    client_secret: String,
+}
+
+impl fmt::Debug for SimulatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulatorBuilder")
+            .field("config", &self.config)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatorBuilder {
+    /// The one registered client. Default: a random `1000.<30 hex>` id and a random secret, so a
+    /// request meant for another simulator gets `invalid_client`, as at the wrong data centre.
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self.client_secret = secret.into();
+        self
+    }
+
+    /// How long access tokens live (default 1 hour). `expires_in` reports it in whole seconds.
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.token_lifetime = lifetime;
+        self
+    }
+
+    /// A delay before every answer from the accounts server (default none).
+    pub fn token_latency(mut self, latency: Duration) -> Self {
+        self.config.token_latency = latency;
+        self
+    }
+
+    /// A delay before every product API answer (default none).
+    pub fn api_latency(mut self, latency: Duration) -> Self {
+        self.config.api_latency = latency;
+        self
+    }
+
+    /// At most `count` access tokens per grant within any sliding `window` (default 10 per
+    /// 600 s); the next request gets the throttling body.
+    pub fn rate_limit(mut self, count: usize, window: Duration) -> Self {
+        self.config.rate_limit = count;
+        self.config.rate_window = window;
+        self
+    }
+
+    /// At most this many live access tokens per grant (default 15); minting one more silently
+    /// kills the oldest.
+    pub fn max_live_tokens(mut self, max: usize) -> Self {
+        self.config.max_live_tokens = max;
+        self
+    }
+
+    /// How long a grant code can be exchanged (default 120 s).
+    pub fn grant_code_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.grant_code_lifetime = lifetime;
+        self
+    }
+
+    /// The HTTP status of the throttling body (default 200; Zoho has also been seen using 400).
+    pub fn throttle_status(mut self, status: StatusCode) -> Self {
+        self.config.throttle_status = status;
+        self
+    }
+
+    /// The language of the throttling body (default English).
+    pub fn throttle_language(mut self, language: Language) -> Self {
+        self.config.throttle_language = language;
+        self
+    }
+
+    /// Answer every success in the legacy shape, `"expires_in_sec":3600,"expires_in":3600000`
+    /// (default off: today's `"expires_in":3600`).
+    pub fn legacy_expires(mut self, legacy: bool) -> Self {
+        self.config.legacy_expires = legacy;
+        self
+    }
+
+    /// Binds `127.0.0.1` on a random port and starts serving on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the port cannot be bound (e.g. no loopback interface, no file descriptors left).
+    pub async fn start(self) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            url: format!("http://{addr}"),
+            state: Mutex::new(State::new(self.config, self.client_id, self.client_secret)),
+        });
+        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        Ok(Simulator {
+            shared,
+            addr,
+            server,
+        })
+    }
+}
+
+/// A running Zoho simulator. Dropping it stops the server and closes its connections.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its `JoinSet`, which aborts every connection too.
+        self.server.abort();
+    }
+}
+
+impl Simulator {
+    /// A builder with Zoho's defaults.
+    pub fn builder() -> SimulatorBuilder {
+        SimulatorBuilder {
+            config: Config::default(),
+            client_id: format!("1000.{:030X}", fastrand::u128(..) >> 8),
+            client_secret: format!(
+                "{:032x}{:010x}",
+                fastrand::u128(..),
+                fastrand::u64(..) >> 24
+            ),
+        }
+    }
+
+    /// Starts a simulator with Zoho's defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`SimulatorBuilder::start`].
+    pub async fn start() -> std::io::Result<Simulator> {
+        Self::builder().start().await
+    }
+
+    /// `http://127.0.0.1:<port>`: both the accounts server URL and the `api_domain`.
+    pub fn url(&self) -> String {
+        self.shared.url.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The registered client's id.
+    pub fn client_id(&self) -> ClientId {
+        ClientId::new(self.shared.lock().client_id.clone())
+    }
+
+    /// The registered client's secret.
+    pub fn client_secret(&self) -> ClientSecret {
+        ClientSecret::new(self.shared.lock().client_secret.clone())
+    }
+
+    /// A refresh token, as if the user had consented with `access_type=offline` to `scopes`
+    /// (or to [`DEFAULT_SCOPES`] when empty).
+    pub fn mint_refresh_token(&self, scopes: &[&str]) -> RefreshToken {
+        RefreshToken::new(self.shared.lock().add_refresh_token(scope_list(scopes)))
+    }
+
+    /// A one-time grant code for `scopes` (or [`DEFAULT_SCOPES`] when empty), as the consent
+    /// redirect would deliver it. Its exchange yields a refresh token only when `offline`, and
+    /// must name the same `redirect_uri` when one is given here. It expires after the builder's
+    /// `grant_code_lifetime`.
+    pub fn issue_grant_code(
+        &self,
+        scopes: &[&str],
+        offline: bool,
+        redirect_uri: Option<&str>,
+    ) -> GrantCode {
+        let code = self.shared.lock().add_code(
+            scope_list(scopes),
+            offline,
+            redirect_uri.map(str::to_owned),
+        );
+        GrantCode::new(code)
+    }
+
+    /// Kills every live access token now, as a server-side invalidation would.
+    pub fn invalidate_all_tokens(&self) {
+        self.shared.lock().invalidate_all();
+    }
+
+    /// Revokes a refresh token and its access tokens, as the user removing the app would.
+    pub fn revoke_refresh_token(&self, token: &RefreshToken) {
+        self.shared.lock().revoke(token.expose());
+    }
+
+    /// The next `times` calls to `/oauth/v2/token` get `fault`, after any faults already queued.
+    pub fn inject(&self, fault: Fault, times: usize) {
+        self.shared.lock().inject(fault, times);
+    }
+
+    /// Forgets every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters
+    }
+
+    /// How many access tokens minted from `refresh` still work.
+    pub fn live_tokens(&self, refresh: &RefreshToken) -> usize {
+        self.shared.lock().live_count(refresh.expose())
+    }
+
+    /// Whether the product APIs would accept this access token now.
+    pub fn is_access_token_live(&self, token: &str) -> bool {
+        self.shared.lock().live_scopes(token).is_some()
+    }
+
+    /// The lifetime of access tokens minted from now on; live ones keep theirs.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().config.token_lifetime = lifetime;
+    }
+
+    /// The delay before every product API answer from now on.
+    pub fn set_api_latency(&self, latency: Duration) {
+        self.shared.lock().config.api_latency = latency;
+    }
+
+    /// The delay before every accounts server answer from now on.
+    pub fn set_token_latency(&self, latency: Duration) {
+        self.shared.lock().config.token_latency = latency;
+    }
+}
+
+/// What the server task and the handle share.
+struct Shared {
+    url: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Locks the state. Never held across an `.await`. A panic while it was held cannot leave
+    /// it half-updated in a way that matters to a test double, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn scope_list(scopes: &[&str]) -> Vec<String> {
+    let scopes = if scopes.is_empty() {
+        DEFAULT_SCOPES
+    } else {
+        scopes
+    };
+    scopes.iter().map(|&s| s.to_owned()).collect()
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a route answers; an `Err` drops the connection without a response.
+type Answer = Result<Response<Full<Bytes>>, BoxError>;
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                }
+                // Typically out of file descriptors: wait for some to be released.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Answers are small and written at once; do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| route(Arc::clone(&shared), request));
+    // The connection ends with an error when the client hangs up mid-request or a route drops
+    // it on purpose (`Fault::Close`); either way there is nobody to tell.
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
+    match request.uri().path() {
+        "/oauth/v2/token" => accounts::token(&shared, request).await,
+        "/oauth/v2/token/revoke" => accounts::revoke(&shared, request).await,
+        _ => products::api(&shared, request).await,
+    }
+}
+
+/// Sleeps, skipping the timer entirely for the usual zero latency.
+async fn delay(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+const JSON: &str = "application/json;charset=UTF-8";
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    respond(status, JSON, body)
+}
+
+/// An accounts-server answer: JSON with Zoho's `Server: ZGS` header.
+fn zgs(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = json(status, body);
+    response
+        .headers_mut()
+        .insert(SERVER, HeaderValue::from_static("ZGS"));
+    response
+}
