@@ -1,0 +1,267 @@
+//! Recognising dead tokens in each product's dialect, refreshing once and replaying once.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body::Frame;
+use http_body_util::Full;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use zoho_auth::classify::{Classifier, Rule};
+use zoho_auth::sim::{body_sha, Simulator};
+use zoho_auth::{TokenCache, ZohoAuthLayer};
+
+use common::{body_text, cache_builder, get, http_service, start, Recorder, CRM_INVALID_TOKEN};
+
+#[tokio::test]
+async fn a_server_side_invalidation_is_refreshed_and_replayed_once() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let service = http_service(&cache);
+    let url = format!("{}/crm/v8/users?type=CurrentUser", zoho.url());
+    assert_eq!(service.clone().oneshot(get(&url)).await.unwrap().status(), 200);
+
+    zoho.invalidate_all_tokens();
+    let response = service.clone().oneshot(get(&url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body_text(response).await.contains("\"users\""));
+
+    let stats = cache.stats();
+    assert_eq!((stats.token_requests, stats.replays, stats.invalidations), (2, 1, 1));
+    assert_eq!(zoho.counters().api_token_errors, 1);
+}
+
+#[tokio::test]
+async fn every_products_dead_token_dialect_is_recognised() {
+    let zoho = Simulator::builder()
+        .rate_limit(100, Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let cache = cache_builder(&zoho).budget(100, Duration::from_secs(600)).build();
+    let service = http_service(&cache);
+    cache.token().await.unwrap();
+    let paths = [
+        "/crm/v8/Leads",
+        "/bigin/v2/Contacts",
+        "/desk/api/v1/tickets",
+        "/books/v3/invoices",
+        "/invoice/v3/invoices",
+        "/inventory/v1/items",
+        "/mail/api/accounts",
+        "/projects/api/v3/portals",
+        "/people/api/forms",
+        "/workdrive/api/v1/files/abc",
+        "/workdrive/api/v1/teams",
+        "/oauth/user/info",
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        zoho.invalidate_all_tokens();
+        let response = service.clone().oneshot(get(&format!("{}{path}", zoho.url()))).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let stats = cache.stats();
+        assert_eq!(stats.replays, i as u64 + 1, "{path} was replayed");
+    }
+    assert_eq!(zoho.counters().api_token_errors, paths.len() as u64);
+}
+
+#[tokio::test]
+async fn a_scope_mismatch_is_handed_back_without_a_refresh() {
+    let zoho = Simulator::start().await.unwrap();
+    let cache = TokenCache::new(common::accounts_client(&zoho), zoho.mint_refresh_token(&["ZohoCRM.modules.ALL"]));
+    let service = http_service(&cache);
+    for path in ["/desk/api/v1/tickets", "/people/api/forms", "/workdrive/api/v1/files/x", "/bigin/v2/Contacts"] {
+        let response = service.clone().oneshot(get(&format!("{}{path}", zoho.url()))).await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.token_requests, stats.replays, stats.invalidations), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_post_body_is_replayed_byte_for_byte() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let service = http_service(&cache);
+    cache.token().await.unwrap();
+    zoho.invalidate_all_tokens();
+
+    let body = Bytes::from(format!("{{\"data\":[{{\"Last_Name\":\"{}\"}}]}}", "x".repeat(2048)));
+    let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(echo["body_bytes"], body.len());
+    assert_eq!(echo["body_sha"], body_sha(&body));
+    assert_eq!(cache.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let service = http_service(&cache);
+    cache.token().await.unwrap();
+    zoho.invalidate_all_tokens();
+
+    let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
+        .body(Chunks(vec![Bytes::from_static(b"{\"data\":"), Bytes::from_static(b"[]}")].into()))
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    let text = body_text(response).await;
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], "INVALID_TOKEN", "{text}");
+    let stats = cache.stats();
+    assert_eq!((stats.replays, stats.invalidations), (0, 1));
+
+    // The dead token was dropped all the same: the next request gets a fresh one, no replay.
+    let next = Request::get(format!("{}/crm/v8/Leads", zoho.url())).body(Chunks(VecDeque::new())).unwrap();
+    let response = service.oneshot(next).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stats = cache.stats();
+    assert_eq!((stats.token_requests, stats.replays), (2, 0));
+}
+
+#[tokio::test]
+async fn a_body_over_the_replay_limit_is_not_buffered_or_replayed() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()).max_replay_body(100), client);
+    cache.token().await.unwrap();
+    zoho.invalidate_all_tokens();
+    let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
+        .body(Full::new(Bytes::from(vec![b'a'; 1000])))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(cache.stats().replays, 0);
+}
+
+#[tokio::test]
+async fn a_request_is_replayed_at_most_once_and_a_fresh_token_error_stops_the_refreshing() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    // A service that calls every token dead, as a token used against the wrong DC would be.
+    let inner = Recorder::new(|_, _| (StatusCode::UNAUTHORIZED, CRM_INVALID_TOKEN.to_owned()));
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+
+    let response = service.clone().oneshot(get(&url)).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(inner.seen().len(), 2, "the original and one replay");
+    assert_ne!(inner.seen()[0].authorization, inner.seen()[1].authorization);
+    assert_eq!(zoho.counters().token_requests, 2);
+
+    for _ in 0..5 {
+        let response = service.clone().oneshot(get(&url)).await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(inner.seen().len(), 7, "no more replays once a fresh token failed the same way");
+    assert_eq!(zoho.counters().token_requests, 2, "no refresh loop");
+}
+
+#[tokio::test]
+async fn a_late_error_for_an_old_token_uses_the_newer_token_instead_of_refreshing() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let old = cache.token().await.unwrap();
+    let old_header = format!("Zoho-oauthtoken {}", old.access_token().expose());
+    let release = Arc::new(Notify::new());
+    let inner = {
+        let old_header = old_header.clone();
+        Recorder::new(move |_, seen| {
+            if seen.authorization.as_ref().unwrap() == old_header.as_str() {
+                (StatusCode::UNAUTHORIZED, CRM_INVALID_TOKEN.to_owned())
+            } else {
+                (StatusCode::OK, "{}".to_owned())
+            }
+        })
+    };
+    // Hold the first request's answer until another caller has refreshed.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = {
+        let release = release.clone();
+        tower::ServiceBuilder::new()
+            .then(move |result| {
+                let (release, first) = (release.clone(), first.clone());
+                async move {
+                    if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        release.notified().await;
+                    }
+                    result
+                }
+            })
+            .service(inner.clone())
+    };
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), gate);
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+    let pending = tokio::spawn(service.clone().oneshot(get(&url)));
+    common::wait_until(Duration::from_secs(5), "the first request was sent", || inner.seen().len() == 1).await;
+
+    cache.invalidate(&old);
+    let newer = cache.token().await.unwrap();
+    release.notify_one();
+    let response = pending.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = inner.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].authorization.as_ref().unwrap(),
+        format!("Zoho-oauthtoken {}", newer.access_token().expose()).as_str()
+    );
+    assert_eq!(zoho.counters().token_requests, 2, "the late 401 did not throw away the newer token");
+    assert_eq!(cache.cached().unwrap().access_token(), newer.access_token());
+}
+
+#[tokio::test]
+async fn large_error_responses_stream_through_unread() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let big = format!("{{\"code\":\"INVALID_TOKEN\",\"pad\":\"{}\"}}", "p".repeat(100_000));
+    let inner = Recorder::new({
+        let big = big.clone();
+        move |_, _| (StatusCode::UNAUTHORIZED, big.clone())
+    });
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
+    let response = service.oneshot(get(&format!("{}/crm/v8/Leads", zoho.url()))).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(body_text(response).await, big, "delivered intact");
+    assert_eq!(inner.seen().len(), 1);
+    assert_eq!(cache.stats().invalidations, 0, "too large to be a Zoho token error; not read");
+}
+
+#[tokio::test]
+async fn a_user_rule_teaches_the_classifier_a_new_dialect() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let inner = Recorder::new(move |index, _| match index {
+        0 => (StatusCode::FORBIDDEN, r#"{"error":{"reason":"token_expired"}}"#.to_owned()),
+        _ => (StatusCode::OK, "{}".to_owned()),
+    });
+    let classifier = Classifier::zoho().with_rule(Rule::json(StatusCode::FORBIDDEN, "/error/reason", "token_expired"));
+    let layer = ZohoAuthLayer::new(cache.clone()).classifier(classifier);
+    let service = tower::Layer::layer(&layer, inner.clone());
+    let response = service.oneshot(get(&format!("{}/crm/v8/Leads", zoho.url()))).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(inner.seen().len(), 2);
+    assert_eq!(cache.stats().replays, 1);
+}
+
+/// A body of unknown size, like a file or a channel: it cannot be buffered ahead.
+struct Chunks(VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
