@@ -31,12 +31,14 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::Simulator;
 use zoho_auth::{
-    Accounts, ClientId, ClientSecret, DataCenter, Environment, RefreshToken, RequestBody, TokenCache,
-    ZohoAuth, ZohoAuthLayer,
+    Accounts, ClientId, ClientSecret, DataCenter, Environment, RefreshToken, RequestBody,
+    TokenCache, ZohoAuth, ZohoAuthLayer,
 };
 
 #[derive(Parser, Debug)]
-#[command(about = "Drive concurrent requests through ZohoAuthLayer (simulator or a real Zoho account)")]
+#[command(
+    about = "Drive concurrent requests through ZohoAuthLayer (simulator or a real Zoho account)"
+)]
 struct Args {
     /// How many requests to send in total.
     #[arg(long, default_value_t = 2000)]
@@ -70,7 +72,8 @@ struct Tally {
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "zoho_auth=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "zoho_auth=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -83,52 +86,106 @@ async fn main() -> Result<(), BoxError> {
 
     match real_zoho_credentials() {
         Some((client_id, client_secret, refresh_token)) => {
-            let dc: DataCenter = std::env::var("ZOHO_DC").as_deref().unwrap_or("us").parse()?;
+            let dc: DataCenter = std::env::var("ZOHO_DC")
+                .as_deref()
+                .unwrap_or("us")
+                .parse()?;
             let accounts = match std::env::var("ZOHO_ACCOUNTS_URL") {
                 Ok(url) => Accounts::custom(&url)?,
                 Err(_) => Accounts::dc(dc),
             };
-            println!("Talking to Zoho: data centre {dc}, accounts server {}", accounts.url());
-            let cache = TokenCache::new(AccountsClient::new(accounts, client_id, client_secret)?, refresh_token);
+            println!(
+                "Talking to Zoho: data centre {dc}, accounts server {}",
+                accounts.url()
+            );
+            let cache = TokenCache::new(
+                AccountsClient::new(accounts, client_id, client_secret)?,
+                refresh_token,
+            );
             let api_domain = cache
                 .token()
                 .await?
                 .api_domain()
                 .unwrap_or(dc.api_domain(Environment::Production))
                 .to_owned();
-            let url = args.url.clone().unwrap_or(format!("{api_domain}{CURRENT_USER}"));
+            let url = args
+                .url
+                .clone()
+                .unwrap_or(format!("{api_domain}{CURRENT_USER}"));
             let api = api(&cache);
             let tally = Arc::new(Tally::default());
             let started = Instant::now();
-            run_phase("requests", &api, &url, &body, args.requests, args.concurrency, &tally).await;
+            run_phase(
+                "requests",
+                &api,
+                &url,
+                &body,
+                args.requests,
+                args.concurrency,
+                &tally,
+            )
+            .await;
             summarise(&tally, args.requests, &cache, started, None);
         }
         None => {
-            let zoho = Simulator::builder().token_lifetime(Duration::from_secs(3)).start().await?;
+            let zoho = Simulator::builder()
+                .token_lifetime(Duration::from_secs(3))
+                .start()
+                .await?;
             println!("No ZOHO_CLIENT_ID/ZOHO_CLIENT_SECRET/ZOHO_REFRESH_TOKEN set: using the embedded Zoho simulator at {}", zoho.url());
             let accounts = Accounts::custom(&zoho.url())?;
             let cache = TokenCache::new(
                 AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret())?,
                 zoho.mint_refresh_token(&[]),
             );
-            let url = args.url.clone().unwrap_or(format!("{}{CURRENT_USER}", zoho.url()));
+            let url = args
+                .url
+                .clone()
+                .unwrap_or(format!("{}{CURRENT_USER}", zoho.url()));
             let api = api(&cache);
             let tally = Arc::new(Tally::default());
             let started = Instant::now();
             let third = args.requests / 3;
 
-            run_phase("phase 1: first token", &api, &url, &body, third, args.concurrency, &tally).await;
+            run_phase(
+                "phase 1: first token",
+                &api,
+                &url,
+                &body,
+                third,
+                args.concurrency,
+                &tally,
+            )
+            .await;
 
             println!("The simulator now invalidates every live access token (as Zoho does when a 16th is minted).");
             zoho.invalidate_all_tokens();
-            run_phase("phase 2: after invalidation", &api, &url, &body, third, args.concurrency, &tally).await;
+            run_phase(
+                "phase 2: after invalidation",
+                &api,
+                &url,
+                &body,
+                third,
+                args.concurrency,
+                &tally,
+            )
+            .await;
 
             println!("Waiting for the access token to expire...");
             while cache.cached().is_some() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let rest = args.requests - 2 * third;
-            run_phase("phase 3: after expiry", &api, &url, &body, rest, args.concurrency, &tally).await;
+            run_phase(
+                "phase 3: after expiry",
+                &api,
+                &url,
+                &body,
+                rest,
+                args.concurrency,
+                &tally,
+            )
+            .await;
 
             summarise(&tally, args.requests, &cache, started, Some(&zoho));
         }
@@ -138,7 +195,11 @@ async fn main() -> Result<(), BoxError> {
 
 /// Credentials from the environment, when all three are set.
 fn real_zoho_credentials() -> Option<(ClientId, ClientSecret, RefreshToken)> {
-    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+    let var = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
+    };
     Some((
         ClientId::new(var("ZOHO_CLIENT_ID")?),
         ClientSecret::new(var("ZOHO_CLIENT_SECRET")?),
@@ -148,7 +209,10 @@ fn real_zoho_credentials() -> Option<(ClientId, ClientSecret, RefreshToken)> {
 
 /// A JSON document of exactly `bytes` bytes (at least 11: `{"data":""}`).
 fn json_body(bytes: usize) -> Bytes {
-    Bytes::from(format!("{{\"data\":\"{}\"}}", "x".repeat(bytes.saturating_sub(11))))
+    Bytes::from(format!(
+        "{{\"data\":\"{}\"}}",
+        "x".repeat(bytes.saturating_sub(11))
+    ))
 }
 
 /// A hyper-util client (https, or http for the loopback simulator) wrapped by the layer.
@@ -161,7 +225,9 @@ fn api(cache: &TokenCache) -> Api {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build(https);
-    ServiceBuilder::new().layer(ZohoAuthLayer::new(cache.clone())).service(client)
+    ServiceBuilder::new()
+        .layer(ZohoAuthLayer::new(cache.clone()))
+        .service(client)
 }
 
 async fn run_phase(
@@ -176,7 +242,13 @@ async fn run_phase(
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency.min(count.max(1)))
         .map(|_| {
-            let (mut api, url, body, next, tally) = (service.clone(), url.to_owned(), body.clone(), next.clone(), tally.clone());
+            let (mut api, url, body, next, tally) = (
+                service.clone(),
+                url.to_owned(),
+                body.clone(),
+                next.clone(),
+                tally.clone(),
+            );
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < count {
                     let started = Instant::now();
@@ -185,11 +257,16 @@ async fn run_phase(
                     match outcome {
                         Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
                         Err(error) => {
-                            tally.first_error.lock().unwrap().get_or_insert(error.to_string());
+                            tally
+                                .first_error
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(error.to_string());
                             tally.failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
-                    let done = tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
+                    let done =
+                        tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
                     if done % 500 == 0 {
                         println!("  {done} requests done");
                     }
@@ -226,7 +303,13 @@ async fn send(api: &mut Api, url: &str, body: Option<Bytes>) -> Result<(), BoxEr
     }
 }
 
-fn summarise(tally: &Tally, requests: usize, cache: &TokenCache, started: Instant, zoho: Option<&Simulator>) {
+fn summarise(
+    tally: &Tally,
+    requests: usize,
+    cache: &TokenCache,
+    started: Instant,
+    zoho: Option<&Simulator>,
+) {
     let mut latencies = tally.latencies.lock().unwrap().clone();
     latencies.sort();
     let percentile = |p: f64| {

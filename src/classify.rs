@@ -38,7 +38,10 @@ type Predicate = dyn Fn(StatusCode, &[u8]) -> bool + Send + Sync;
 #[derive(Clone)]
 enum Matcher {
     /// The JSON value at a pointer equals a string, or a number with that decimal form.
-    Json { pointer: String, value: String },
+    Json {
+        pointer: String,
+        value: String,
+    },
     Custom(Arc<Predicate>),
 }
 
@@ -54,7 +57,8 @@ pub struct Rule {
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Rule");
-        d.field("statuses", &self.statuses).field("host_prefix", &self.host_prefix);
+        d.field("statuses", &self.statuses)
+            .field("host_prefix", &self.host_prefix);
         match &self.matcher {
             Matcher::Json { pointer, value } => d.field("pointer", pointer).field("value", value),
             Matcher::Custom(_) => d.field("matcher", &"custom"),
@@ -151,7 +155,9 @@ const MAX_RULES: usize = 128;
 impl Classifier {
     /// No rules: nothing is a token error.
     pub fn empty() -> Self {
-        Self { rules: Arc::from([]) }
+        Self {
+            rules: Arc::from([]),
+        }
     }
 
     /// The dialects of Zoho's products (`zoho-wire.md` §7). Scope and org mismatches
@@ -178,9 +184,11 @@ impl Classifier {
                 Rule::json(unauthorized, "/cause", "INVALID_OAUTHTOKEN"),
                 // People, whose errors can also arrive inside a 2xx on its own hosts.
                 Rule::json(unauthorized, "/response/errors/code", "7213"),
-                Rule::json(StatusCode::OK, "/response/errors/code", "7213").for_host_prefix("people."),
+                Rule::json(StatusCode::OK, "/response/errors/code", "7213")
+                    .for_host_prefix("people."),
                 // WorkDrive: 401 on some endpoints, 500 on others.
-                Rule::json(unauthorized, "/errors/0/id", "F7003").or_status(StatusCode::INTERNAL_SERVER_ERROR),
+                Rule::json(unauthorized, "/errors/0/id", "F7003")
+                    .or_status(StatusCode::INTERNAL_SERVER_ERROR),
             ]),
         }
     }
@@ -193,8 +201,13 @@ impl Classifier {
     pub fn with_rule(self, rule: Rule) -> Self {
         let mut rules = self.rules.to_vec();
         rules.push(rule);
-        assert!(rules.len() <= MAX_RULES, "a Classifier holds at most {MAX_RULES} rules");
-        Self { rules: rules.into() }
+        assert!(
+            rules.len() <= MAX_RULES,
+            "a Classifier holds at most {MAX_RULES} rules"
+        );
+        Self {
+            rules: rules.into(),
+        }
     }
 
     /// Whether a response with this status and body, to a request for `host`, says the token it
@@ -216,7 +229,8 @@ impl Classifier {
     /// Whether some rule for this host looks at responses with `status`: the response path's
     /// cheap test before reading any body.
     pub(crate) fn inspects(&self, mask: RuleMask, status: StatusCode) -> bool {
-        self.applicable(mask).any(|rule| rule.statuses.contains(&status))
+        self.applicable(mask)
+            .any(|rule| rule.statuses.contains(&status))
     }
 
     pub(crate) fn matches(&self, mask: RuleMask, status: StatusCode, body: &[u8]) -> bool {
@@ -253,17 +267,61 @@ mod tests {
     #[test]
     fn every_products_dead_token_dialect() {
         let cases = [
-            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#),
-            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":"AUTHENTICATION_FAILURE","details":{},"message":"Authentication failed","status":"error"}"#),
-            (UNAUTHORIZED, "desk.zoho.com", r#"{"errorCode":"INVALID_OAUTH","message":"The OAuth Token you provided is invalid."}"#),
-            (UNAUTHORIZED, "www.zohoapis.com", r#"{"code":57,"message":"You are not authorized to perform this operation"}"#),
-            (UNAUTHORIZED, "mail.zoho.com", r#"{"data":{"errorCode":"INVALID_OAUTHTOKEN"},"status":{"code":401,"description":"Invalid Access"}}"#),
-            (UNAUTHORIZED, "projectsapi.zoho.com", r#"{"error":{"status_code":"401","title":"INVALID_OAUTHTOKEN"}}"#),
-            (UNAUTHORIZED, "accounts.zoho.com", r#"{"response":"error","cause":"INVALID_OAUTHTOKEN"}"#),
-            (UNAUTHORIZED, "people.zoho.com", r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#),
-            (StatusCode::OK, "people.zoho.com", r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#),
-            (UNAUTHORIZED, "www.zohoapis.com", r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#),
-            (StatusCode::INTERNAL_SERVER_ERROR, "www.zohoapis.com", r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#),
+            (
+                UNAUTHORIZED,
+                "www.zohoapis.com",
+                r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "www.zohoapis.com",
+                r#"{"code":"AUTHENTICATION_FAILURE","details":{},"message":"Authentication failed","status":"error"}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "desk.zoho.com",
+                r#"{"errorCode":"INVALID_OAUTH","message":"The OAuth Token you provided is invalid."}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "www.zohoapis.com",
+                r#"{"code":57,"message":"You are not authorized to perform this operation"}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "mail.zoho.com",
+                r#"{"data":{"errorCode":"INVALID_OAUTHTOKEN"},"status":{"code":401,"description":"Invalid Access"}}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "projectsapi.zoho.com",
+                r#"{"error":{"status_code":"401","title":"INVALID_OAUTHTOKEN"}}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "accounts.zoho.com",
+                r#"{"response":"error","cause":"INVALID_OAUTHTOKEN"}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "people.zoho.com",
+                r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#,
+            ),
+            (
+                StatusCode::OK,
+                "people.zoho.com",
+                r#"{"response":{"errors":{"code":7213,"message":"Invalid OAuthtoken"},"status":1}}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                "www.zohoapis.com",
+                r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#,
+            ),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "www.zohoapis.com",
+                r#"{"errors":[{"id":"F7003","title":"Invalid OAuth token."}]}"#,
+            ),
         ];
         for (status, host, body) in cases {
             assert!(dead(status, host, body), "{status} {host} {body}");
@@ -273,11 +331,20 @@ mod tests {
     #[test]
     fn scope_org_and_unrelated_errors_are_not_token_errors() {
         let cases = [
-            (UNAUTHORIZED, r#"{"code":"OAUTH_SCOPE_MISMATCH","details":{},"message":"invalid oauth scope","status":"error"}"#),
+            (
+                UNAUTHORIZED,
+                r#"{"code":"OAUTH_SCOPE_MISMATCH","details":{},"message":"invalid oauth scope","status":"error"}"#,
+            ),
             (UNAUTHORIZED, r#"{"errorCode":"SCOPE_MISMATCH"}"#),
             (UNAUTHORIZED, r#"{"errorCode":"OAUTH_ORG_MISMATCH"}"#),
-            (UNAUTHORIZED, r#"{"response":{"errors":{"code":7218},"status":1}}"#),
-            (UNAUTHORIZED, r#"{"errors":[{"id":"F7004","title":"Invalid OAuth scope."}]}"#),
+            (
+                UNAUTHORIZED,
+                r#"{"response":{"errors":{"code":7218},"status":1}}"#,
+            ),
+            (
+                UNAUTHORIZED,
+                r#"{"errors":[{"id":"F7004","title":"Invalid OAuth scope."}]}"#,
+            ),
             (StatusCode::FORBIDDEN, r#"{"code":"INVALID_TOKEN"}"#),
             (StatusCode::OK, r#"{"code":"INVALID_TOKEN"}"#),
             (UNAUTHORIZED, "<html>401</html>"),
@@ -304,9 +371,16 @@ mod tests {
 
     #[test]
     fn custom_rules_are_consulted() {
-        let classifier = Classifier::empty().with_rule(Rule::custom(StatusCode::FORBIDDEN, |_, body| body == b"expired"));
+        let classifier = Classifier::empty()
+            .with_rule(Rule::custom(StatusCode::FORBIDDEN, |_, body| {
+                body == b"expired"
+            }));
         assert!(classifier.is_token_error(StatusCode::FORBIDDEN, None, b"expired"));
         assert!(!classifier.is_token_error(StatusCode::FORBIDDEN, None, b"other"));
-        assert!(!Classifier::empty().is_token_error(UNAUTHORIZED, None, br#"{"code":"INVALID_TOKEN"}"#));
+        assert!(!Classifier::empty().is_token_error(
+            UNAUTHORIZED,
+            None,
+            br#"{"code":"INVALID_TOKEN"}"#
+        ));
     }
 }

@@ -96,21 +96,51 @@ impl DataCenter {
 
     fn info(self) -> Info {
         match self {
-            DataCenter::Us => dc_info!("us", "https://accounts.zoho.com", "zohoapis.com", ["zoho.com"]),
-            DataCenter::Eu => dc_info!("eu", "https://accounts.zoho.eu", "zohoapis.eu", ["zoho.eu"]),
-            DataCenter::In => dc_info!("in", "https://accounts.zoho.in", "zohoapis.in", ["zoho.in"]),
+            DataCenter::Us => dc_info!(
+                "us",
+                "https://accounts.zoho.com",
+                "zohoapis.com",
+                ["zoho.com"]
+            ),
+            DataCenter::Eu => {
+                dc_info!("eu", "https://accounts.zoho.eu", "zohoapis.eu", ["zoho.eu"])
+            }
+            DataCenter::In => {
+                dc_info!("in", "https://accounts.zoho.in", "zohoapis.in", ["zoho.in"])
+            }
             DataCenter::Au => {
-                dc_info!("au", "https://accounts.zoho.com.au", "zohoapis.com.au", ["zoho.com.au"])
+                dc_info!(
+                    "au",
+                    "https://accounts.zoho.com.au",
+                    "zohoapis.com.au",
+                    ["zoho.com.au"]
+                )
             }
             DataCenter::Cn => {
-                dc_info!("cn", "https://accounts.zoho.com.cn", "zohoapis.com.cn", ["zoho.com.cn"])
+                dc_info!(
+                    "cn",
+                    "https://accounts.zoho.com.cn",
+                    "zohoapis.com.cn",
+                    ["zoho.com.cn"]
+                )
             }
-            DataCenter::Jp => dc_info!("jp", "https://accounts.zoho.jp", "zohoapis.jp", ["zoho.jp"]),
+            DataCenter::Jp => {
+                dc_info!("jp", "https://accounts.zoho.jp", "zohoapis.jp", ["zoho.jp"])
+            }
             DataCenter::Ca => {
-                dc_info!("ca", "https://accounts.zohocloud.ca", "zohoapis.ca", ["zohocloud.ca"])
+                dc_info!(
+                    "ca",
+                    "https://accounts.zohocloud.ca",
+                    "zohoapis.ca",
+                    ["zohocloud.ca"]
+                )
             }
-            DataCenter::Sa => dc_info!("sa", "https://accounts.zoho.sa", "zohoapis.sa", ["zoho.sa"]),
-            DataCenter::Uk => dc_info!("uk", "https://accounts.zoho.uk", "zohoapis.uk", ["zoho.uk"]),
+            DataCenter::Sa => {
+                dc_info!("sa", "https://accounts.zoho.sa", "zohoapis.sa", ["zoho.sa"])
+            }
+            DataCenter::Uk => {
+                dc_info!("uk", "https://accounts.zoho.uk", "zohoapis.uk", ["zoho.uk"])
+            }
         }
     }
 
@@ -233,7 +263,10 @@ impl Accounts {
             .map_err(|e| Error::config(format!("invalid accounts URL {url:?}: {e}")))?;
         match base.scheme() {
             "https" => {}
-            "http" if base.host().is_some_and(|h| crate::hosts::is_loopback_host(&h.to_string())) => {}
+            "http"
+                if base
+                    .host()
+                    .is_some_and(|h| crate::hosts::is_loopback_host(&h.to_string())) => {}
             _ => {
                 return Err(Error::config(format!(
                     "accounts URL {url:?} must use https (plain http only on loopback)"
@@ -290,16 +323,28 @@ mod tests {
 
     #[test]
     fn canada_uses_zohocloud() {
-        assert_eq!(DataCenter::Ca.accounts_url(), "https://accounts.zohocloud.ca");
+        assert_eq!(
+            DataCenter::Ca.accounts_url(),
+            "https://accounts.zohocloud.ca"
+        );
         assert!(DataCenter::Ca.owns_host("desk.zohocloud.ca"));
         assert!(!DataCenter::Ca.owns_host("desk.zoho.ca"));
     }
 
     #[test]
     fn look_alike_hosts_are_not_zoho() {
-        assert_eq!(DataCenter::from_accounts_url("https://accounts.zoho.eu.evil.test"), None);
-        assert_eq!(DataCenter::from_accounts_url("http://accounts.zoho.eu"), None);
-        assert_eq!(DataCenter::from_accounts_url("https://accounts.zoho.eu:8443"), None);
+        assert_eq!(
+            DataCenter::from_accounts_url("https://accounts.zoho.eu.evil.test"),
+            None
+        );
+        assert_eq!(
+            DataCenter::from_accounts_url("http://accounts.zoho.eu"),
+            None
+        );
+        assert_eq!(
+            DataCenter::from_accounts_url("https://accounts.zoho.eu:8443"),
+            None
+        );
         assert!(!DataCenter::Us.owns_host("www.zohoapis.com.evil.test"));
         assert!(!DataCenter::Us.owns_host("evilzohoapis.com"));
         assert!(!DataCenter::Us.owns_host("www.zohoapis.eu"));
@@ -309,8 +354,14 @@ mod tests {
 
     #[test]
     fn consent_starts_at_the_us_server_except_in_china() {
-        assert_eq!(DataCenter::Eu.consent_accounts_url(), "https://accounts.zoho.com");
-        assert_eq!(DataCenter::Cn.consent_accounts_url(), "https://accounts.zoho.com.cn");
+        assert_eq!(
+            DataCenter::Eu.consent_accounts_url(),
+            "https://accounts.zoho.com"
+        );
+        assert_eq!(
+            DataCenter::Cn.consent_accounts_url(),
+            "https://accounts.zoho.com.cn"
+        );
     }
 
     #[test]

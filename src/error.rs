@@ -155,7 +155,10 @@ impl Error {
     /// `invalid_client`: the client id is unknown at this data centre. Usually the account
     /// lives in another DC, or the client is not enabled for multi-DC use.
     pub fn is_invalid_client(&self) -> bool {
-        matches!(self.inner.kind, Kind::InvalidClient | Kind::InvalidClientSecret)
+        matches!(
+            self.inner.kind,
+            Kind::InvalidClient | Kind::InvalidClientSecret
+        )
     }
 
     /// `invalid_code`: the grant code was used or expired, or — on refresh — the refresh token is
@@ -252,8 +255,11 @@ mod tests {
         assert!(revoked.is_permanent() && revoked.is_invalid_grant() && !revoked.is_transient());
         assert_eq!(revoked.zoho_code(), Some("invalid_code"));
 
-        let throttled = Error::new(Kind::Throttled, "slow down").with_retry_after(Duration::from_secs(300));
-        assert!(throttled.is_rate_limited() && throttled.is_throttled() && !throttled.is_permanent());
+        let throttled =
+            Error::new(Kind::Throttled, "slow down").with_retry_after(Duration::from_secs(300));
+        assert!(
+            throttled.is_rate_limited() && throttled.is_throttled() && !throttled.is_permanent()
+        );
         assert_eq!(throttled.to_string(), "slow down (retry in 300s)");
 
         let local = Error::new(Kind::RateLimited, "budget");

@@ -104,34 +104,82 @@ mod tests {
 
     #[test]
     fn dc_hosts_get_the_token_others_do_not() {
-        let policy = HostPolicy { dc: Some(DataCenter::Eu), allow: vec![] };
-        assert_eq!(verdict(&policy, "https://www.zohoapis.eu/crm/v8/users", None), Verdict::Attach);
-        assert_eq!(verdict(&policy, "https://desk.zoho.eu/api/v1/tickets", None), Verdict::Attach);
-        assert_eq!(verdict(&policy, "https://www.zohoapis.com/crm", None), Verdict::PassThrough);
-        assert_eq!(verdict(&policy, "https://cdn.example.com/x", None), Verdict::PassThrough);
-        assert_eq!(verdict(&policy, "https://zohoapis.eu.example.com/", None), Verdict::PassThrough);
+        let policy = HostPolicy {
+            dc: Some(DataCenter::Eu),
+            allow: vec![],
+        };
+        assert_eq!(
+            verdict(&policy, "https://www.zohoapis.eu/crm/v8/users", None),
+            Verdict::Attach
+        );
+        assert_eq!(
+            verdict(&policy, "https://desk.zoho.eu/api/v1/tickets", None),
+            Verdict::Attach
+        );
+        assert_eq!(
+            verdict(&policy, "https://www.zohoapis.com/crm", None),
+            Verdict::PassThrough
+        );
+        assert_eq!(
+            verdict(&policy, "https://cdn.example.com/x", None),
+            Verdict::PassThrough
+        );
+        assert_eq!(
+            verdict(&policy, "https://zohoapis.eu.example.com/", None),
+            Verdict::PassThrough
+        );
         assert_eq!(verdict(&policy, "/relative", None), Verdict::PassThrough);
     }
 
     #[test]
     fn plain_http_is_refused_except_on_loopback() {
-        let policy = HostPolicy { dc: Some(DataCenter::Us), allow: vec![] };
-        assert_eq!(verdict(&policy, "http://www.zohoapis.com/crm", None), Verdict::Refuse);
+        let policy = HostPolicy {
+            dc: Some(DataCenter::Us),
+            allow: vec![],
+        };
+        assert_eq!(
+            verdict(&policy, "http://www.zohoapis.com/crm", None),
+            Verdict::Refuse
+        );
         let api = Some("http://127.0.0.1:8080");
-        assert_eq!(verdict(&policy, "http://127.0.0.1:8080/crm", api), Verdict::Attach);
-        assert_eq!(verdict(&policy, "http://127.0.0.1:9090/crm", api), Verdict::PassThrough);
-        assert_eq!(verdict(&policy, "http://[::1]:8080/crm", Some("http://[::1]:8080")), Verdict::Attach);
+        assert_eq!(
+            verdict(&policy, "http://127.0.0.1:8080/crm", api),
+            Verdict::Attach
+        );
+        assert_eq!(
+            verdict(&policy, "http://127.0.0.1:9090/crm", api),
+            Verdict::PassThrough
+        );
+        assert_eq!(
+            verdict(&policy, "http://[::1]:8080/crm", Some("http://[::1]:8080")),
+            Verdict::Attach
+        );
     }
 
     #[test]
     fn allowlist_matches_host_and_optional_port() {
         let policy = HostPolicy {
             dc: None,
-            allow: vec![HostPattern::parse("proxy.internal").unwrap(), HostPattern::parse("https://gw.example.com:8443").unwrap()],
+            allow: vec![
+                HostPattern::parse("proxy.internal").unwrap(),
+                HostPattern::parse("https://gw.example.com:8443").unwrap(),
+            ],
         };
-        assert_eq!(verdict(&policy, "https://proxy.internal:9443/x", None), Verdict::Attach);
-        assert_eq!(verdict(&policy, "https://gw.example.com:8443/x", None), Verdict::Attach);
-        assert_eq!(verdict(&policy, "https://gw.example.com/x", None), Verdict::PassThrough);
-        assert_eq!(verdict(&policy, "http://proxy.internal/x", None), Verdict::Refuse);
+        assert_eq!(
+            verdict(&policy, "https://proxy.internal:9443/x", None),
+            Verdict::Attach
+        );
+        assert_eq!(
+            verdict(&policy, "https://gw.example.com:8443/x", None),
+            Verdict::Attach
+        );
+        assert_eq!(
+            verdict(&policy, "https://gw.example.com/x", None),
+            Verdict::PassThrough
+        );
+        assert_eq!(
+            verdict(&policy, "http://proxy.internal/x", None),
+            Verdict::Refuse
+        );
     }
 }

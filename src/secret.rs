@@ -125,8 +125,16 @@ mod tests {
     fn every_secret_type_redacts_debug_and_display() {
         let value = "1000.secret-value.do-not-print";
         let printed = [
-            format!("{:?} {}", ClientSecret::new(value), ClientSecret::new(value)),
-            format!("{:?} {}", RefreshToken::new(value), RefreshToken::new(value)),
+            format!(
+                "{:?} {}",
+                ClientSecret::new(value),
+                ClientSecret::new(value)
+            ),
+            format!(
+                "{:?} {}",
+                RefreshToken::new(value),
+                RefreshToken::new(value)
+            ),
             format!("{:?} {}", AccessToken::new(value), AccessToken::new(value)),
             format!("{:?} {}", GrantCode::new(value), GrantCode::new(value)),
         ];

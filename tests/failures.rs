@@ -35,15 +35,33 @@ async fn a_failed_background_refresh_keeps_serving_the_still_valid_token() {
     let inner = Recorder::ok();
     let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
     let url = format!("{}/crm/v8/Leads", zoho.url());
-    assert_eq!(service.clone().oneshot(get(&url)).await.unwrap().status(), 200);
-    wait_until(Duration::from_secs(5), "the background refresh failed", || cache.stats().failures == 1).await;
+    assert_eq!(
+        service.clone().oneshot(get(&url)).await.unwrap().status(),
+        200
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the background refresh failed",
+        || cache.stats().failures == 1,
+    )
+    .await;
     for _ in 0..20 {
-        assert_eq!(service.clone().oneshot(get(&url)).await.unwrap().status(), 200);
+        assert_eq!(
+            service.clone().oneshot(get(&url)).await.unwrap().status(),
+            200
+        );
     }
     let header = format!("Zoho-oauthtoken {}", token.access_token().expose());
-    assert!(inner.seen().iter().all(|s| s.authorization.as_ref().unwrap() == header.as_str()));
+    assert!(inner
+        .seen()
+        .iter()
+        .all(|s| s.authorization.as_ref().unwrap() == header.as_str()));
     assert_eq!(cache.cached().unwrap().access_token(), token.access_token());
-    assert_eq!(zoho.counters().token_requests, 2, "the back-off holds further attempts");
+    assert_eq!(
+        zoho.counters().token_requests,
+        2,
+        "the back-off holds further attempts"
+    );
 }
 
 #[tokio::test]
@@ -56,11 +74,18 @@ async fn transient_failures_back_off_then_recover() {
     let first = cache.token().await.unwrap_err();
     assert!(first.is_transient(), "{first:?}");
     let wait = first.retry_after().expect("a back-off");
-    assert!(wait >= Duration::from_millis(200) && wait <= Duration::from_millis(400), "{wait:?}");
+    assert!(
+        wait >= Duration::from_millis(200) && wait <= Duration::from_millis(400),
+        "{wait:?}"
+    );
 
     let during = cache.token().await.unwrap_err();
     assert!(during.is_transient() && during.retry_after().unwrap() <= wait);
-    assert_eq!(zoho.counters().token_requests, 1, "no call during the back-off");
+    assert_eq!(
+        zoho.counters().token_requests,
+        1,
+        "no call during the back-off"
+    );
 
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
     cache.token().await.unwrap();
@@ -96,7 +121,10 @@ async fn a_revoked_refresh_token_is_a_permanent_error_and_is_not_retried() {
     let cache = TokenCache::new(accounts_client(&zoho), refresh_token);
     for _ in 0..5 {
         let error = cache.token().await.unwrap_err();
-        assert!(error.is_permanent() && error.is_invalid_grant(), "{error:?}");
+        assert!(
+            error.is_permanent() && error.is_invalid_grant(),
+            "{error:?}"
+        );
         assert_eq!(error.zoho_code(), Some("invalid_code"));
     }
     assert_eq!(zoho.counters().token_requests, 1);
@@ -111,10 +139,18 @@ async fn a_revoked_refresh_token_is_a_permanent_error_and_is_not_retried() {
 async fn a_wrong_client_is_a_permanent_typed_error() {
     let zoho = Simulator::start().await.unwrap();
     let accounts = Accounts::custom(&zoho.url()).unwrap();
-    let client = AccountsClient::new(accounts, ClientId::new("1000.UNKNOWN"), zoho.client_secret()).unwrap();
+    let client = AccountsClient::new(
+        accounts,
+        ClientId::new("1000.UNKNOWN"),
+        zoho.client_secret(),
+    )
+    .unwrap();
     let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
     let error = cache.token().await.unwrap_err();
-    assert!(error.is_invalid_client() && error.is_permanent(), "{error:?}");
+    assert!(
+        error.is_invalid_client() && error.is_permanent(),
+        "{error:?}"
+    );
     cache.token().await.unwrap_err();
     assert_eq!(zoho.counters().token_requests, 1);
 }
@@ -125,15 +161,27 @@ async fn throttling_in_any_language_at_200_or_400_backs_off_for_minutes() {
         (StatusCode::OK, Language::English),
         (StatusCode::BAD_REQUEST, Language::Chinese),
     ] {
-        let (zoho, cache) = start(Simulator::builder().throttle_status(status).throttle_language(language)).await;
+        let (zoho, cache) = start(
+            Simulator::builder()
+                .throttle_status(status)
+                .throttle_language(language),
+        )
+        .await;
         zoho.inject(Fault::Throttle, 1);
         let error = cache.token().await.unwrap_err();
-        assert!(error.is_throttled() && error.is_rate_limited() && !error.is_permanent(), "{error:?}");
+        assert!(
+            error.is_throttled() && error.is_rate_limited() && !error.is_permanent(),
+            "{error:?}"
+        );
         let wait = error.retry_after().unwrap();
         assert!(wait >= Duration::from_secs(240), "{wait:?}");
         let again = cache.token().await.unwrap_err();
         assert!(again.is_throttled());
-        assert_eq!(zoho.counters().token_requests, 1, "{status} {language:?}: no call while backing off");
+        assert_eq!(
+            zoho.counters().token_requests,
+            1,
+            "{status} {language:?}: no call while backing off"
+        );
     }
 }
 
@@ -152,18 +200,30 @@ async fn the_local_budget_keeps_the_process_under_zohos_limit() {
         }
     }
     let error = refused.expect("the budget ran out");
-    assert!(error.is_rate_limited() && !error.is_throttled(), "{error:?}");
+    assert!(
+        error.is_rate_limited() && !error.is_throttled(),
+        "{error:?}"
+    );
     let wait = error.retry_after().unwrap();
-    assert!(wait > Duration::from_secs(590) && wait <= Duration::from_secs(600), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(590) && wait <= Duration::from_secs(600),
+        "{wait:?}"
+    );
     assert_eq!(zoho.counters().token_requests, 10);
-    assert_eq!(zoho.counters().throttled, 0, "Zoho never had to throttle us");
+    assert_eq!(
+        zoho.counters().throttled,
+        0,
+        "Zoho never had to throttle us"
+    );
     assert_eq!(cache.stats().rate_limited, 1);
 }
 
 #[tokio::test]
 async fn the_budget_is_configurable_and_fails_fast() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = cache_builder(&zoho).budget(2, Duration::from_secs(60)).build();
+    let cache = cache_builder(&zoho)
+        .budget(2, Duration::from_secs(60))
+        .build();
     for _ in 0..2 {
         let token = cache.token().await.unwrap();
         cache.invalidate(&token);
@@ -172,28 +232,40 @@ async fn the_budget_is_configurable_and_fails_fast() {
     let error = cache.token().await.unwrap_err();
     assert!(error.is_rate_limited(), "{error:?}");
     assert!(error.retry_after().unwrap() <= Duration::from_secs(60));
-    assert!(started.elapsed() < Duration::from_secs(1), "fails fast, without waiting");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails fast, without waiting"
+    );
     assert_eq!(zoho.counters().token_requests, 2);
 }
 
 #[tokio::test]
 async fn no_caller_waits_past_max_wait() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = cache_builder(&zoho).max_wait(Duration::from_millis(300)).build();
+    let cache = cache_builder(&zoho)
+        .max_wait(Duration::from_millis(300))
+        .build();
     zoho.inject(Fault::Slow(Duration::from_secs(10)), 1);
     let started = Instant::now();
     let error = cache.token().await.unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "bounded by max_wait, not the slow server");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by max_wait, not the slow server"
+    );
 }
 
 #[tokio::test]
 async fn the_accounts_call_itself_has_a_timeout() {
     let zoho = Simulator::start().await.unwrap();
     let accounts = Accounts::custom(&zoho.url()).unwrap();
-    let client =
-        AccountsClient::with_timeout(accounts, zoho.client_id(), zoho.client_secret(), Duration::from_millis(300))
-            .unwrap();
+    let client = AccountsClient::with_timeout(
+        accounts,
+        zoho.client_id(),
+        zoho.client_secret(),
+        Duration::from_millis(300),
+    )
+    .unwrap();
     let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
     zoho.inject(Fault::Slow(Duration::from_secs(10)), 1);
     let started = Instant::now();
@@ -218,7 +290,11 @@ async fn a_refresh_answer_without_refresh_token_keeps_the_old_one() {
 async fn a_legacy_millisecond_expiry_is_an_hour_not_41_days() {
     let (zoho, cache) = start(Simulator::builder().legacy_expires(true)).await;
     let token = cache.token().await.unwrap();
-    assert!(token.expires_in() <= Duration::from_secs(3600), "{:?}", token.expires_in());
+    assert!(
+        token.expires_in() <= Duration::from_secs(3600),
+        "{:?}",
+        token.expires_in()
+    );
     assert!(token.expires_in() > Duration::from_secs(3500));
     drop(zoho);
 }
@@ -228,10 +304,15 @@ async fn a_revoked_token_mid_run_surfaces_as_a_typed_error_through_the_layer() {
     let (zoho, cache) = start(Simulator::builder()).await;
     let service = common::http_service(&cache);
     let url = format!("{}/crm/v8/Leads", zoho.url());
-    assert_eq!(service.clone().oneshot(get(&url)).await.unwrap().status(), 200);
+    assert_eq!(
+        service.clone().oneshot(get(&url)).await.unwrap().status(),
+        200
+    );
     zoho.revoke_refresh_token(&cache.refresh_token().unwrap());
     let error = service.clone().oneshot(get(&url)).await.unwrap_err();
-    let error = error.downcast_ref::<zoho_auth::Error>().expect("a zoho_auth::Error");
+    let error = error
+        .downcast_ref::<zoho_auth::Error>()
+        .expect("a zoho_auth::Error");
     assert!(error.is_invalid_grant(), "{error:?}");
 }
 

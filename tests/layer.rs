@@ -20,10 +20,16 @@ async fn the_header_is_zoho_oauthtoken_and_marked_sensitive() {
     let (zoho, cache) = start(Simulator::builder()).await;
     let inner = Recorder::ok();
     let service = ZohoAuth::new(inner.clone(), cache.clone());
-    service.oneshot(get(&format!("{}/crm/v8/Leads", zoho.url()))).await.unwrap();
+    service
+        .oneshot(get(&format!("{}/crm/v8/Leads", zoho.url())))
+        .await
+        .unwrap();
     let header = inner.seen()[0].authorization.clone().unwrap();
     let token = cache.cached().unwrap();
-    assert_eq!(header, format!("Zoho-oauthtoken {}", token.access_token().expose()).as_str());
+    assert_eq!(
+        header,
+        format!("Zoho-oauthtoken {}", token.access_token().expose()).as_str()
+    );
     assert!(header.is_sensitive());
     assert_eq!(format!("{header:?}"), "Sensitive");
 }
@@ -31,17 +37,24 @@ async fn the_header_is_zoho_oauthtoken_and_marked_sensitive() {
 #[tokio::test]
 async fn it_composes_with_other_tower_layers_around_a_hyper_client() {
     let (zoho, cache) = start(Simulator::builder()).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let mut service = ServiceBuilder::new()
         .timeout(Duration::from_secs(10))
         .concurrency_limit(4)
-        .layer(tower_http::auth::AddAuthorizationLayer::basic("unused", "unused").as_sensitive(true))
+        .layer(
+            tower_http::auth::AddAuthorizationLayer::basic("unused", "unused").as_sensitive(true),
+        )
         .layer(ZohoAuthLayer::new(cache.clone()))
         .service(client);
     for _ in 0..3 {
         let request = get(&format!("{}/crm/v8/users?type=CurrentUser", zoho.url()));
         let response = service.ready().await.unwrap().call(request).await.unwrap();
-        assert_eq!(response.status(), 200, "the Zoho token replaced the outer Basic header");
+        assert_eq!(
+            response.status(),
+            200,
+            "the Zoho token replaced the outer Basic header"
+        );
     }
     assert_eq!(cache.stats().token_requests, 1);
 }
@@ -105,7 +118,10 @@ async fn poll_ready_waits_for_the_inner_service() {
         ServiceExt::<Request<http_body_util::Empty<bytes::Bytes>>>::ready(&mut service),
     )
     .await;
-    assert!(not_ready.is_err(), "the layer reported ready while its inner service was not");
+    assert!(
+        not_ready.is_err(),
+        "the layer reported ready while its inner service was not"
+    );
     open.store(true, Ordering::SeqCst);
     let response = service.oneshot(get(&url)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -124,7 +140,13 @@ async fn only_the_tokens_own_hosts_get_it() {
     let urls = [
         (format!("http://127.0.0.1:{port}/crm/v8/Leads"), true),
         ("https://gateway.example.com:8443/crm".to_owned(), true),
-        (format!("http://127.0.0.1:{}/crm/v8/Leads", port.wrapping_add(1).max(1)), false),
+        (
+            format!(
+                "http://127.0.0.1:{}/crm/v8/Leads",
+                port.wrapping_add(1).max(1)
+            ),
+            false,
+        ),
         ("https://cdn.example.com/file.pdf".to_owned(), false),
         ("https://gateway.example.com/other-port".to_owned(), false),
         ("https://www.zohoapis.eu/crm/v8/Leads".to_owned(), false),
@@ -141,9 +163,14 @@ async fn only_the_tokens_own_hosts_get_it() {
 async fn plain_http_to_a_zoho_host_is_refused_before_sending() {
     let (_zoho, cache) = start(Simulator::builder()).await;
     let inner = Recorder::ok();
-    let layer = ZohoAuthLayer::new(cache).allow_host("www.zohoapis.com").unwrap();
+    let layer = ZohoAuthLayer::new(cache)
+        .allow_host("www.zohoapis.com")
+        .unwrap();
     let service = tower::Layer::layer(&layer, inner.clone());
-    let error = service.oneshot(get("http://www.zohoapis.com/crm/v8/Leads")).await.unwrap_err();
+    let error = service
+        .oneshot(get("http://www.zohoapis.com/crm/v8/Leads"))
+        .await
+        .unwrap_err();
     let error = error.downcast_ref::<zoho_auth::Error>().unwrap();
     assert!(error.is_insecure() && error.is_config(), "{error:?}");
     assert!(inner.seen().is_empty(), "nothing was sent");
@@ -161,7 +188,9 @@ async fn below_a_redirect_layer_a_redirect_to_another_host_loses_the_token() {
     let with_location = ServiceBuilder::new()
         .map_response(move |mut response: Response<_>| {
             if response.status() == StatusCode::FOUND {
-                response.headers_mut().insert(http::header::LOCATION, elsewhere.parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, elsewhere.parse().unwrap());
             }
             response
         })
@@ -171,7 +200,11 @@ async fn below_a_redirect_layer_a_redirect_to_another_host_loses_the_token() {
         .layer(ZohoAuthLayer::new(cache))
         .service(with_location);
     let response = service
-        .oneshot(Request::get(format!("{}/crm/v8/Leads", zoho.url())).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+        .oneshot(
+            Request::get(format!("{}/crm/v8/Leads", zoho.url()))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -179,5 +212,8 @@ async fn below_a_redirect_layer_a_redirect_to_another_host_loses_the_token() {
     assert_eq!(seen.len(), 2);
     assert!(seen[0].authorization.is_some());
     assert_eq!(seen[1].uri, elsewhere);
-    assert!(seen[1].authorization.is_none(), "the token did not follow the redirect");
+    assert!(
+        seen[1].authorization.is_none(),
+        "the token did not follow the redirect"
+    );
 }

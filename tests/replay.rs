@@ -25,7 +25,10 @@ async fn a_server_side_invalidation_is_refreshed_and_replayed_once() {
     let (zoho, cache) = start(Simulator::builder()).await;
     let service = http_service(&cache);
     let url = format!("{}/crm/v8/users?type=CurrentUser", zoho.url());
-    assert_eq!(service.clone().oneshot(get(&url)).await.unwrap().status(), 200);
+    assert_eq!(
+        service.clone().oneshot(get(&url)).await.unwrap().status(),
+        200
+    );
 
     zoho.invalidate_all_tokens();
     let response = service.clone().oneshot(get(&url)).await.unwrap();
@@ -33,7 +36,10 @@ async fn a_server_side_invalidation_is_refreshed_and_replayed_once() {
     assert!(body_text(response).await.contains("\"users\""));
 
     let stats = cache.stats();
-    assert_eq!((stats.token_requests, stats.replays, stats.invalidations), (2, 1, 1));
+    assert_eq!(
+        (stats.token_requests, stats.replays, stats.invalidations),
+        (2, 1, 1)
+    );
     assert_eq!(zoho.counters().api_token_errors, 1);
 }
 
@@ -44,7 +50,9 @@ async fn every_products_dead_token_dialect_is_recognised() {
         .start()
         .await
         .unwrap();
-    let cache = cache_builder(&zoho).budget(100, Duration::from_secs(600)).build();
+    let cache = cache_builder(&zoho)
+        .budget(100, Duration::from_secs(600))
+        .build();
     let service = http_service(&cache);
     cache.token().await.unwrap();
     let paths = [
@@ -63,7 +71,11 @@ async fn every_products_dead_token_dialect_is_recognised() {
     ];
     for (i, path) in paths.iter().enumerate() {
         zoho.invalidate_all_tokens();
-        let response = service.clone().oneshot(get(&format!("{}{path}", zoho.url()))).await.unwrap();
+        let response = service
+            .clone()
+            .oneshot(get(&format!("{}{path}", zoho.url())))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let stats = cache.stats();
         assert_eq!(stats.replays, i as u64 + 1, "{path} was replayed");
@@ -74,14 +86,29 @@ async fn every_products_dead_token_dialect_is_recognised() {
 #[tokio::test]
 async fn a_scope_mismatch_is_handed_back_without_a_refresh() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(common::accounts_client(&zoho), zoho.mint_refresh_token(&["ZohoCRM.modules.ALL"]));
+    let cache = TokenCache::new(
+        common::accounts_client(&zoho),
+        zoho.mint_refresh_token(&["ZohoCRM.modules.ALL"]),
+    );
     let service = http_service(&cache);
-    for path in ["/desk/api/v1/tickets", "/people/api/forms", "/workdrive/api/v1/files/x", "/bigin/v2/Contacts"] {
-        let response = service.clone().oneshot(get(&format!("{}{path}", zoho.url()))).await.unwrap();
+    for path in [
+        "/desk/api/v1/tickets",
+        "/people/api/forms",
+        "/workdrive/api/v1/files/x",
+        "/bigin/v2/Contacts",
+    ] {
+        let response = service
+            .clone()
+            .oneshot(get(&format!("{}{path}", zoho.url())))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "{path}");
     }
     let stats = cache.stats();
-    assert_eq!((stats.token_requests, stats.replays, stats.invalidations), (1, 0, 0));
+    assert_eq!(
+        (stats.token_requests, stats.replays, stats.invalidations),
+        (1, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -91,7 +118,10 @@ async fn a_post_body_is_replayed_byte_for_byte() {
     cache.token().await.unwrap();
     zoho.invalidate_all_tokens();
 
-    let body = Bytes::from(format!("{{\"data\":[{{\"Last_Name\":\"{}\"}}]}}", "x".repeat(2048)));
+    let body = Bytes::from(format!(
+        "{{\"data\":[{{\"Last_Name\":\"{}\"}}]}}",
+        "x".repeat(2048)
+    ));
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
         .header("content-type", "application/json")
         .body(Full::new(body.clone()))
@@ -112,7 +142,13 @@ async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
     zoho.invalidate_all_tokens();
 
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
-        .body(Chunks(vec![Bytes::from_static(b"{\"data\":"), Bytes::from_static(b"[]}")].into()))
+        .body(Chunks(
+            vec![
+                Bytes::from_static(b"{\"data\":"),
+                Bytes::from_static(b"[]}"),
+            ]
+            .into(),
+        ))
         .unwrap();
     let response = service.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), 401);
@@ -123,7 +159,9 @@ async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
     assert_eq!((stats.replays, stats.invalidations), (0, 1));
 
     // The dead token was dropped all the same: the next request gets a fresh one, no replay.
-    let next = Request::get(format!("{}/crm/v8/Leads", zoho.url())).body(Chunks(VecDeque::new())).unwrap();
+    let next = Request::get(format!("{}/crm/v8/Leads", zoho.url()))
+        .body(Chunks(VecDeque::new()))
+        .unwrap();
     let response = service.oneshot(next).await.unwrap();
     assert_eq!(response.status(), 200);
     let stats = cache.stats();
@@ -133,8 +171,12 @@ async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
 #[tokio::test]
 async fn a_body_over_the_replay_limit_is_not_buffered_or_replayed() {
     let (zoho, cache) = start(Simulator::builder()).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()).max_replay_body(100), client);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = tower::Layer::layer(
+        &ZohoAuthLayer::new(cache.clone()).max_replay_body(100),
+        client,
+    );
     cache.token().await.unwrap();
     zoho.invalidate_all_tokens();
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
@@ -163,7 +205,11 @@ async fn a_request_is_replayed_at_most_once_and_a_fresh_token_error_stops_the_re
         let response = service.clone().oneshot(get(&url)).await.unwrap();
         assert_eq!(response.status(), 401);
     }
-    assert_eq!(inner.seen().len(), 7, "no more replays once a fresh token failed the same way");
+    assert_eq!(
+        inner.seen().len(),
+        7,
+        "no more replays once a fresh token failed the same way"
+    );
     assert_eq!(zoho.counters().token_requests, 2, "no refresh loop");
 }
 
@@ -202,7 +248,10 @@ async fn a_late_error_for_an_old_token_uses_the_newer_token_instead_of_refreshin
     let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), gate);
     let url = format!("{}/crm/v8/Leads", zoho.url());
     let pending = tokio::spawn(service.clone().oneshot(get(&url)));
-    common::wait_until(Duration::from_secs(5), "the first request was sent", || inner.seen().len() == 1).await;
+    common::wait_until(Duration::from_secs(5), "the first request was sent", || {
+        inner.seen().len() == 1
+    })
+    .await;
 
     cache.invalidate(&old);
     let newer = cache.token().await.unwrap();
@@ -215,37 +264,61 @@ async fn a_late_error_for_an_old_token_uses_the_newer_token_instead_of_refreshin
         seen[1].authorization.as_ref().unwrap(),
         format!("Zoho-oauthtoken {}", newer.access_token().expose()).as_str()
     );
-    assert_eq!(zoho.counters().token_requests, 2, "the late 401 did not throw away the newer token");
+    assert_eq!(
+        zoho.counters().token_requests,
+        2,
+        "the late 401 did not throw away the newer token"
+    );
     assert_eq!(cache.cached().unwrap().access_token(), newer.access_token());
 }
 
 #[tokio::test]
 async fn large_error_responses_stream_through_unread() {
     let (zoho, cache) = start(Simulator::builder()).await;
-    let big = format!("{{\"code\":\"INVALID_TOKEN\",\"pad\":\"{}\"}}", "p".repeat(100_000));
+    let big = format!(
+        "{{\"code\":\"INVALID_TOKEN\",\"pad\":\"{}\"}}",
+        "p".repeat(100_000)
+    );
     let inner = Recorder::new({
         let big = big.clone();
         move |_, _| (StatusCode::UNAUTHORIZED, big.clone())
     });
     let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
-    let response = service.oneshot(get(&format!("{}/crm/v8/Leads", zoho.url()))).await.unwrap();
+    let response = service
+        .oneshot(get(&format!("{}/crm/v8/Leads", zoho.url())))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(body_text(response).await, big, "delivered intact");
     assert_eq!(inner.seen().len(), 1);
-    assert_eq!(cache.stats().invalidations, 0, "too large to be a Zoho token error; not read");
+    assert_eq!(
+        cache.stats().invalidations,
+        0,
+        "too large to be a Zoho token error; not read"
+    );
 }
 
 #[tokio::test]
 async fn a_user_rule_teaches_the_classifier_a_new_dialect() {
     let (zoho, cache) = start(Simulator::builder()).await;
     let inner = Recorder::new(move |index, _| match index {
-        0 => (StatusCode::FORBIDDEN, r#"{"error":{"reason":"token_expired"}}"#.to_owned()),
+        0 => (
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"reason":"token_expired"}}"#.to_owned(),
+        ),
         _ => (StatusCode::OK, "{}".to_owned()),
     });
-    let classifier = Classifier::zoho().with_rule(Rule::json(StatusCode::FORBIDDEN, "/error/reason", "token_expired"));
+    let classifier = Classifier::zoho().with_rule(Rule::json(
+        StatusCode::FORBIDDEN,
+        "/error/reason",
+        "token_expired",
+    ));
     let layer = ZohoAuthLayer::new(cache.clone()).classifier(classifier);
     let service = tower::Layer::layer(&layer, inner.clone());
-    let response = service.oneshot(get(&format!("{}/crm/v8/Leads", zoho.url()))).await.unwrap();
+    let response = service
+        .oneshot(get(&format!("{}/crm/v8/Leads", zoho.url())))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(inner.seen().len(), 2);
     assert_eq!(cache.stats().replays, 1);

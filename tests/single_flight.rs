@@ -14,7 +14,10 @@ use common::{cache_builder, get, start, wait_until, Recorder};
 async fn ten_thousand_concurrent_requests_across_an_expiry_make_one_token_call() {
     let (zoho, cache) = start(Simulator::builder().token_lifetime(Duration::from_secs(2))).await;
     let first = cache.token().await.unwrap();
-    wait_until(Duration::from_secs(10), "the first token expired", || cache.cached().is_none()).await;
+    wait_until(Duration::from_secs(10), "the first token expired", || {
+        cache.cached().is_none()
+    })
+    .await;
 
     let inner = Recorder::ok();
     let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
@@ -26,14 +29,20 @@ async fn ten_thousand_concurrent_requests_across_an_expiry_make_one_token_call()
         assert_eq!(task.await.unwrap().unwrap().status(), 200);
     }
 
-    assert_eq!(zoho.counters().token_requests, 2, "one for the first token, one across the expiry");
+    assert_eq!(
+        zoho.counters().token_requests,
+        2,
+        "one for the first token, one across the expiry"
+    );
     assert_eq!(cache.stats().token_requests, 2);
     let second = cache.cached().expect("a fresh token");
     assert_ne!(second.access_token(), first.access_token());
     let expected = format!("Zoho-oauthtoken {}", second.access_token().expose());
     let seen = inner.seen();
     assert_eq!(seen.len(), 10_000);
-    assert!(seen.iter().all(|s| s.authorization.as_ref().unwrap() == expected.as_str()));
+    assert!(seen
+        .iter()
+        .all(|s| s.authorization.as_ref().unwrap() == expected.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,11 +94,21 @@ async fn the_stale_window_serves_the_current_token_while_one_background_refresh_
         old_header.as_str(),
         "the first request in the stale window does not wait: it carries the current token"
     );
-    wait_until(Duration::from_secs(5), "the background refresh landed", || {
-        cache.cached().is_some_and(|t| t.access_token() != old.access_token())
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the background refresh landed",
+        || {
+            cache
+                .cached()
+                .is_some_and(|t| t.access_token() != old.access_token())
+        },
+    )
     .await;
-    assert_eq!(zoho.counters().token_requests, 2, "exactly one background refresh");
+    assert_eq!(
+        zoho.counters().token_requests,
+        2,
+        "exactly one background refresh"
+    );
     assert!(zoho.is_access_token_live(old.access_token().expose()));
 }
 
@@ -98,7 +117,12 @@ async fn a_token_counts_as_expired_a_margin_before_zoho_says() {
     let (zoho, cache) = start(Simulator::builder().token_lifetime(Duration::from_secs(5))).await;
     let token = cache.token().await.unwrap();
     // The margin is a tenth of a 5 s lifetime: the cache gives the token up at about 4.5 s.
-    wait_until(Duration::from_secs(10), "the cache gave the token up", || cache.cached().is_none()).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the cache gave the token up",
+        || cache.cached().is_none(),
+    )
+    .await;
     assert!(
         zoho.is_access_token_live(token.access_token().expose()),
         "Zoho would still accept it: the cache stopped using it early"
@@ -121,7 +145,10 @@ async fn a_short_lived_token_does_not_refresh_in_a_loop() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let made = zoho.counters().token_requests;
-    assert!((2..=3).contains(&made), "{made} token requests for 3 s of 2 s tokens");
+    assert!(
+        (2..=3).contains(&made),
+        "{made} token requests for 3 s of 2 s tokens"
+    );
 }
 
 #[tokio::test]
@@ -135,5 +162,9 @@ async fn dropping_a_waiting_caller_does_not_cancel_the_refresh_for_others() {
     impatient.abort();
     let token = cache.token().await.unwrap();
     assert!(zoho.is_access_token_live(token.access_token().expose()));
-    assert_eq!(zoho.counters().token_requests, 1, "the second caller joined the first refresh");
+    assert_eq!(
+        zoho.counters().token_requests,
+        1,
+        "the second caller joined the first refresh"
+    );
 }

@@ -80,7 +80,10 @@ impl AccountsClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::config("could not build the HTTP client for Zoho's accounts server").with_source(e))?;
+            .map_err(|e| {
+                Error::config("could not build the HTTP client for Zoho's accounts server")
+                    .with_source(e)
+            })?;
         Ok(Self {
             accounts: accounts.into(),
             client_id,
@@ -102,8 +105,11 @@ impl AccountsClient {
     /// Mints an access token from a refresh token. Zoho's answer carries no new refresh token;
     /// the caller keeps the one it has.
     pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, Error> {
-        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())])
-            .await
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ])
+        .await
     }
 
     /// Exchanges a grant code for tokens. `redirect_uri` must equal the one used in the
@@ -113,7 +119,10 @@ impl AccountsClient {
         code: &GrantCode,
         redirect_uri: Option<&str>,
     ) -> Result<TokenResponse, Error> {
-        let mut params = vec![("grant_type", "authorization_code"), ("code", code.expose())];
+        let mut params = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.expose()),
+        ];
         params.extend(redirect_uri.map(|uri| ("redirect_uri", uri)));
         self.token(&params).await
     }
@@ -121,16 +130,27 @@ impl AccountsClient {
     /// Mints a token with the self client's client-credentials grant. `soid` names the service
     /// and organisation, e.g. `ZohoCRM.600012345`; without it Zoho answers `missing_org_info` for
     /// multi-org accounts.
-    pub async fn client_credentials(&self, scopes: &[&str], soid: &str) -> Result<TokenResponse, Error> {
+    pub async fn client_credentials(
+        &self,
+        scopes: &[&str],
+        soid: &str,
+    ) -> Result<TokenResponse, Error> {
         let scope = scopes.join(",");
-        self.token(&[("grant_type", "client_credentials"), ("scope", &scope), ("soid", soid)])
-            .await
+        self.token(&[
+            ("grant_type", "client_credentials"),
+            ("scope", &scope),
+            ("soid", soid),
+        ])
+        .await
     }
 
     /// Revokes a refresh token and, with it, its access tokens.
     pub async fn revoke(&self, refresh_token: &RefreshToken) -> Result<(), Error> {
         let (status, body) = self
-            .post("oauth/v2/token/revoke", &[("token", refresh_token.expose())])
+            .post(
+                "oauth/v2/token/revoke",
+                &[("token", refresh_token.expose())],
+            )
             .await?;
         response::revoke_from_http(status, &body)
     }
@@ -146,7 +166,11 @@ impl AccountsClient {
     }
 
     /// POSTs a urlencoded form and reads at most [`MAX_ANSWER`] bytes of the answer.
-    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Result<(StatusCode, Bytes), Error> {
+    async fn post(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes), Error> {
         let form = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(params)
             .finish();
@@ -154,7 +178,10 @@ impl AccountsClient {
         let mut response = self
             .http
             .post(url)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header(http::header::ACCEPT, "application/json")
             .body(form)
             .send()

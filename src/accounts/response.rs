@@ -82,7 +82,12 @@ impl TokenResponse {
                 expires_in: lifetime(&object).map_err(|e| e.with_status(status))?,
                 api_domain: non_empty_str(&object, "api_domain").map(str::to_owned),
                 scopes: non_empty_str(&object, "scope")
-                    .map(|s| s.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .map(|s| {
+                        s.split([' ', ','])
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 token_type: non_empty_str(&object, "token_type").map(str::to_owned),
             });
@@ -104,7 +109,10 @@ pub(crate) fn revoke_from_http(status: StatusCode, body: &[u8]) -> Result<(), Er
 /// broken JSON is.
 fn json_object(status: StatusCode, body: &[u8]) -> Result<Map<String, Value>, Error> {
     let transient = |what: &str| {
-        Error::transient(format!("Zoho's accounts server answered HTTP {status} with {what}")).with_status(status)
+        Error::transient(format!(
+            "Zoho's accounts server answered HTTP {status} with {what}"
+        ))
+        .with_status(status)
     };
     let text = body.trim_ascii();
     if text.is_empty() {
@@ -124,7 +132,11 @@ fn json_object(status: StatusCode, body: &[u8]) -> Result<Map<String, Value>, Er
 }
 
 fn non_empty_str<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 /// A number, or a string holding one (some proxies stringify numbers).
@@ -139,14 +151,19 @@ fn number(object: &Map<String, Value>, key: &str) -> Option<f64> {
 /// The SDKs' rule: with `expires_in_sec` present, `expires_in` is milliseconds; otherwise it is
 /// seconds — unless it only makes sense as milliseconds.
 fn lifetime(object: &Map<String, Value>) -> Result<Duration, Error> {
-    let seconds = match (number(object, "expires_in_sec"), number(object, "expires_in")) {
+    let seconds = match (
+        number(object, "expires_in_sec"),
+        number(object, "expires_in"),
+    ) {
         (Some(seconds), _) => seconds,
         (None, Some(value)) if value > MAX_SECONDS as f64 => value / 1000.0,
         (None, Some(seconds)) => seconds,
         (None, None) => return Ok(DEFAULT_LIFETIME),
     };
     if !seconds.is_finite() || seconds < 1.0 {
-        return Err(Error::transient("Zoho's token answer has an unusable expires_in"));
+        return Err(Error::transient(
+            "Zoho's token answer has an unusable expires_in",
+        ));
     }
     Ok(Duration::from_secs(seconds.min(MAX_SECONDS as f64) as u64))
 }
@@ -189,7 +206,9 @@ fn error_from(status: StatusCode, object: &Map<String, Value>) -> Error {
         ),
         _ => (Kind::Unrecognised, format!("Zoho answered with an unrecognised error ({code}){description}")),
     };
-    Error::new(kind, message).with_code(code).with_status(status)
+    Error::new(kind, message)
+        .with_code(code)
+        .with_status(status)
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -209,13 +228,19 @@ mod tests {
 
     #[test]
     fn legacy_milliseconds_never_become_a_41_day_token() {
-        let legacy = parse(200, r#"{"access_token":"a","expires_in_sec":3600,"expires_in":3600000}"#).unwrap();
+        let legacy = parse(
+            200,
+            r#"{"access_token":"a","expires_in_sec":3600,"expires_in":3600000}"#,
+        )
+        .unwrap();
         assert_eq!(legacy.expires_in, Duration::from_secs(3600));
         let bare_ms = parse(200, r#"{"access_token":"a","expires_in":3600000}"#).unwrap();
         assert_eq!(bare_ms.expires_in, Duration::from_secs(3600));
         let seconds = parse(200, r#"{"access_token":"a","expires_in":"1800"}"#).unwrap();
         assert_eq!(seconds.expires_in, Duration::from_secs(1800));
-        assert!(parse(200, r#"{"access_token":"a","expires_in":0}"#).unwrap_err().is_transient());
+        assert!(parse(200, r#"{"access_token":"a","expires_in":0}"#)
+            .unwrap_err()
+            .is_transient());
     }
 
     #[test]
@@ -235,8 +260,12 @@ mod tests {
         let e = parse(200, r#"{"error":"invalid_client"}"#).unwrap_err();
         assert!(e.is_invalid_client() && e.is_permanent());
         assert_eq!(e.zoho_code(), Some("invalid_client"));
-        assert!(parse(200, r#"{"error":"invalid_client_secret"}"#).unwrap_err().is_invalid_client());
-        assert!(parse(200, r#"{"error":"missing_org_info"}"#).unwrap_err().is_permanent());
+        assert!(parse(200, r#"{"error":"invalid_client_secret"}"#)
+            .unwrap_err()
+            .is_invalid_client());
+        assert!(parse(200, r#"{"error":"missing_org_info"}"#)
+            .unwrap_err()
+            .is_permanent());
         let unknown = parse(200, r#"{"error":"brand_new_code"}"#).unwrap_err();
         assert!(!unknown.is_permanent() && !unknown.is_transient() && !unknown.is_rate_limited());
     }
@@ -262,14 +291,23 @@ mod tests {
             (502, r#"{"error":"invalid_client"}"#),
             (200, r#"{"status":"success"}"#),
         ] {
-            assert!(parse(status, body).unwrap_err().is_transient(), "{status} {body}");
+            assert!(
+                parse(status, body).unwrap_err().is_transient(),
+                "{status} {body}"
+            );
         }
     }
 
     #[test]
     fn revoke_needs_status_success() {
         assert!(revoke_from_http(StatusCode::OK, br#"{"status":"success"}"#).is_ok());
-        assert!(revoke_from_http(StatusCode::OK, br#"{"status":"failure","error":"invalid_token"}"#).is_err());
-        assert!(revoke_from_http(StatusCode::OK, b"<html>").unwrap_err().is_transient());
+        assert!(revoke_from_http(
+            StatusCode::OK,
+            br#"{"status":"failure","error":"invalid_token"}"#
+        )
+        .is_err());
+        assert!(revoke_from_http(StatusCode::OK, b"<html>")
+            .unwrap_err()
+            .is_transient());
     }
 }

@@ -142,15 +142,25 @@ pub(crate) struct CachedToken {
 }
 
 impl CachedToken {
-    fn new(response: TokenResponse, sent_at: Instant, generation: u64, config: &Config) -> Result<Self, Error> {
+    fn new(
+        response: TokenResponse,
+        sent_at: Instant,
+        generation: u64,
+        config: &Config,
+    ) -> Result<Self, Error> {
         let lifetime = response.expires_in;
         let margin = config.expiry_margin.min(lifetime / 10);
         let stale = config.refresh_ahead.min(lifetime / 4);
         let stale = stale + stale.mul_f64(fastrand::f64() / 2.0);
         let expires_at = sent_at + lifetime;
         let usable_until = expires_at - margin;
-        let mut header = HeaderValue::try_from(format!("Zoho-oauthtoken {}", response.access_token.expose()))
-            .map_err(|_| Error::transient("Zoho returned an access token that cannot be sent in a header"))?;
+        let mut header = HeaderValue::try_from(format!(
+            "Zoho-oauthtoken {}",
+            response.access_token.expose()
+        ))
+        .map_err(|_| {
+            Error::transient("Zoho returned an access token that cannot be sent in a header")
+        })?;
         header.set_sensitive(true);
         // The first clone moves the value's bytes to shared storage; after it every per-request
         // clone is a reference-count increment, not an allocation.
@@ -349,7 +359,11 @@ impl TokenCache {
 
     /// A builder for a cache that mints tokens with the self client's client-credentials grant
     /// (`soid` such as `ZohoCRM.600012345`), for server-to-server use without a refresh token.
-    pub fn client_credentials(client: AccountsClient, scopes: &[&str], soid: &str) -> TokenCacheBuilder {
+    pub fn client_credentials(
+        client: AccountsClient,
+        scopes: &[&str],
+        soid: &str,
+    ) -> TokenCacheBuilder {
         TokenCacheBuilder {
             client,
             grant: Grant::ClientCredentials {
@@ -433,13 +447,20 @@ impl TokenCache {
     /// Called when a request that carried token `generation` was told it is dead.
     pub(crate) fn invalidate_generation(&self, generation: u64) {
         let guard = self.shared.current.load();
-        let Some(token) = guard.as_deref() else { return };
-        if token.generation != generation || self.ms(Instant::now()) < token.suspect_until_ms.load(Relaxed) {
+        let Some(token) = guard.as_deref() else {
+            return;
+        };
+        if token.generation != generation
+            || self.ms(Instant::now()) < token.suspect_until_ms.load(Relaxed)
+        {
             return;
         }
         if !token.dead.swap(true, Relaxed) {
             Counters::bump(&self.shared.counters.invalidations);
-            tracing::debug!(generation, "Zoho rejected the access token; it will be refreshed");
+            tracing::debug!(
+                generation,
+                "Zoho rejected the access token; it will be refreshed"
+            );
         }
     }
 
@@ -463,7 +484,10 @@ impl TokenCache {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock; a poisoned lock still holds consistent state.
-        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn ms(&self, at: Instant) -> u64 {
@@ -503,7 +527,10 @@ impl TokenCache {
                 // Without a runtime there is no background; the token is still valid meanwhile.
                 let _ = self.start_flight(&mut state);
             }
-            Err(wait) => self.shared.next_ahead_ms.store(self.ms(now + wait), Relaxed),
+            Err(wait) => self
+                .shared
+                .next_ahead_ms
+                .store(self.ms(now + wait), Relaxed),
         }
     }
 
@@ -533,7 +560,10 @@ impl TokenCache {
         }
         if let Err(wait) = state.budget.try_take(now) {
             Counters::bump(&self.shared.counters.rate_limited);
-            tracing::warn!(retry_after_secs = wait.as_secs(), "Zoho token budget spent; not calling Zoho");
+            tracing::warn!(
+                retry_after_secs = wait.as_secs(),
+                "Zoho token budget spent; not calling Zoho"
+            );
             return Err(Error::new(
                 Kind::RateLimited,
                 format!(
@@ -552,7 +582,9 @@ impl TokenCache {
         let max_wait = self.shared.config.max_wait;
         match tokio::time::timeout(max_wait, flight.wait_for(Option::is_some)).await {
             Ok(Ok(outcome)) => outcome.clone().expect("waited for Some"),
-            Ok(Err(_)) => Err(Error::transient("the Zoho token refresh was cancelled (runtime shutting down?)")),
+            Ok(Err(_)) => Err(Error::transient(
+                "the Zoho token refresh was cancelled (runtime shutting down?)",
+            )),
             Err(_) => Err(Error::new(
                 Kind::Timeout,
                 format!("waited {}s for a Zoho access token", max_wait.as_secs_f32()),
@@ -579,7 +611,9 @@ impl TokenCache {
         let mut state = self.lock();
         state.flight = None;
         let result = result.and_then(|response| {
-            if let (Some(new), Grant::RefreshToken(old)) = (&response.refresh_token, &mut state.grant) {
+            if let (Some(new), Grant::RefreshToken(old)) =
+                (&response.refresh_token, &mut state.grant)
+            {
                 *old = new.clone();
             }
             CachedToken::new(response, sent_at, state.generation + 1, &shared.config)
@@ -595,7 +629,10 @@ impl TokenCache {
                 Counters::bump(&shared.counters.refreshes);
                 tracing::info!(
                     generation = token.generation,
-                    expires_in_secs = token.expires_at.saturating_duration_since(sent_at).as_secs(),
+                    expires_in_secs = token
+                        .expires_at
+                        .saturating_duration_since(sent_at)
+                        .as_secs(),
                     api_domain = token.api_domain.as_deref().unwrap_or(""),
                     "Zoho access token refreshed"
                 );
@@ -612,7 +649,11 @@ impl TokenCache {
                 } else {
                     state.failures = state.failures.saturating_add(1);
                     let exponent = (state.failures - 1).min(16);
-                    let base = shared.config.backoff_min.saturating_mul(1 << exponent).min(shared.config.backoff_max);
+                    let base = shared
+                        .config
+                        .backoff_min
+                        .saturating_mul(1 << exponent)
+                        .min(shared.config.backoff_max);
                     Some(jitter(base, 0.5, 1.0))
                 };
                 let error = match wait {
@@ -671,7 +712,11 @@ impl FlightGuard {
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         let mut state = self.cache.lock();
-        if state.flight.as_ref().is_some_and(|f| f.same_channel(&self.own)) {
+        if state
+            .flight
+            .as_ref()
+            .is_some_and(|f| f.same_channel(&self.own))
+        {
             state.flight = None;
         }
     }

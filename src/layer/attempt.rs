@@ -77,7 +77,9 @@ impl Inspector {
     /// Whether the response may be a token error worth reading: a status some rule names, and a
     /// body not known to exceed the read limit. Everything else streams through.
     fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
-        self.config.classifier.inspects(self.rules, response.status())
+        self.config
+            .classifier
+            .inspects(self.rules, response.status())
             && response
                 .body()
                 .size_hint()
@@ -96,9 +98,11 @@ impl Inspector {
         }
         let (parts, body) = response.into_parts();
         let body = ResponseBody::read_prefix(body, self.config.max_error_body).await;
-        let dead = body
-            .complete_bytes()
-            .is_some_and(|bytes| self.config.classifier.matches(self.rules, parts.status, bytes));
+        let dead = body.complete_bytes().is_some_and(|bytes| {
+            self.config
+                .classifier
+                .matches(self.rules, parts.status, bytes)
+        });
         (Response::from_parts(parts, body), dead)
     }
 }
@@ -146,8 +150,13 @@ where
 {
     /// Handles the response to the first send: on a token error, invalidate that token and, when
     /// the request can be replayed, resend it once with a fresh one.
-    pub(super) async fn finish(self, response: Response<R>) -> Result<Response<ResponseBody<R>>, BoxError> {
-        let Self { inspector, replay, .. } = self;
+    pub(super) async fn finish(
+        self,
+        response: Response<R>,
+    ) -> Result<Response<ResponseBody<R>>, BoxError> {
+        let Self {
+            inspector, replay, ..
+        } = self;
         let (original, dead) = inspector.classify(response).await;
         if !dead {
             return Ok(original);
@@ -164,9 +173,14 @@ where
             return Ok(original);
         }
         drop(original);
-        poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+        poll_fn(|cx| inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
         Counters::bump(&cache.counters().replays);
-        tracing::debug!(generation = fresh.generation(), "resending a request with a fresh Zoho token");
+        tracing::debug!(
+            generation = fresh.generation(),
+            "resending a request with a fresh Zoho token"
+        );
         let response = inner
             .call(replay.into_request(fresh.header().clone()))
             .await
@@ -203,16 +217,20 @@ where
     match config.hosts.verdict(request.uri(), token.api_host()) {
         Verdict::Attach => {}
         Verdict::PassThrough => {
-            let response = inner.call(request.map(RequestBody::stream)).await.map_err(Into::into)?;
+            let response = inner
+                .call(request.map(RequestBody::stream))
+                .await
+                .map_err(Into::into)?;
             return Ok(response.map(ResponseBody::inner));
         }
         Verdict::Refuse => return Err(insecure(request.uri()).into()),
     }
     let (mut request, replay) = if needs_buffering(&request, config.max_replay_body) {
         let (parts, body) = request.into_parts();
-        let body = BufferedBody::read(body)
-            .await
-            .map_err(|e| Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e.into())))?;
+        let body = BufferedBody::read(body).await.map_err(|e| {
+            Error::new(Kind::Body, "reading the request body failed")
+                .with_source(BoxSource(e.into()))
+        })?;
         let request = Request::from_parts(parts, RequestBody::buffered(&body));
         let replay = Replay::capture(&request, body);
         (request, Some(replay))
@@ -220,7 +238,9 @@ where
         let replay = is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
         (request.map(RequestBody::stream), replay)
     };
-    request.headers_mut().insert(AUTHORIZATION, token.header().clone());
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, token.header().clone());
     let attempt = Attempt::new(
         &cache,
         &config,

@@ -69,10 +69,17 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            RequestKindProj::Stream { body } => body.poll_frame(cx).map(|frame| frame.map(|f| f.map(frame_to_bytes))),
-            RequestKindProj::Buffered { data, trailers } => Poll::Ready(take_frame(data, trailers).map(Ok)),
+            RequestKindProj::Stream { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map(frame_to_bytes))),
+            RequestKindProj::Buffered { data, trailers } => {
+                Poll::Ready(take_frame(data, trailers).map(Ok))
+            }
         }
     }
 
@@ -86,7 +93,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RequestKind::Stream { body } => body.size_hint(),
-            RequestKind::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            RequestKind::Buffered { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
@@ -218,7 +227,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             ResponseKindProj::Inner { body } => body
                 .poll_frame(cx)
@@ -255,7 +267,12 @@ where
                 trailers,
                 error,
                 rest,
-            } => data.is_none() && trailers.is_none() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
+            } => {
+                data.is_none()
+                    && trailers.is_none()
+                    && error.is_none()
+                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
         }
     }
 
@@ -264,7 +281,9 @@ where
             ResponseKind::Inner { body } => body.size_hint(),
             ResponseKind::Buffered { data, rest, .. } => {
                 let buffered = data.as_ref().map_or(0, |d| d.len() as u64);
-                let rest = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+                let rest = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
                 let mut hint = SizeHint::new();
                 if let Some(upper) = rest.upper() {
                     hint.set_upper(upper + buffered);

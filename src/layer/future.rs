@@ -13,7 +13,8 @@ use super::attempt::Attempt;
 use super::body::{RequestBody, ResponseBody};
 use crate::error::Error;
 
-type BoxFuture<R> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
+type BoxFuture<R> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
 
 pin_project! {
     /// The future of [`ZohoAuth`](super::ZohoAuth). With a cached token it is the inner service's
@@ -87,17 +88,17 @@ where
                 StateProj::Direct { future, attempt } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     match attempt.take() {
-                        Some(attempt) if attempt.should_inspect(&response) => {
-                            State::Slow {
-                                future: Box::pin(attempt.finish(response)),
-                            }
-                        }
+                        Some(attempt) if attempt.should_inspect(&response) => State::Slow {
+                            future: Box::pin(attempt.finish(response)),
+                        },
                         _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
                     }
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {
-                    let error = error.take().expect("ResponseFuture polled after completion");
+                    let error = error
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Err(error.into()));
                 }
             };

@@ -117,8 +117,9 @@ impl ZohoAuthLayer {
     /// Also attaches the token to `host`: a host name (`api.example.com`), `host:port`, or a URL
     /// (`https://gateway.example.com:8443`). For proxies and gateways in front of Zoho.
     pub fn allow_host(mut self, host: &str) -> Result<Self, Error> {
-        let pattern = HostPattern::parse(host)
-            .ok_or_else(|| Error::config(format!("cannot read {host:?} as a host, host:port or URL")))?;
+        let pattern = HostPattern::parse(host).ok_or_else(|| {
+            Error::config(format!("cannot read {host:?} as a host, host:port or URL"))
+        })?;
         Arc::make_mut(&mut self.config).hosts.allow.push(pattern);
         Ok(self)
     }

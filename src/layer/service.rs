@@ -29,7 +29,10 @@ enum Plan {
     /// A Zoho host over plain `http`: refuse.
     Refuse,
     /// A usable token for a Zoho host.
-    Attach { header: HeaderValue, generation: u64 },
+    Attach {
+        header: HeaderValue,
+        generation: u64,
+    },
     /// No usable token yet (or a body to buffer): take the slow path.
     Wait,
 }
@@ -42,7 +45,11 @@ impl<S> ZohoAuth<S> {
     }
 
     pub(crate) fn from_parts(inner: S, cache: TokenCache, config: Arc<Config>) -> Self {
-        Self { inner, cache, config }
+        Self {
+            inner,
+            cache,
+            config,
+        }
     }
 
     /// The inner service.
@@ -68,7 +75,10 @@ impl<S> ZohoAuth<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ZohoAuth<S>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ReqBody: Body + Send + 'static,
@@ -91,7 +101,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
         let plan = self.cache.lookup(|token, usable| {
-            let verdict = config.hosts.verdict(request.uri(), token.and_then(|t| t.api_host()));
+            let verdict = config
+                .hosts
+                .verdict(request.uri(), token.and_then(|t| t.api_host()));
             match (token, verdict, usable) {
                 (_, Verdict::Refuse, _) => Plan::Refuse,
                 (Some(_), Verdict::PassThrough, _) => Plan::Pass,
@@ -104,10 +116,15 @@ where
             }
         });
         match plan {
-            Plan::Pass => ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None),
+            Plan::Pass => {
+                ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None)
+            }
             Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
-            Plan::Attach { header, generation } if !needs_buffering(&request, config.max_replay_body) => {
-                let replay = is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
+            Plan::Attach { header, generation }
+                if !needs_buffering(&request, config.max_replay_body) =>
+            {
+                let replay =
+                    is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
                 request.headers_mut().insert(AUTHORIZATION, header);
                 let attempt = Attempt::new(
                     &self.cache,

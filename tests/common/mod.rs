@@ -66,15 +66,20 @@ pub struct Seen {
     pub body: Bytes,
 }
 
+/// Picks the answer to the `n`th request.
+type Answer = dyn Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync;
+
 /// An inner service that records every request and answers with `answer(call_index, seen)`.
 #[derive(Clone)]
 pub struct Recorder {
     pub seen: Arc<Mutex<Vec<Seen>>>,
-    answer: Arc<dyn Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync>,
+    answer: Arc<Answer>,
 }
 
 impl Recorder {
-    pub fn new(answer: impl Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync + 'static) -> Self {
+    pub fn new(
+        answer: impl Fn(usize, &Seen) -> (StatusCode, String) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             seen: Arc::default(),
             answer: Arc::new(answer),
@@ -98,9 +103,14 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -133,9 +143,13 @@ where
 pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-pub const CRM_INVALID_TOKEN: &str = r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
+pub const CRM_INVALID_TOKEN: &str =
+    r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
