@@ -1,4 +1,4 @@
-//! Zoho OAuth 2.0 for tower.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, unreachable_pub)]
