@@ -82,7 +82,6 @@ async fn main() -> Result<(), BoxError> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let body = args.body_bytes.map(json_body);
 
     match real_zoho_credentials() {
         Some((client_id, client_secret, refresh_token)) => {
@@ -112,20 +111,9 @@ async fn main() -> Result<(), BoxError> {
                 .url
                 .clone()
                 .unwrap_or(format!("{api_domain}{CURRENT_USER}"));
-            let api = api(&cache);
-            let tally = Arc::new(Tally::default());
-            let started = Instant::now();
-            run_phase(
-                "requests",
-                &api,
-                &url,
-                &body,
-                args.requests,
-                args.concurrency,
-                &tally,
-            )
-            .await;
-            summarise(&tally, args.requests, &cache, started, None);
+            let load = Load::new(&cache, url, &args);
+            load.phase("requests", args.requests).await;
+            load.summarise(args.requests, &cache, None);
         }
         None => {
             let zoho = Simulator::builder()
@@ -142,52 +130,23 @@ async fn main() -> Result<(), BoxError> {
                 .url
                 .clone()
                 .unwrap_or(format!("{}{CURRENT_USER}", zoho.url()));
-            let api = api(&cache);
-            let tally = Arc::new(Tally::default());
-            let started = Instant::now();
+            let load = Load::new(&cache, url, &args);
             let third = args.requests / 3;
 
-            run_phase(
-                "phase 1: first token",
-                &api,
-                &url,
-                &body,
-                third,
-                args.concurrency,
-                &tally,
-            )
-            .await;
+            load.phase("phase 1: first token", third).await;
 
             println!("The simulator now invalidates every live access token (as Zoho does when a 16th is minted).");
             zoho.invalidate_all_tokens();
-            run_phase(
-                "phase 2: after invalidation",
-                &api,
-                &url,
-                &body,
-                third,
-                args.concurrency,
-                &tally,
-            )
-            .await;
+            load.phase("phase 2: after invalidation", third).await;
 
             println!("Waiting for the access token to expire...");
             while cache.cached().is_some() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let rest = args.requests - 2 * third;
-            run_phase(
-                "phase 3: after expiry",
-                &api,
-                &url,
-                &body,
-                rest,
-                args.concurrency,
-                &tally,
-            )
-            .await;
+            load.phase("phase 3: after expiry", rest).await;
 
-            summarise(&tally, args.requests, &cache, started, Some(&zoho));
+            load.summarise(args.requests, &cache, Some(&zoho));
         }
     }
     Ok(())
@@ -230,58 +189,113 @@ fn api(cache: &TokenCache) -> Api {
         .service(client)
 }
 
-async fn run_phase(
-    name: &str,
-    service: &Api,
-    url: &str,
-    body: &Option<Bytes>,
-    count: usize,
+/// What every phase of the run shares.
+struct Load {
+    api: Api,
+    url: String,
+    body: Option<Bytes>,
     concurrency: usize,
-    tally: &Arc<Tally>,
-) {
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..concurrency.min(count.max(1)))
-        .map(|_| {
-            let (mut api, url, body, next, tally) = (
-                service.clone(),
-                url.to_owned(),
-                body.clone(),
-                next.clone(),
-                tally.clone(),
-            );
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < count {
-                    let started = Instant::now();
-                    let outcome = send(&mut api, &url, body.clone()).await;
-                    tally.latencies.lock().unwrap().push(started.elapsed());
-                    match outcome {
-                        Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
-                        Err(error) => {
-                            tally
-                                .first_error
-                                .lock()
-                                .unwrap()
-                                .get_or_insert(error.to_string());
-                            tally.failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    let done =
-                        tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
-                    if done % 500 == 0 {
-                        println!("  {done} requests done");
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.expect("request worker panicked");
+    tally: Arc<Tally>,
+    started: Instant,
+}
+
+impl Load {
+    fn new(cache: &TokenCache, url: String, args: &Args) -> Self {
+        Self {
+            api: api(cache),
+            url,
+            body: args.body_bytes.map(json_body),
+            concurrency: args.concurrency,
+            tally: Arc::default(),
+            started: Instant::now(),
+        }
     }
-    println!(
-        "{name}: {count} requests, {} ok / {} failed so far",
+
+    /// Sends `count` requests, `concurrency` at a time.
+    async fn phase(&self, name: &str, count: usize) {
+        let (service, url, body, concurrency, tally) = (
+            &self.api,
+            &self.url,
+            &self.body,
+            self.concurrency,
+            &self.tally,
+        );
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..concurrency.min(count.max(1)))
+            .map(|_| {
+                let (mut api, url, body, next, tally) = (
+                    service.clone(),
+                    url.to_owned(),
+                    body.clone(),
+                    next.clone(),
+                    tally.clone(),
+                );
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                        let started = Instant::now();
+                        let outcome = send(&mut api, &url, body.clone()).await;
+                        tally.latencies.lock().unwrap().push(started.elapsed());
+                        match outcome {
+                            Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
+                            Err(error) => {
+                                tally
+                                    .first_error
+                                    .lock()
+                                    .unwrap()
+                                    .get_or_insert(error.to_string());
+                                tally.failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                        let done =
+                            tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
+                        if done % 500 == 0 {
+                            println!("  {done} requests done");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("request worker panicked");
+        }
+        println!(
+            "{name}: {count} requests, {} ok / {} failed so far",
+            tally.ok.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed)
+        );
+    }
+
+    fn summarise(&self, requests: usize, cache: &TokenCache, zoho: Option<&Simulator>) {
+        let (tally, started) = (&self.tally, self.started);
+        let mut latencies = tally.latencies.lock().unwrap().clone();
+        latencies.sort();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let stats = cache.stats();
+        if let Some(error) = tally.first_error.lock().unwrap().as_ref() {
+            println!("first failure: {error}");
+        }
+        if let Some(zoho) = zoho {
+            let seen = zoho.counters();
+            println!(
+            "simulator saw {} token requests and {} API requests ({} answered with a dead-token error)",
+            seen.token_requests, seen.api_requests, seen.api_token_errors
+        );
+        }
+        println!("finished in {:.2}s", started.elapsed().as_secs_f64());
+        println!(
+        "summary: requests={requests} ok={} failed={} token_requests={} replays={} p50_ms={:.2} p99_ms={:.2}",
         tally.ok.load(Ordering::Relaxed),
-        tally.failed.load(Ordering::Relaxed)
+        tally.failed.load(Ordering::Relaxed),
+        stats.token_requests,
+        stats.replays,
+        percentile(0.50),
+        percentile(0.99),
     );
+    }
 }
 
 async fn send(api: &mut Api, url: &str, body: Option<Bytes>) -> Result<(), BoxError> {
@@ -301,41 +315,4 @@ async fn send(api: &mut Api, url: &str, body: Option<Bytes>) -> Result<(), BoxEr
     } else {
         Err(format!("HTTP {status}").into())
     }
-}
-
-fn summarise(
-    tally: &Tally,
-    requests: usize,
-    cache: &TokenCache,
-    started: Instant,
-    zoho: Option<&Simulator>,
-) {
-    let mut latencies = tally.latencies.lock().unwrap().clone();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let stats = cache.stats();
-    if let Some(error) = tally.first_error.lock().unwrap().as_ref() {
-        println!("first failure: {error}");
-    }
-    if let Some(zoho) = zoho {
-        let seen = zoho.counters();
-        println!(
-            "simulator saw {} token requests and {} API requests ({} answered with a dead-token error)",
-            seen.token_requests, seen.api_requests, seen.api_token_errors
-        );
-    }
-    println!("finished in {:.2}s", started.elapsed().as_secs_f64());
-    println!(
-        "summary: requests={requests} ok={} failed={} token_requests={} replays={} p50_ms={:.2} p99_ms={:.2}",
-        tally.ok.load(Ordering::Relaxed),
-        tally.failed.load(Ordering::Relaxed),
-        stats.token_requests,
-        stats.replays,
-        percentile(0.50),
-        percentile(0.99),
-    );
 }
