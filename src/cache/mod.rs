@@ -217,7 +217,8 @@ impl Token {
         self.0.api_domain.as_deref()
     }
 
-    /// The granted scopes.
+    /// The granted scopes, as Zoho last reported them (refresh answers name none, so a cache
+    /// that only ever refreshed has none to report).
     pub fn scopes(&self) -> &[String] {
         &self.0.scopes
     }
@@ -610,11 +611,17 @@ impl TokenCache {
         let shared = &*self.shared;
         let mut state = self.lock();
         state.flight = None;
-        let result = result.and_then(|response| {
+        let result = result.and_then(|mut response| {
             if let (Some(new), Grant::RefreshToken(old)) =
                 (&response.refresh_token, &mut state.grant)
             {
                 *old = new.clone();
+            }
+            // Refresh answers name no scope; the grant's scopes have not changed.
+            if response.scopes.is_empty() {
+                if let Some(previous) = shared.current.load().as_deref() {
+                    response.scopes = previous.scopes.clone();
+                }
             }
             CachedToken::new(response, sent_at, state.generation + 1, &shared.config)
         });

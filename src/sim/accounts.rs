@@ -139,7 +139,13 @@ fn grant(state: &mut State, params: &Params) -> Result<Issued, Refusal> {
     }
 
     match grant_type {
-        GrantType::RefreshToken => state.grant_refresh(param("refresh_token").unwrap_or_default()),
+        // Zoho's refresh answer names no scope (zoho-wire.md §1).
+        GrantType::RefreshToken => state
+            .grant_refresh(param("refresh_token").unwrap_or_default())
+            .map(|issued| Issued {
+                scopes: Vec::new(),
+                ..issued
+            }),
         GrantType::AuthorizationCode => {
             state.grant_code(param("code").unwrap_or_default(), param("redirect_uri"))
         }
@@ -181,7 +187,9 @@ fn success_body(issued: &Issued, api_domain: &str, legacy: bool) -> String {
         body.insert("refresh_token".into(), refresh.clone().into());
     }
     // Zoho answers with the scopes space-separated, however they were requested.
-    body.insert("scope".into(), issued.scopes.join(" ").into());
+    if !issued.scopes.is_empty() {
+        body.insert("scope".into(), issued.scopes.join(" ").into());
+    }
     body.insert("api_domain".into(), api_domain.into());
     body.insert("token_type".into(), "Bearer".into());
     let seconds = issued.lifetime.as_secs();
