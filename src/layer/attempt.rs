@@ -42,7 +42,7 @@ pub(super) struct Replay {
 }
 
 impl Replay {
-    pub(super) fn capture<B>(request: &Request<B>, body: BufferedBody) -> Self {
+    fn capture<B>(request: &Request<B>, body: BufferedBody) -> Self {
         Self {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -116,7 +116,7 @@ pub(crate) struct Attempt<S, B> {
 }
 
 impl<S, B> Attempt<S, B> {
-    pub(super) fn new(
+    fn new(
         cache: &TokenCache,
         config: &Arc<Config>,
         generation: u64,
@@ -197,6 +197,23 @@ where
     }
 }
 
+/// Adds the token to a request and keeps what classifying its response needs, plus — when the
+/// body is known (`replay_body`) — what sending it again needs.
+pub(super) fn attach<S: Clone, B>(
+    mut request: Request<RequestBody<B>>,
+    replay_body: Option<BufferedBody>,
+    header: HeaderValue,
+    generation: u64,
+    inner: &S,
+    cache: &TokenCache,
+    config: &Arc<Config>,
+) -> (Request<RequestBody<B>>, Attempt<S, B>) {
+    let replay = replay_body.map(|body| (Replay::capture(&request, body), inner.clone()));
+    request.headers_mut().insert(AUTHORIZATION, header);
+    let attempt = Attempt::new(cache, config, generation, request.uri().host(), replay);
+    (request, attempt)
+}
+
 /// The slow path: wait for a token, decide the host, buffer a replayable body, send, finish.
 pub(super) async fn send<S, B, R>(
     mut inner: S,
@@ -225,28 +242,28 @@ where
         }
         Verdict::Refuse => return Err(insecure(request.uri()).into()),
     }
-    let (mut request, replay) = if needs_buffering(&request, config.max_replay_body) {
+    let (request, replay_body) = if needs_buffering(&request, config.max_replay_body) {
         let (parts, body) = request.into_parts();
         let body = BufferedBody::read(body).await.map_err(|e| {
             Error::new(Kind::Body, "reading the request body failed")
                 .with_source(BoxSource(e.into()))
         })?;
-        let request = Request::from_parts(parts, RequestBody::buffered(&body));
-        let replay = Replay::capture(&request, body);
-        (request, Some(replay))
+        (
+            Request::from_parts(parts, RequestBody::buffered(&body)),
+            Some(body),
+        )
     } else {
-        let replay = is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
-        (request.map(RequestBody::stream), replay)
+        let replay_body = is_empty(&request).then(BufferedBody::default);
+        (request.map(RequestBody::stream), replay_body)
     };
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, token.header().clone());
-    let attempt = Attempt::new(
+    let (request, attempt) = attach(
+        request,
+        replay_body,
+        token.header().clone(),
+        token.generation(),
+        &inner,
         &cache,
         &config,
-        token.generation(),
-        request.uri().host(),
-        replay.map(|replay| (replay, inner.clone())),
     );
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await

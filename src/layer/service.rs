@@ -1,13 +1,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt::{self, Attempt, Replay};
+use super::attempt;
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::{Config, ZohoAuthLayer};
@@ -95,7 +94,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The ready service goes with this request; a fresh clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -123,17 +122,17 @@ where
             Plan::Attach { header, generation }
                 if !needs_buffering(&request, config.max_replay_body) =>
             {
-                let replay =
-                    is_empty(&request).then(|| Replay::capture(&request, BufferedBody::default()));
-                request.headers_mut().insert(AUTHORIZATION, header);
-                let attempt = Attempt::new(
+                let replay_body = is_empty(&request).then(BufferedBody::default);
+                let (request, attempt) = attempt::attach(
+                    request.map(RequestBody::stream),
+                    replay_body,
+                    header,
+                    generation,
+                    &inner,
                     &self.cache,
                     config,
-                    generation,
-                    request.uri().host(),
-                    replay.map(|replay| (replay, inner.clone())),
                 );
-                ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), Some(attempt))
+                ResponseFuture::direct(inner.call(request), Some(attempt))
             }
             Plan::Attach { .. } | Plan::Wait => ResponseFuture::slow(Box::pin(attempt::send(
                 inner,
