@@ -32,7 +32,7 @@ pub(super) fn insecure(uri: &Uri) -> Error {
 }
 
 /// What is needed to send a request again.
-pub(super) struct Replay {
+struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
