@@ -53,6 +53,10 @@ pub(crate) enum Kind {
     Insecure,
     /// The request body could not be read.
     Body,
+    /// The token store answered with something unusable (a corrupt file).
+    Store,
+    /// The token store cannot be reached; the cache refreshes without it meanwhile.
+    StoreUnavailable,
 }
 
 #[derive(Clone)]
@@ -111,7 +115,9 @@ impl Error {
         self.edit(|inner| inner.retry_after = Some(retry_after))
     }
 
-    pub(crate) fn with_source(self, source: impl StdError + Send + Sync + 'static) -> Self {
+    /// Attaches the underlying error, reported by [`source`](StdError::source). Its messages must
+    /// not contain secrets.
+    pub fn with_source(self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.edit(|inner| inner.source = Some(Arc::new(source)))
     }
 
@@ -122,7 +128,7 @@ impl Error {
     /// A failure that may go away by itself: network errors, timeouts talking to Zoho, 5xx,
     /// HTML or empty bodies, malformed JSON. The token cache retries these with back-off.
     pub fn is_transient(&self) -> bool {
-        self.inner.kind == Kind::Transient
+        matches!(self.inner.kind, Kind::Transient | Kind::StoreUnavailable)
     }
 
     /// A failure that retrying cannot fix: a bad client id or secret, a revoked refresh token,
@@ -186,6 +192,16 @@ impl Error {
     /// Reading the request body failed.
     pub fn is_body(&self) -> bool {
         self.inner.kind == Kind::Body
+    }
+
+    /// The token store failed: unreachable, or holding something unusable.
+    pub fn is_store(&self) -> bool {
+        matches!(self.inner.kind, Kind::Store | Kind::StoreUnavailable)
+    }
+
+    /// The token store cannot be reached right now.
+    pub fn is_store_unavailable(&self) -> bool {
+        self.inner.kind == Kind::StoreUnavailable
     }
 
     /// Zoho's error code (`invalid_client`, `invalid_code`, the localized throttling `error`, ...),

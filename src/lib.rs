@@ -15,6 +15,7 @@ pub mod secret;
 #[cfg(feature = "simulator")]
 pub mod sim;
 mod stats;
+pub mod store;
 
 pub use cache::{Token, TokenCache, TokenCacheBuilder};
 pub use dc::{Accounts, DataCenter, Environment};

@@ -1,0 +1,155 @@
+//! The JSON form of a [`TokenSet`], shared by the file and Redis stores.
+//!
+//! Two parts: the durable one (refresh token, recent token requests, a recorded failure) and the
+//! access token, which Redis keeps under its own key with the token's TTL. A file holds both.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoredAccess, StoredFailure, TokenSet};
+use crate::secret::{AccessToken, RefreshToken};
+
+/// Bumped when the format changes incompatibly; older readers then refuse instead of guessing.
+pub(crate) const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct Durable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    token_requests_ms: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<Failure>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Failure {
+    code: String,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Access {
+    access_token: String,
+    issued_at_ms: u64,
+    expires_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_domain: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// A whole set in one document, as the file store writes it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Document {
+    version: u32,
+    #[serde(flatten)]
+    durable: Durable,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<Access>,
+}
+
+fn to_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+pub(crate) fn durable(set: &TokenSet) -> Durable {
+    Durable {
+        refresh_token: set.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+        token_requests_ms: set.token_requests.iter().copied().map(to_ms).collect(),
+        failure: set.failure.as_ref().map(|f| Failure {
+            code: f.code.clone(),
+            message: f.message.clone(),
+        }),
+    }
+}
+
+pub(crate) fn access(set: &TokenSet) -> Option<Access> {
+    set.access.as_ref().map(|a| Access {
+        access_token: a.access_token.expose().to_owned(),
+        issued_at_ms: to_ms(a.issued_at),
+        expires_at_ms: to_ms(a.expires_at),
+        api_domain: a.api_domain.clone(),
+        scopes: a.scopes.clone(),
+    })
+}
+
+pub(crate) fn document(set: &TokenSet) -> Document {
+    Document {
+        version: VERSION,
+        durable: durable(set),
+        access: access(set),
+    }
+}
+
+/// Rebuilds a set from its parts.
+pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
+    TokenSet {
+        refresh_token: durable.refresh_token.map(RefreshToken::new),
+        access: access.map(|a| StoredAccess {
+            access_token: AccessToken::new(a.access_token),
+            issued_at: from_ms(a.issued_at_ms),
+            expires_at: from_ms(a.expires_at_ms),
+            api_domain: a.api_domain,
+            scopes: a.scopes,
+        }),
+        token_requests: durable.token_requests_ms.into_iter().map(from_ms).collect(),
+        failure: durable.failure.map(|f| StoredFailure {
+            code: f.code,
+            message: f.message,
+        }),
+    }
+}
+
+impl Document {
+    /// The set, or why this document cannot be read as one.
+    pub(crate) fn into_set(self) -> Result<TokenSet, String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "format version {} (this zoho-auth reads version {VERSION})",
+                self.version
+            ));
+        }
+        Ok(set_from(self.durable, self.access))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_round_trips_through_json() {
+        let set = TokenSet {
+            refresh_token: Some(RefreshToken::new("1000.r.t")),
+            access: Some(StoredAccess {
+                access_token: AccessToken::new("1000.a.t"),
+                issued_at: from_ms(1_700_000_000_000),
+                expires_at: from_ms(1_700_003_600_000),
+                api_domain: Some("https://www.zohoapis.eu".into()),
+                scopes: vec!["ZohoCRM.modules.ALL".into()],
+            }),
+            token_requests: vec![from_ms(1_700_000_000_000)],
+            failure: Some(StoredFailure {
+                code: "invalid_code".into(),
+                message: "revoked".into(),
+            }),
+        };
+        let json = serde_json::to_string(&document(&set)).unwrap();
+        let back: Document = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.into_set().unwrap(), set);
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let doc: Document = serde_json::from_str(r#"{"version":99}"#).unwrap();
+        assert!(doc.into_set().unwrap_err().contains("99"));
+    }
+}

@@ -1,0 +1,188 @@
+//! A token set in a JSON file, shared by the processes of one host.
+//!
+//! Saving writes a temporary file beside the target, created with mode 0600, fsyncs it, renames
+//! it over the target and fsyncs the directory: a reader sees the old file or the new one, never a
+//! torn one, and a process killed at any point leaves the previous tokens intact (the lesson of
+//! yup-oauth2's and libcloud's truncate-then-write). The refresh lock is an OS lock on a separate
+//! `<file>.lock`, which the kernel frees when its holder dies.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::codec::{self, Document};
+use super::{StoreFuture, StoreLock, TokenSet, TokenStore};
+use crate::error::Error;
+
+/// Keeps the token set in a JSON file (mode 0600). Processes on one host that use the same path
+/// refresh once between them.
+///
+/// ```
+/// use zoho_auth::store::{FileStore, TokenSet, TokenStore};
+/// use zoho_auth::RefreshToken;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), zoho_auth::Error> {
+/// let dir = std::env::temp_dir().join(format!("zoho-auth-doc-{}", std::process::id()));
+/// let store = FileStore::new(dir.join("tokens.json"));
+/// store.save(&TokenSet::new(RefreshToken::new("1000.r.t"))).await?;
+/// let loaded = store.load().await?.unwrap();
+/// assert_eq!(loaded.refresh_token.unwrap().expose(), "1000.r.t");
+/// # std::fs::remove_dir_all(dir).unwrap(); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FileStore {
+    path: Arc<PathBuf>,
+}
+
+impl FileStore {
+    /// A store at `path`. Nothing is touched until the first load or save; missing parent
+    /// directories are created (mode 0700) on the first save.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: Arc::new(path.into()),
+        }
+    }
+
+    /// The token file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(".lock");
+        self.path.with_file_name(name)
+    }
+
+    fn error(&self, what: &str, e: impl fmt::Display) -> Error {
+        Error::store(format!("token file {}: {what}: {e}", self.path.display()))
+    }
+
+    fn read(&self) -> Result<Option<TokenSet>, Error> {
+        let bytes = match fs::read(&*self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error("cannot read it", e)),
+        };
+        let document: Document = serde_json::from_slice(&bytes)
+            .map_err(|e| self.error("not a zoho-auth token file (left untouched)", e))?;
+        document
+            .into_set()
+            .map(Some)
+            .map_err(|e| self.error("unsupported (left untouched)", e))
+    }
+
+    fn write(&self, set: &TokenSet) -> Result<(), Error> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        create_private_dir(&dir).map_err(|e| self.error("cannot create its directory", e))?;
+        let json = serde_json::to_vec_pretty(&codec::document(set))
+            .map_err(|e| self.error("cannot encode the tokens", e))?;
+        let temp = dir.join(format!(
+            ".{}.{}.{:x}.tmp",
+            self.path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let written = (|| {
+            let mut file = private_options().write(true).create_new(true).open(&temp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            fs::rename(&temp, &*self.path)?;
+            // The rename itself is durable only once the directory is.
+            File::open(&dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written.map_err(|e| self.error("cannot save", e))
+    }
+
+    fn try_lock_file(&self) -> Result<Option<File>, Error> {
+        let path = self.lock_path();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|e| self.error("cannot create its directory", e))?;
+        }
+        let file = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| self.error("cannot open its lock file", e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(self.error("cannot lock it", e)),
+        }
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FileStore").field(&*self.path).finish()
+    }
+}
+
+/// The OS lock on `<file>.lock`; closing the file frees it.
+#[derive(Debug)]
+struct FileLock(File);
+
+impl StoreLock for FileLock {
+    fn release(self: Box<Self>) -> StoreFuture<'static, ()> {
+        let result = self
+            .0
+            .unlock()
+            .map_err(|e| Error::store(format!("cannot unlock the token file: {e}")));
+        Box::pin(async move { result })
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load(&self) -> StoreFuture<'_, Option<TokenSet>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.read()))
+    }
+
+    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
+        let (store, set) = (self.clone(), set.clone());
+        Box::pin(blocking(move || store.write(&set)))
+    }
+
+    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
+        let store = self.clone();
+        Box::pin(async move {
+            let file = blocking(move || store.try_lock_file()).await?;
+            Ok(file.map(|file| Box::new(FileLock(file)) as Box<dyn StoreLock>))
+        })
+    }
+}
+
+/// Runs file I/O off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::store(format!("token file task failed: {e}")))?
+}
+
+/// Options that create files only their owner can read.
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}

@@ -1,0 +1,62 @@
+//! The default store: a token set in this process's memory.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+
+use super::{StoreFuture, StoreLock, TokenSet, TokenStore};
+
+/// Keeps the token set in memory. Each [`TokenCache`](crate::TokenCache) has one unless given
+/// another store; caches that share one `Arc<MemoryStore>` share its token. Nothing survives a
+/// restart.
+#[derive(Default)]
+pub struct MemoryStore {
+    set: Mutex<Option<TokenSet>>,
+    refresh: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemoryStore")
+    }
+}
+
+/// Serialises the refreshes of caches that share this store.
+#[derive(Debug)]
+struct Held {
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl StoreLock for Held {
+    fn release(self: Box<Self>) -> StoreFuture<'static, ()> {
+        drop(self);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self) -> StoreFuture<'_, Option<TokenSet>> {
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async move { Ok(set) })
+    }
+
+    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
+        *self.set.lock().unwrap_or_else(|p| p.into_inner()) = Some(set.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
+        let held = self.refresh.clone().try_lock_owned().ok();
+        Box::pin(async move {
+            Ok(held.map(|guard| Box::new(Held { _guard: guard }) as Box<dyn StoreLock>))
+        })
+    }
+}
