@@ -36,11 +36,12 @@
 //! ```
 
 mod budget;
+mod refresh;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -48,12 +49,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::budget::Budget;
-use crate::accounts::{AccountsClient, TokenResponse};
+use self::refresh::Obtained;
+use crate::accounts::AccountsClient;
 use crate::dc::DataCenter;
 use crate::error::{Error, Kind};
 use crate::hosts::HostPattern;
 use crate::secret::{AccessToken, RefreshToken};
 use crate::stats::{Counters, Stats};
+use crate::store::{MemoryStore, TokenStore};
 
 /// After a replay with a fresh token met a token error too, that token is not invalidated again
 /// for this long: the error is not one a refresh cures (wrong DC, Books' code 57 for a scope).
@@ -89,8 +92,16 @@ impl Default for Config {
 /// How the cache mints tokens.
 #[derive(Clone)]
 enum Grant {
-    RefreshToken(RefreshToken),
-    ClientCredentials { scopes: Vec<String>, soid: String },
+    /// From a refresh token: the one this process knows (given, or last read from the store), and
+    /// whether it should replace the store's.
+    RefreshToken {
+        token: Option<RefreshToken>,
+        prefer: bool,
+    },
+    ClientCredentials {
+        scopes: Vec<String>,
+        soid: String,
+    },
 }
 
 /// The result every waiter of one refresh receives.
@@ -115,6 +126,7 @@ struct Shared {
     current: ArcSwapOption<CachedToken>,
     state: Mutex<State>,
     client: AccountsClient,
+    store: Arc<dyn TokenStore>,
     config: Config,
     counters: Counters,
     epoch: Instant,
@@ -142,21 +154,41 @@ pub(crate) struct CachedToken {
 }
 
 impl CachedToken {
-    fn new(
-        response: TokenResponse,
-        sent_at: Instant,
-        generation: u64,
-        config: &Config,
-    ) -> Result<Self, Error> {
-        let lifetime = response.expires_in;
+    fn new(obtained: Obtained, generation: u64, config: &Config) -> Result<Self, Error> {
+        let (access_token, lifetime, expires_at, api_domain, scopes) = match obtained {
+            Obtained::Minted { response, sent_at } => (
+                response.access_token,
+                response.expires_in,
+                sent_at + response.expires_in,
+                response.api_domain,
+                response.scopes,
+            ),
+            Obtained::Adopted(access) => {
+                // The store speaks wall-clock time; the cache, monotonic time.
+                let remaining = access
+                    .expires_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                let lifetime = access
+                    .expires_at
+                    .duration_since(access.issued_at)
+                    .unwrap_or(remaining);
+                (
+                    access.access_token,
+                    lifetime,
+                    Instant::now() + remaining,
+                    access.api_domain,
+                    access.scopes,
+                )
+            }
+        };
         let margin = config.expiry_margin.min(lifetime / 10);
         let stale = config.refresh_ahead.min(lifetime / 4);
         let stale = stale + stale.mul_f64(fastrand::f64() / 2.0);
-        let expires_at = sent_at + lifetime;
-        let usable_until = expires_at - margin;
+        let usable_until = expires_at.checked_sub(margin).unwrap_or(expires_at);
         let mut header = HeaderValue::try_from(format!(
             "Zoho-oauthtoken {}",
-            response.access_token.expose()
+            access_token.expose()
         ))
         .map_err(|_| {
             Error::transient("Zoho returned an access token that cannot be sent in a header")
@@ -166,15 +198,15 @@ impl CachedToken {
         // clone is a reference-count increment, not an allocation.
         drop(header.clone());
         Ok(Self {
-            access_token: response.access_token,
+            access_token,
             header,
             generation,
             expires_at,
             usable_until,
-            refresh_at: usable_until.checked_sub(stale).unwrap_or(sent_at),
-            api_host: response.api_domain.as_deref().and_then(HostPattern::parse),
-            api_domain: response.api_domain,
-            scopes: response.scopes,
+            refresh_at: usable_until.checked_sub(stale).unwrap_or(usable_until),
+            api_host: api_domain.as_deref().and_then(HostPattern::parse),
+            api_domain,
+            scopes,
             dead: AtomicBool::new(false),
             suspect_until_ms: AtomicU64::new(0),
         })
@@ -243,6 +275,7 @@ impl fmt::Debug for Token {
 pub struct TokenCacheBuilder {
     client: AccountsClient,
     grant: Grant,
+    store: Option<Arc<dyn TokenStore>>,
     config: Config,
 }
 
@@ -250,6 +283,7 @@ impl fmt::Debug for TokenCacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCacheBuilder")
             .field("client", &self.client)
+            .field("store", &self.store)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -298,6 +332,14 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Keeps the token set in `store` (default: a [`MemoryStore`] of this cache's own). Caches
+    /// that share a store — in one process, or across processes through a file or Redis — adopt
+    /// each other's tokens and refresh once between them. See [`crate::store`].
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Builds the cache. No request is made until the first token is needed.
     pub fn build(self) -> TokenCache {
         let budget = Budget::new(self.config.budget_max, self.config.budget_window);
@@ -314,6 +356,7 @@ impl TokenCacheBuilder {
                     generation: 0,
                 }),
                 client: self.client,
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 config: self.config,
                 counters: Counters::default(),
                 epoch: Instant::now(),
@@ -350,10 +393,38 @@ impl TokenCache {
     }
 
     /// A builder for a cache that mints tokens from a refresh token.
+    ///
+    /// With a [store](TokenCacheBuilder::store), the refresh token seeds an empty store; a store
+    /// that already holds one keeps using its own (it may have been replaced by a new consent),
+    /// unless the store records it as revoked.
     pub fn builder(client: AccountsClient, refresh_token: RefreshToken) -> TokenCacheBuilder {
+        Self::with_grant(
+            client,
+            Grant::RefreshToken {
+                token: Some(refresh_token),
+                prefer: false,
+            },
+        )
+    }
+
+    /// A builder for a cache whose refresh token lives only in `store` (saved there by a login,
+    /// for example).
+    pub fn from_store(client: AccountsClient, store: Arc<dyn TokenStore>) -> TokenCacheBuilder {
+        Self::with_grant(
+            client,
+            Grant::RefreshToken {
+                token: None,
+                prefer: false,
+            },
+        )
+        .store(store)
+    }
+
+    fn with_grant(client: AccountsClient, grant: Grant) -> TokenCacheBuilder {
         TokenCacheBuilder {
             client,
-            grant: Grant::RefreshToken(refresh_token),
+            grant,
+            store: None,
             config: Config::default(),
         }
     }
@@ -365,14 +436,13 @@ impl TokenCache {
         scopes: &[&str],
         soid: &str,
     ) -> TokenCacheBuilder {
-        TokenCacheBuilder {
+        Self::with_grant(
             client,
-            grant: Grant::ClientCredentials {
+            Grant::ClientCredentials {
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
                 soid: soid.to_owned(),
             },
-            config: Config::default(),
-        }
+        )
     }
 
     /// A valid token: the cached one, or the result of the one refresh in progress (starting it
@@ -407,18 +477,24 @@ impl TokenCache {
     }
 
     /// The refresh token in use, if the cache mints tokens from one.
+    ///
+    /// With a shared store this is the one last read from (or written to) the store.
     pub fn refresh_token(&self) -> Option<RefreshToken> {
         match &self.lock().grant {
-            Grant::RefreshToken(token) => Some(token.clone()),
+            Grant::RefreshToken { token, .. } => token.clone(),
             Grant::ClientCredentials { .. } => None,
         }
     }
 
     /// Replaces the refresh token (after a new consent) and forgets past failures, including a
-    /// permanent one. The current access token stays in use until it expires.
+    /// permanent one. The current access token stays in use until it expires. The next refresh
+    /// writes it to the token store, replacing the store's.
     pub fn set_refresh_token(&self, refresh_token: RefreshToken) {
         let mut state = self.lock();
-        state.grant = Grant::RefreshToken(refresh_token);
+        state.grant = Grant::RefreshToken {
+            token: Some(refresh_token),
+            prefer: true,
+        };
         state.permanent = None;
         state.blocked = None;
         state.failures = 0;
@@ -523,16 +599,8 @@ impl TokenCache {
             self.shared.next_ahead_ms.store(until, Relaxed);
             return;
         }
-        match state.budget.try_take(now) {
-            Ok(()) => {
-                // Without a runtime there is no background; the token is still valid meanwhile.
-                let _ = self.start_flight(&mut state);
-            }
-            Err(wait) => self
-                .shared
-                .next_ahead_ms
-                .store(self.ms(now + wait), Relaxed),
-        }
+        // Without a runtime there is no background; the token is still valid meanwhile.
+        let _ = self.start_flight(&mut state);
     }
 
     /// The cached token, or the refresh to wait for, or why there is neither.
@@ -558,23 +626,6 @@ impl TokenCache {
             if now < *until {
                 return Err(error.clone().with_retry_after(*until - now));
             }
-        }
-        if let Err(wait) = state.budget.try_take(now) {
-            Counters::bump(&self.shared.counters.rate_limited);
-            tracing::warn!(
-                retry_after_secs = wait.as_secs(),
-                "Zoho token budget spent; not calling Zoho"
-            );
-            return Err(Error::new(
-                Kind::RateLimited,
-                format!(
-                    "no valid Zoho token, and this process already made {} token requests in the last {}s \
-                     (Zoho allows 10 per 10 minutes per refresh token)",
-                    self.shared.config.budget_max,
-                    self.shared.config.budget_window.as_secs()
-                ),
-            )
-            .with_retry_after(wait));
         }
         self.start_flight(&mut state).map(Join::Wait)
     }
@@ -602,28 +653,25 @@ impl TokenCache {
             cache: self.clone(),
             own: flight.clone(),
         };
-        runtime.spawn(guard.fly(state.grant.clone(), sender));
+        runtime.spawn(guard.fly(self.shared.current.load_full(), sender));
         Ok(flight)
     }
 
-    /// Records a refresh's result: the new token, or the failure and its back-off.
-    fn settle(&self, result: Result<TokenResponse, Error>, sent_at: Instant) -> Outcome {
+    /// Records a flight's result: the new token, or the failure and its back-off.
+    fn settle(&self, result: Result<Obtained, Error>) -> Outcome {
         let shared = &*self.shared;
         let mut state = self.lock();
         state.flight = None;
-        let result = result.and_then(|mut response| {
-            if let (Some(new), Grant::RefreshToken(old)) =
-                (&response.refresh_token, &mut state.grant)
+        let adopted = matches!(result, Ok(Obtained::Adopted(_)));
+        let result = result.and_then(|obtained| {
+            if let (Obtained::Minted { response, .. }, Grant::RefreshToken { token, .. }) =
+                (&obtained, &mut state.grant)
             {
-                *old = new.clone();
-            }
-            // Refresh answers name no scope; the grant's scopes have not changed.
-            if response.scopes.is_empty() {
-                if let Some(previous) = shared.current.load().as_deref() {
-                    response.scopes = previous.scopes.clone();
+                if let Some(new) = &response.refresh_token {
+                    *token = Some(new.clone());
                 }
             }
-            CachedToken::new(response, sent_at, state.generation + 1, &shared.config)
+            CachedToken::new(obtained, state.generation + 1, &shared.config)
         });
         match result {
             Ok(token) => {
@@ -638,22 +686,32 @@ impl TokenCache {
                     generation = token.generation,
                     expires_in_secs = token
                         .expires_at
-                        .saturating_duration_since(sent_at)
+                        .saturating_duration_since(Instant::now())
                         .as_secs(),
                     api_domain = token.api_domain.as_deref().unwrap_or(""),
-                    "Zoho access token refreshed"
+                    "{}",
+                    if adopted {
+                        "Zoho access token adopted from the token store"
+                    } else {
+                        "Zoho access token refreshed"
+                    }
                 );
                 Ok(Token(token))
             }
             Err(error) => {
-                Counters::bump(&shared.counters.failures);
                 let now = Instant::now();
                 let wait = if error.is_permanent() {
+                    Counters::bump(&shared.counters.failures);
                     state.permanent = Some(error.clone());
                     None
+                } else if error.kind() == Kind::RateLimited {
+                    Counters::bump(&shared.counters.rate_limited);
+                    error.retry_after()
                 } else if matches!(error.kind(), Kind::Throttled | Kind::Unrecognised) {
+                    Counters::bump(&shared.counters.failures);
                     Some(jitter(shared.config.throttle_backoff, 0.8, 1.2))
                 } else {
+                    Counters::bump(&shared.counters.failures);
                     state.failures = state.failures.saturating_add(1);
                     let exponent = (state.failures - 1).min(16);
                     let base = shared
@@ -698,20 +756,10 @@ struct FlightGuard {
 }
 
 impl FlightGuard {
-    async fn fly(self, grant: Grant, sender: watch::Sender<Option<Outcome>>) {
-        let cache = &self.cache;
-        Counters::bump(&cache.shared.counters.token_requests);
-        tracing::debug!("requesting a Zoho access token");
-        let sent_at = Instant::now();
-        let client = &cache.shared.client;
-        let result = match &grant {
-            Grant::RefreshToken(token) => client.refresh(token).await,
-            Grant::ClientCredentials { scopes, soid } => {
-                let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                client.client_credentials(&scopes, soid).await
-            }
-        };
-        let outcome = cache.settle(result, sent_at);
+    /// Replaces `current` (the token the cache held when the flight started).
+    async fn fly(self, current: Option<Arc<CachedToken>>, sender: watch::Sender<Option<Outcome>>) {
+        let result = self.cache.obtain(current.as_deref()).await;
+        let outcome = self.cache.settle(result);
         sender.send_replace(Some(outcome));
     }
 }
