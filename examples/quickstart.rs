@@ -52,6 +52,20 @@ struct Args {
     /// Send POSTs carrying a JSON body of this many bytes (at least 11) instead of GETs.
     #[arg(long)]
     body_bytes: Option<usize>,
+    /// With Zoho credentials: keep sending for this many seconds instead of --requests.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds before expiry to refresh in the background (default 300, at most a quarter of
+    /// the token's lifetime; 0 refreshes only at expiry).
+    #[arg(long)]
+    refresh_ahead: Option<u64>,
+}
+
+/// How much one phase sends.
+#[derive(Clone, Copy)]
+enum Amount {
+    Requests(usize),
+    For(Duration),
 }
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -97,10 +111,11 @@ async fn main() -> Result<(), BoxError> {
                 "Talking to Zoho: data centre {dc}, accounts server {}",
                 accounts.url()
             );
-            let cache = TokenCache::new(
+            let cache = cache(
                 AccountsClient::new(accounts, client_id, client_secret)?,
                 refresh_token,
-            );
+                &args,
+            )?;
             let api_domain = cache
                 .token()
                 .await?
@@ -112,8 +127,12 @@ async fn main() -> Result<(), BoxError> {
                 .clone()
                 .unwrap_or(format!("{api_domain}{CURRENT_USER}"));
             let load = Load::new(&cache, url, &args);
-            load.phase("requests", args.requests).await;
-            load.summarise(args.requests, &cache, None);
+            let amount = match args.duration {
+                Some(seconds) => Amount::For(Duration::from_secs_f64(seconds)),
+                None => Amount::Requests(args.requests),
+            };
+            load.phase("requests", amount).await;
+            load.summarise(&cache, None);
         }
         None => {
             let zoho = Simulator::builder()
@@ -122,10 +141,13 @@ async fn main() -> Result<(), BoxError> {
                 .await?;
             println!("No ZOHO_CLIENT_ID/ZOHO_CLIENT_SECRET/ZOHO_REFRESH_TOKEN set: using the embedded Zoho simulator at {}", zoho.url());
             let accounts = Accounts::custom(&zoho.url())?;
-            let cache = TokenCache::new(
+            let cache = cache(
                 AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret())?,
                 zoho.mint_refresh_token(&[]),
-            );
+                &args,
+            )?;
+            // A stored refresh token belongs to an earlier run's simulator: use this one's.
+            cache.set_refresh_token(cache.refresh_token().expect("a refresh-token cache"));
             let url = args
                 .url
                 .clone()
@@ -133,23 +155,45 @@ async fn main() -> Result<(), BoxError> {
             let load = Load::new(&cache, url, &args);
             let third = args.requests / 3;
 
-            load.phase("phase 1: first token", third).await;
+            load.phase("phase 1: first token", Amount::Requests(third))
+                .await;
 
             println!("The simulator now invalidates every live access token (as Zoho does when a 16th is minted).");
             zoho.invalidate_all_tokens();
-            load.phase("phase 2: after invalidation", third).await;
+            load.phase("phase 2: after invalidation", Amount::Requests(third))
+                .await;
 
             println!("Waiting for the access token to expire...");
             while cache.cached().is_some() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let rest = args.requests - 2 * third;
-            load.phase("phase 3: after expiry", rest).await;
+            load.phase("phase 3: after expiry", Amount::Requests(rest))
+                .await;
 
-            load.summarise(args.requests, &cache, Some(&zoho));
+            load.summarise(&cache, Some(&zoho));
         }
     }
     Ok(())
+}
+
+/// The token cache, in the store `ZOHO_TOKEN_STORE` names (`file:PATH`, a `redis://` URL;
+/// unset: memory).
+fn cache(
+    client: AccountsClient,
+    refresh_token: RefreshToken,
+    args: &Args,
+) -> Result<TokenCache, BoxError> {
+    let mut builder = TokenCache::builder(client, refresh_token);
+    if let Ok(spec) = std::env::var("ZOHO_TOKEN_STORE") {
+        let store = zoho_auth::store::open(&spec)?;
+        println!("Token store: {store:?}");
+        builder = builder.store(store);
+    }
+    if let Some(seconds) = args.refresh_ahead {
+        builder = builder.refresh_ahead(Duration::from_secs(seconds));
+    }
+    Ok(builder.build())
 }
 
 /// Credentials from the environment, when all three are set.
@@ -212,7 +256,11 @@ impl Load {
     }
 
     /// Sends `count` requests, `concurrency` at a time.
-    async fn phase(&self, name: &str, count: usize) {
+    async fn phase(&self, name: &str, amount: Amount) {
+        let (count, deadline) = match amount {
+            Amount::Requests(count) => (count, None),
+            Amount::For(duration) => (usize::MAX, Some(Instant::now() + duration)),
+        };
         let (service, url, body, concurrency, tally) = (
             &self.api,
             &self.url,
@@ -221,7 +269,7 @@ impl Load {
             &self.tally,
         );
         let next = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..concurrency.min(count.max(1)))
+        let workers: Vec<_> = (0..concurrency.min(count).max(1))
             .map(|_| {
                 let (mut api, url, body, next, tally) = (
                     service.clone(),
@@ -231,7 +279,9 @@ impl Load {
                     tally.clone(),
                 );
                 tokio::spawn(async move {
-                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                    while next.fetch_add(1, Ordering::Relaxed) < count
+                        && deadline.is_none_or(|deadline| Instant::now() < deadline)
+                    {
                         let started = Instant::now();
                         let outcome = send(&mut api, &url, body.clone()).await;
                         tally.latencies.lock().unwrap().push(started.elapsed());
@@ -259,14 +309,15 @@ impl Load {
             worker.await.expect("request worker panicked");
         }
         println!(
-            "{name}: {count} requests, {} ok / {} failed so far",
+            "{name}: done, {} ok / {} failed so far",
             tally.ok.load(Ordering::Relaxed),
             tally.failed.load(Ordering::Relaxed)
         );
     }
 
-    fn summarise(&self, requests: usize, cache: &TokenCache, zoho: Option<&Simulator>) {
+    fn summarise(&self, cache: &TokenCache, zoho: Option<&Simulator>) {
         let (tally, started) = (&self.tally, self.started);
+        let requests = tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
         let mut latencies = tally.latencies.lock().unwrap().clone();
         latencies.sort();
         let percentile = |p: f64| {

@@ -468,7 +468,13 @@ impl TokenCache {
     /// Declares `token` dead, as when Zoho rejected it. The next caller starts a refresh. If the
     /// cache already holds a newer token, nothing happens.
     pub fn invalidate(&self, token: &Token) {
-        self.invalidate_generation(token.0.generation);
+        // Compared by value: the token may come from another cache sharing the store.
+        let current = self.shared.current.load();
+        if let Some(current) = current.as_deref() {
+            if current.access_token == token.0.access_token {
+                self.invalidate_generation(current.generation);
+            }
+        }
     }
 
     /// What the cache and its layers did so far.

@@ -148,6 +148,7 @@ impl TokenCache {
             if replace {
                 set.refresh_token = token.clone();
                 set.failure = None;
+                set.access = None;
             } else if set.refresh_token.is_some() {
                 *token = set.refresh_token.clone();
             }
@@ -161,13 +162,16 @@ impl TokenCache {
         Ok(state.grant.clone())
     }
 
-    /// A usable token in `set` that is not the one being replaced.
+    /// A usable token in `set` that is not the one being replaced — unless this process was given
+    /// a refresh token to use instead of the store's, whose tokens then belong to another grant.
+    /// Adopting a token also adopts the store's refresh token.
     fn adoptable(
         &self,
         set: Option<&TokenSet>,
         current: Option<&CachedToken>,
     ) -> Option<StoredAccess> {
-        let access = set?.access.as_ref()?;
+        let set = set?;
+        let access = set.access.as_ref()?;
         let remaining = access.expires_at.duration_since(SystemTime::now()).ok()?;
         let lifetime = access
             .expires_at
@@ -175,7 +179,17 @@ impl TokenCache {
             .unwrap_or(remaining);
         let usable = remaining > self.shared.config.expiry_margin.min(lifetime / 10);
         let replacing = current.is_some_and(|c| c.access_token == access.access_token);
-        (usable && !replacing).then(|| access.clone())
+        if !usable || replacing {
+            return None;
+        }
+        match &mut self.lock().grant {
+            Grant::RefreshToken { prefer: true, .. } => return None,
+            Grant::RefreshToken { token, .. } if set.refresh_token.is_some() => {
+                token.clone_from(&set.refresh_token);
+            }
+            _ => {}
+        }
+        Some(access.clone())
     }
 
     /// One call to Zoho's token endpoint, within this process's own budget.
