@@ -103,6 +103,25 @@ impl TokenSet {
     }
 }
 
+impl StoredAccess {
+    /// An access token minted at `issued_at` that Zoho says expires at `expires_at`.
+    pub fn new(
+        access_token: AccessToken,
+        issued_at: SystemTime,
+        expires_at: SystemTime,
+        api_domain: Option<String>,
+        scopes: Vec<String>,
+    ) -> Self {
+        Self {
+            access_token,
+            issued_at,
+            expires_at,
+            api_domain,
+            scopes,
+        }
+    }
+}
+
 impl StoredFailure {
     pub(crate) fn from_error(error: &Error) -> Self {
         Self {

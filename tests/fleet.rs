@@ -1,0 +1,279 @@
+//! Fleets of real processes — quickstart processes sharing one simulator and one token store —
+//! refresh once per expiry between them, and survive a lock holder killed mid-refresh.
+//!
+//! The multi-process runs are heavy for a 2-core machine, so they take turns.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use zoho_auth::sim::{Fault, Simulator};
+use zoho_auth::store::{StoredAccess, TokenSet, TokenStore};
+use zoho_auth::RefreshToken;
+
+use common::accounts_client;
+use redis_server::RedisServer;
+
+/// One multi-process run at a time.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// The quickstart binary `cargo test` built beside this test.
+fn quickstart() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("examples").join("quickstart");
+    assert!(
+        path.exists(),
+        "{} not built: run the tests with `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "zoho-auth-fleet-{name}-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn store(&self) -> String {
+        format!("file:{}", self.0.join("tokens.json").display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A quickstart process using `store`, talking to `zoho` as if it were Zoho.
+fn spawn_quickstart(
+    zoho: &Simulator,
+    refresh_token: &RefreshToken,
+    store: &str,
+    args: &[&str],
+) -> Child {
+    Command::new(quickstart())
+        .args(["--url", &format!("{}/crm/v8/Leads", zoho.url())])
+        .args(args)
+        .env("ZOHO_CLIENT_ID", zoho.client_id().as_str())
+        .env("ZOHO_CLIENT_SECRET", zoho.client_secret().expose())
+        .env("ZOHO_REFRESH_TOKEN", refresh_token.expose())
+        .env("ZOHO_ACCOUNTS_URL", zoho.url())
+        .env("ZOHO_TOKEN_STORE", store)
+        .env("RUST_LOG", "zoho_auth=warn")
+        .env_remove("ZOHO_DC")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The counts on a quickstart's last line.
+#[derive(Debug)]
+struct Summary {
+    requests: u64,
+    ok: u64,
+    failed: u64,
+}
+
+async fn finish(child: Child) -> Summary {
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the quickstart finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quickstart failed: {stdout}\n{stderr}"
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}\n{stderr}"))
+            .parse()
+            .unwrap()
+    };
+    Summary {
+        requests: field("requests"),
+        ok: field("ok"),
+        failed: field("failed"),
+    }
+}
+
+/// A store holding a refresh token and a token minted just now, as a running fleet leaves it.
+async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
+    let refresh_token = zoho.mint_refresh_token(&[]);
+    let minted = accounts_client(zoho).refresh(&refresh_token).await.unwrap();
+    let now = SystemTime::now();
+    let mut set = TokenSet::new(refresh_token.clone());
+    set.access = Some(StoredAccess::new(
+        minted.access_token,
+        now,
+        now + minted.expires_in,
+        minted.api_domain,
+        minted.scopes,
+    ));
+    set.token_requests.push(now);
+    zoho_auth::store::open(store)
+        .unwrap()
+        .save(&set)
+        .await
+        .unwrap();
+    refresh_token
+}
+
+/// 8 processes × 200 concurrent requests for as long as three tokens last.
+async fn eight_processes_refresh_once_per_expiry(store: &str) {
+    let _turn = TURN.lock().await;
+    // 3 s tokens, refreshed only at expiry (less a 0.3 s margin): expiries at about 2.7 s, 5.4 s
+    // and 8.1 s after the seed; a fourth would come at 10.8 s, after every process has stopped.
+    let zoho = Simulator::builder()
+        .token_lifetime(Duration::from_secs(3))
+        .api_latency(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let refresh_token = seed(&zoho, store).await;
+    let before = zoho.counters().token_requests;
+    let args = [
+        "--concurrency",
+        "200",
+        "--duration",
+        "8.8",
+        "--refresh-ahead",
+        "0",
+    ];
+    let fleet: Vec<_> = (0..8)
+        .map(|_| spawn_quickstart(&zoho, &refresh_token, store, &args))
+        .collect();
+    let mut served = 0;
+    for child in fleet {
+        let summary = finish(child).await;
+        assert_eq!(summary.failed, 0, "{summary:?}");
+        assert!(summary.ok > 0, "{summary:?}");
+        served += summary.requests;
+    }
+    assert_eq!(
+        zoho.counters().token_requests - before,
+        3,
+        "one token request per expiry for the whole fleet ({served} requests)"
+    );
+    assert_eq!(zoho.counters().throttled, 0);
+}
+
+/// A process killed while it holds the refresh lock and waits for Zoho does not strand the rest.
+async fn a_lock_holder_killed_mid_refresh_is_replaced(store: &str, lock_ttl: Duration) {
+    let _turn = TURN.lock().await;
+    let zoho = Simulator::start().await.unwrap();
+    let refresh_token = zoho.mint_refresh_token(&[]);
+    zoho_auth::store::open(store)
+        .unwrap()
+        .save(&TokenSet::new(refresh_token.clone()))
+        .await
+        .unwrap();
+    // The first token request hangs; its sender is killed while it waits.
+    zoho.inject(Fault::Slow(Duration::from_secs(60)), 1);
+    let holder = spawn_quickstart(
+        &zoho,
+        &refresh_token,
+        store,
+        &["--requests", "1", "--concurrency", "1"],
+    );
+    common::wait_until(
+        Duration::from_secs(30),
+        "the holder asked Zoho for a token",
+        || zoho.counters().token_requests == 1,
+    )
+    .await;
+    let killed_at = tokio::time::Instant::now();
+    drop(holder); // kill_on_drop: SIGKILL
+
+    let others: Vec<_> = (0..3)
+        .map(|_| {
+            spawn_quickstart(
+                &zoho,
+                &refresh_token,
+                store,
+                &["--requests", "20", "--concurrency", "5"],
+            )
+        })
+        .collect();
+    for child in others {
+        let summary = finish(child).await;
+        assert_eq!((summary.ok, summary.failed), (20, 0), "{summary:?}");
+    }
+    let took = killed_at.elapsed();
+    assert!(
+        took < lock_ttl + Duration::from_secs(15),
+        "everyone had a token {took:?} after the kill (lock TTL {lock_ttl:?})"
+    );
+    assert_eq!(
+        zoho.counters().token_requests,
+        2,
+        "one hung, one replaced it for everyone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_sharing_a_file_store_make_one_token_request_per_expiry() {
+    let dir = TempDir::new("expiry");
+    eight_processes_refresh_once_per_expiry(&dir.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_sharing_a_redis_store_make_one_token_request_per_expiry() {
+    let redis = RedisServer::start();
+    eight_processes_refresh_once_per_expiry(&format!("{}?prefix=fleet-expiry", redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_lock_holder_killed_mid_refresh_frees_the_lock_at_once() {
+    let dir = TempDir::new("kill");
+    // The kernel frees an OS lock the moment its holder dies.
+    a_lock_holder_killed_mid_refresh_is_replaced(&dir.store(), Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_lock_holder_killed_mid_refresh_loses_the_lock_at_its_ttl() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(3);
+    let store = format!(
+        "{}?prefix=fleet-kill&lock_ttl_ms={}",
+        redis.url(),
+        ttl.as_millis()
+    );
+    a_lock_holder_killed_mid_refresh_is_replaced(&store, ttl).await;
+}
+
+#[tokio::test]
+async fn the_store_is_shared_state_not_a_cache_per_process() {
+    // Sanity for the harness above: the seed lands where the quickstarts will look.
+    let zoho = Simulator::start().await.unwrap();
+    let dir = TempDir::new("seed");
+    let store = dir.store();
+    let refresh_token = seed(&zoho, &store).await;
+    let loaded: Arc<dyn TokenStore> = zoho_auth::store::open(&store).unwrap();
+    let set = loaded.load().await.unwrap().unwrap();
+    assert_eq!(set.refresh_token, Some(refresh_token));
+    assert!(zoho.is_access_token_live(set.access.unwrap().access_token.expose()));
+}
