@@ -93,8 +93,12 @@ impl FileStore {
             file.write_all(&json)?;
             file.sync_all()?;
             fs::rename(&temp, &*self.path)?;
-            // The rename itself is durable only once the directory is.
-            File::open(&dir)?.sync_all()
+            // The rename is durable once the directory is; some filesystems cannot sync a
+            // directory, and the new tokens are in place either way.
+            if let Ok(dir) = File::open(&dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(())
         })();
         if written.is_err() {
             let _ = fs::remove_file(&temp);

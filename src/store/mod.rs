@@ -123,11 +123,16 @@ impl StoredAccess {
 }
 
 impl StoredFailure {
-    pub(crate) fn from_error(error: &Error) -> Self {
+    /// A failure with Zoho's error `code` (e.g. `invalid_code`) and a message for people.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            code: error.zoho_code().unwrap_or_default().to_owned(),
-            message: error.to_string(),
+            code: code.into(),
+            message: message.into(),
         }
+    }
+
+    pub(crate) fn from_error(error: &Error) -> Self {
+        Self::new(error.zoho_code().unwrap_or_default(), error.to_string())
     }
 
     pub(crate) fn to_error(&self) -> Error {
