@@ -98,7 +98,7 @@ impl FileStore {
             if let Ok(dir) = File::open(&dir) {
                 let _ = dir.sync_all();
             }
-            Ok(())
+            Ok::<(), std::io::Error>(())
         })();
         if written.is_err() {
             let _ = fs::remove_file(&temp);
