@@ -1,0 +1,132 @@
+//! A Redis token store that is down — from the start, or killed mid-run — costs the fleet its
+//! coordination, never its requests: the cache warns, keeps serving a valid token, refreshes on
+//! its own, and uses Redis again once it answers.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tower::ServiceExt;
+use zoho_auth::sim::Simulator;
+use zoho_auth::store::TokenStore;
+use zoho_auth::TokenCache;
+
+use common::{accounts_client, get, http_service};
+use redis_server::RedisServer;
+
+/// Collects `tracing` output on this thread (the cache's refresh tasks run on it too).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let buffer = buffer.clone();
+        move || Capture(buffer.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(writer)
+        .with_ansi(false)
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type Service = zoho_auth::ZohoAuth<common::HttpClient<http_body_util::Empty<bytes::Bytes>>>;
+
+async fn all_ok(service: &Service, url: &str, count: usize) {
+    for _ in 0..count {
+        let response = service.clone().oneshot(get(url)).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_from_the_start_requests_succeed_and_redis_is_used_once_it_is_up() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let zoho = Simulator::start().await.unwrap();
+    let store = zoho_auth::store::open(&format!("{}?prefix=down-at-start", redis.url())).unwrap();
+    let cache = TokenCache::builder(accounts_client(&zoho), zoho.mint_refresh_token(&[]))
+        .store(store.clone())
+        .build();
+    let service: Service = http_service(&cache);
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+    let (logs, _guard) = capture_logs();
+
+    let started = Instant::now();
+    all_ok(&service, &url, 20).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no request waited on the dead Redis for long"
+    );
+    assert_eq!(zoho.counters().token_requests, 1);
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("token store unavailable"),
+        "a clear warning: {logs}"
+    );
+
+    // Redis comes up: the next refresh goes through it again.
+    redis.restart();
+    zoho.invalidate_all_tokens();
+    all_ok(&service, &url, 1).await;
+    let saved = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the refresh was saved in Redis");
+    assert_eq!(
+        saved.access.unwrap().access_token,
+        *cache.cached().unwrap().access_token()
+    );
+    assert_eq!(saved.refresh_token, cache.refresh_token());
+}
+
+#[tokio::test]
+async fn with_redis_killed_mid_run_requests_keep_succeeding() {
+    let mut redis = RedisServer::start();
+    let zoho = Simulator::start().await.unwrap();
+    let store = zoho_auth::store::open(&format!("{}?prefix=killed", redis.url())).unwrap();
+    let cache = TokenCache::builder(accounts_client(&zoho), zoho.mint_refresh_token(&[]))
+        .store(store.clone())
+        .build();
+    let service: Service = http_service(&cache);
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+    all_ok(&service, &url, 5).await;
+    assert!(store.load().await.unwrap().is_some());
+
+    redis.kill();
+    // The valid token keeps flowing: nothing on the request path touches Redis.
+    all_ok(&service, &url, 100).await;
+    assert_eq!(zoho.counters().token_requests, 1);
+
+    // The token dies while Redis is down: the cache refreshes on its own and the request is replayed.
+    zoho.invalidate_all_tokens();
+    let started = Instant::now();
+    all_ok(&service, &url, 5).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(zoho.counters().token_requests, 2);
+    assert_eq!(cache.stats().replays, 1);
+
+    // Redis is back (empty: it saved nothing): the store is used again, and seeded.
+    redis.restart();
+    zoho.invalidate_all_tokens();
+    all_ok(&service, &url, 1).await;
+    let saved = store.load().await.unwrap().expect("reconnected and saved");
+    assert_eq!(saved.refresh_token, cache.refresh_token());
+    assert_eq!(zoho.counters().token_requests, 3);
+}
