@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceExt;
 use zoho_auth::sim::Simulator;
-use zoho_auth::store::TokenStore;
 use zoho_auth::TokenCache;
 
 use common::{accounts_client, get, http_service};

@@ -1,27 +1,9 @@
-//! A token set in Redis, shared by a fleet of processes.
+//! The Redis token store (feature `redis`): one token set shared by a fleet of processes.
 //!
-//! Three keys under a prefix (default `zoho-auth`):
-//!
-//! | key | holds | expiry |
-//! |---|---|---|
-//! | `{prefix}:refresh` | the durable part: refresh token, recent token requests, a recorded failure (JSON) | none: the refresh token must never be lost |
-//! | `{prefix}:access` | the current access token with its expiry, API domain and scopes (JSON) | the token's remaining lifetime |
-//! | `{prefix}:lock` | the refresh lock: a random owner value | the lock's TTL (default 30 s) |
-//!
-//! [`save`](TokenStore::save) writes both token keys in one `MULTI`/`EXEC`, so a reader never pairs
-//! a new refresh token with an old access token. The lock is `SET NX PX` with a random owner
-//! value; releasing it deletes the key only if it still holds that value (a Lua script), so a
-//! holder whose lock expired never frees the lock a later holder took. A holder that dies loses
-//! the lock when its TTL runs out.
-//!
-//! Nothing connects until the first operation, so a process starts while Redis is down. Every
-//! operation is bounded (one second to connect, two to answer, three in all); a Redis that cannot
-//! be reached gives [`Error::is_store_unavailable`] errors, the cache refreshes on its own
-//! meanwhile, and the store reconnects by itself once Redis answers again.
-//!
-//! `rediss://` (TLS) URLs need one of the `redis` crate's TLS features, which zoho-auth does not
-//! enable; an application turns one on by depending on `redis` itself, e.g.
-//! `redis = { version = "1", features = ["tokio-rustls-comp", "tls-rustls-webpki-roots"] }`.
+//! Everything a user needs to know is on [`RedisStore`], which `store` re-exports (this module is
+//! private). In short: two token keys written together in `MULTI`/`EXEC`, an access key that
+//! expires with its token, a `SET NX PX` lock with an owner value freed by a Lua
+//! compare-and-delete, a lazily created `ConnectionManager`, and a time bound on every operation.
 
 use std::fmt;
 use std::future::Future;
@@ -64,11 +46,37 @@ return 0"#,
 });
 
 /// Keeps the token set in Redis, so that a fleet of processes sharing one refresh token refreshes
-/// it once between them (see the [module docs](self) for the keys).
+/// it once between them.
 ///
 /// Open it from a `redis://` URL; the query parameters `prefix` (default `zoho-auth`) and
 /// `lock_ttl_ms` (default 30000) are the store's own and are not passed to Redis.
 /// [`prefix`](Self::prefix) and [`lock_ttl`](Self::lock_ttl) set the same in code.
+///
+/// Three keys under the prefix:
+///
+/// | key | holds | expiry |
+/// |---|---|---|
+/// | `{prefix}:refresh` | the refresh token, the recent token requests and a recorded permanent failure (JSON) | none: the refresh token must never be lost |
+/// | `{prefix}:access` | the current access token with its expiry, API domain and scopes (JSON) | the token's remaining lifetime |
+/// | `{prefix}:lock` | the refresh lock: a random owner value | the lock's TTL |
+///
+/// [`save`](TokenStore::save) writes both token keys in one `MULTI`/`EXEC`, so a reader never pairs
+/// a new refresh token with an old access token; an access token already expired is not written
+/// (and an older one is deleted). [`load`](TokenStore::load) reads both keys at once; a key that
+/// holds something else than the JSON this store writes is an [`Error::is_store`] error naming the
+/// key, and is left as it is. The lock is `SET NX PX` with a random owner value; releasing it
+/// deletes the key only if it still holds that value, so a holder whose lock expired never frees
+/// the lock a later holder took. A holder that dies loses the lock when its TTL runs out.
+///
+/// Opening does not connect, so a process starts while Redis is down; the first operation
+/// connects. Every operation is bounded — one second to connect, two for Redis to answer, three
+/// in all — and a Redis that cannot be reached gives [`Error::is_store_unavailable`] errors: the
+/// cache then refreshes on its own, and the store reconnects by itself once Redis answers. Keys
+/// of one store must live on one Redis node (no Redis Cluster).
+///
+/// `rediss://` (TLS) URLs need one of the `redis` crate's TLS features, which zoho-auth does not
+/// enable; an application turns one on by depending on `redis` itself, e.g.
+/// `redis = { version = "1", features = ["tokio-rustls-comp", "tls-rustls-webpki-roots"] }`.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -293,8 +301,8 @@ impl RedisStore {
             None => Durable::default(),
         };
         let access = access
-            .and_then(|json| serde_json::from_slice::<Access>(&json).ok())
-            .map(Ok::<_, serde_json::Error>).transpose()
+            .map(|json| serde_json::from_slice::<Access>(&json))
+            .transpose()
             .map_err(|e| self.malformed(&self.keys.access, &e))?;
         Ok(Some(codec::set_from(durable, access)))
     }
