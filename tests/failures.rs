@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -12,7 +11,7 @@ use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Language, Simulator};
 use zoho_auth::{Accounts, ClientId, RefreshToken, TokenCache, ZohoAuthLayer};
 
-use common::{accounts_client, cache_builder, get, start, wait_until, Recorder};
+use common::{accounts_client, cache_builder, get, start, wait_until, Logs, Recorder};
 
 #[tokio::test]
 async fn a_failed_background_refresh_keeps_serving_the_still_valid_token() {
@@ -319,37 +318,14 @@ async fn a_revoked_token_mid_run_surfaces_as_a_typed_error_through_the_layer() {
 #[tokio::test]
 async fn refresh_failures_are_traced_without_their_secrets() {
     let (zoho, cache) = start(Simulator::builder()).await;
-    let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let lines = lines.clone();
-        move || Capture(lines.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     zoho.inject(Fault::Error("invalid_client".into()), 1);
     cache.token().await.unwrap_err();
-    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("requesting a Zoho access token"), "{text}");
     assert!(text.contains("Zoho token refresh failed"), "{text}");
     assert!(text.contains("invalid_client"), "{text}");
     let refresh_token: RefreshToken = cache.refresh_token().unwrap();
     assert!(!text.contains(refresh_token.expose()));
     assert!(!text.contains(zoho.client_secret().expose()));
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

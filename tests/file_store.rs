@@ -7,6 +7,8 @@
 //! `<role>:<path>`; without the variable that test is an ordinary test of its own.
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -14,12 +16,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zoho_auth::store::{FileStore, TokenSet, TokenStore};
+
+use common::TempDir;
 use zoho_auth::{AccessToken, Error, RefreshToken};
 
 /// `<role>:<path>` for a child process; unset in the parent.
@@ -38,37 +42,6 @@ const KEEP: &str = "1000.keep.me";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh directory under the system temp dir, removed with everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "zoho-auth-file-store-{tag}-{}-{}-{:016x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            fastrand::u64(..)
-        ));
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

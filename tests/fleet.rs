@@ -18,7 +18,7 @@ use zoho_auth::sim::{Fault, Simulator};
 use zoho_auth::store::{StoredAccess, TokenSet, TokenStore};
 use zoho_auth::RefreshToken;
 
-use common::accounts_client;
+use common::{accounts_client, TempDir};
 use redis_server::RedisServer;
 
 /// One multi-process run at a time.
@@ -37,29 +37,9 @@ fn quickstart() -> PathBuf {
     path
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "zoho-auth-fleet-{name}-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn store(&self) -> String {
-        format!("file:{}", self.0.join("tokens.json").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A file store in `dir`, in `ZOHO_TOKEN_STORE` syntax.
+fn file_store(dir: &TempDir) -> String {
+    format!("file:{}", dir.join("tokens.json").display())
 }
 
 /// A quickstart process using `store`, talking to `zoho` as if it were Zoho.
@@ -237,7 +217,7 @@ async fn a_lock_holder_killed_mid_refresh_is_replaced(store: &str, lock_ttl: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_processes_sharing_a_file_store_make_one_token_request_per_expiry() {
     let dir = TempDir::new("expiry");
-    eight_processes_refresh_once_per_expiry(&dir.store()).await;
+    eight_processes_refresh_once_per_expiry(&file_store(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +230,7 @@ async fn eight_processes_sharing_a_redis_store_make_one_token_request_per_expiry
 async fn a_file_lock_holder_killed_mid_refresh_frees_the_lock_at_once() {
     let dir = TempDir::new("kill");
     // The kernel frees an OS lock the moment its holder dies.
-    a_lock_holder_killed_mid_refresh_is_replaced(&dir.store(), Duration::ZERO).await;
+    a_lock_holder_killed_mid_refresh_is_replaced(&file_store(&dir), Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,11 +246,11 @@ async fn a_redis_lock_holder_killed_mid_refresh_loses_the_lock_at_its_ttl() {
 }
 
 #[tokio::test]
-async fn the_store_is_shared_state_not_a_cache_per_process() {
+async fn the_seed_lands_where_the_quickstarts_look() {
     // Sanity for the harness above: the seed lands where the quickstarts will look.
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("seed");
-    let store = dir.store();
+    let store = file_store(&dir);
     let refresh_token = seed(&zoho, &store).await;
     let loaded: Arc<dyn TokenStore> = zoho_auth::store::open(&store).unwrap();
     let set = loaded.load().await.unwrap().unwrap();

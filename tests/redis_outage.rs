@@ -6,43 +6,14 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tower::ServiceExt;
 use zoho_auth::sim::Simulator;
 use zoho_auth::TokenCache;
 
-use common::{accounts_client, get, http_service};
+use common::{accounts_client, get, http_service, Logs};
 use redis_server::RedisServer;
-
-/// Collects `tracing` output on this thread (the cache's refresh tasks run on it too).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let buffer = buffer.clone();
-        move || Capture(buffer.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 type Service = zoho_auth::ZohoAuth<common::HttpClient<http_body_util::Empty<bytes::Bytes>>>;
 
@@ -64,7 +35,7 @@ async fn with_redis_down_from_the_start_requests_succeed_and_redis_is_used_once_
         .build();
     let service: Service = http_service(&cache);
     let url = format!("{}/crm/v8/Leads", zoho.url());
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
 
     let started = Instant::now();
     all_ok(&service, &url, 20).await;
@@ -73,7 +44,7 @@ async fn with_redis_down_from_the_start_requests_succeed_and_redis_is_used_once_
         "no request waited on the dead Redis for long"
     );
     assert_eq!(zoho.counters().token_requests, 1);
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("token store unavailable"),
         "a clear warning: {logs}"

@@ -8,13 +8,15 @@
 //! run's own buffer; anything that escapes to another thread lands in [`GLOBAL`], and both are
 //! searched.
 
+mod common;
+
 use std::error::Error as StdError;
 use std::fmt::Debug;
-use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::LogWriter;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -42,20 +44,6 @@ type Buffer = Arc<Mutex<Vec<u8>>>;
 /// The body type the layer hands to the hyper-util client.
 type SentBody = RequestBody<Full<Bytes>>;
 
-/// Appends everything written to a shared buffer.
-struct Capture(Buffer);
-
-impl io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What every thread of this binary logs, at TRACE, for all targets (and the `log` crate).
 static GLOBAL: OnceLock<Buffer> = OnceLock::new();
 
@@ -67,7 +55,7 @@ fn global_capture() -> Buffer {
             tracing_subscriber::fmt()
                 .with_max_level(Level::TRACE)
                 .with_ansi(false)
-                .with_writer(move || Capture(Arc::clone(&writer)))
+                .with_writer(move || LogWriter(Arc::clone(&writer)))
                 .try_init()
                 .expect("this binary installs the only global subscriber");
             buffer
@@ -323,7 +311,7 @@ fn trace_output_of_a_full_run_contains_no_secret() {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(Level::TRACE)
         .with_ansi(false)
-        .with_writer(move || Capture(Arc::clone(&writer)))
+        .with_writer(move || LogWriter(Arc::clone(&writer)))
         .finish();
     let run = {
         let _guard = tracing::subscriber::set_default(subscriber);

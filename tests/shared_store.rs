@@ -11,32 +11,7 @@ use zoho_auth::sim::Simulator;
 use zoho_auth::store::{FileStore, MemoryStore, TokenSet, TokenStore};
 use zoho_auth::{RefreshToken, TokenCache};
 
-use common::accounts_client;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "zoho-auth-{name}-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn file(&self, name: &str) -> std::path::PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{accounts_client, TempDir};
 
 fn cache_on(
     zoho: &Simulator,
@@ -53,7 +28,7 @@ async fn a_second_process_adopts_the_token_the_first_saved() {
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("adopt");
     let refresh_token = zoho.mint_refresh_token(&[]);
-    let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.file("tokens.json")));
+    let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("tokens.json")));
     let first = cache_on(&zoho, &refresh_token, store.clone());
     let token = first.token().await.unwrap();
 
@@ -61,7 +36,7 @@ async fn a_second_process_adopts_the_token_the_first_saved() {
     let second = cache_on(
         &zoho,
         &refresh_token,
-        Arc::new(FileStore::new(dir.file("tokens.json"))),
+        Arc::new(FileStore::new(dir.join("tokens.json"))),
     );
     let adopted = second.token().await.unwrap();
     assert_eq!(adopted.access_token(), token.access_token());
@@ -125,7 +100,7 @@ async fn a_revoked_refresh_token_is_recorded_so_no_process_keeps_calling() {
     let first = cache_on(
         &zoho,
         &refresh_token,
-        Arc::new(FileStore::new(dir.file("t.json"))),
+        Arc::new(FileStore::new(dir.join("t.json"))),
     );
     assert!(first.token().await.unwrap_err().is_invalid_grant());
     assert_eq!(zoho.counters().token_requests, 1);
@@ -133,7 +108,7 @@ async fn a_revoked_refresh_token_is_recorded_so_no_process_keeps_calling() {
     let second = cache_on(
         &zoho,
         &refresh_token,
-        Arc::new(FileStore::new(dir.file("t.json"))),
+        Arc::new(FileStore::new(dir.join("t.json"))),
     );
     let error = second.token().await.unwrap_err();
     assert!(
@@ -154,7 +129,7 @@ async fn a_revoked_refresh_token_is_recorded_so_no_process_keeps_calling() {
     let third = cache_on(
         &zoho,
         &refresh_token,
-        Arc::new(FileStore::new(dir.file("t.json"))),
+        Arc::new(FileStore::new(dir.join("t.json"))),
     );
     third.token().await.unwrap();
     assert_eq!(third.refresh_token(), Some(renewed));
@@ -166,7 +141,7 @@ async fn saves_never_drop_the_refresh_token() {
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("keep");
     let refresh_token = zoho.mint_refresh_token(&[]);
-    let store = Arc::new(FileStore::new(dir.file("t.json")));
+    let store = Arc::new(FileStore::new(dir.join("t.json")));
     let cache = cache_on(&zoho, &refresh_token, store.clone());
     for _ in 0..3 {
         let token = cache.token().await.unwrap();
@@ -189,7 +164,7 @@ async fn saves_never_drop_the_refresh_token() {
 async fn a_cache_can_start_from_a_store_alone() {
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("from-store");
-    let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.file("t.json")));
+    let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("t.json")));
     store
         .save(&TokenSet::new(zoho.mint_refresh_token(&[])))
         .await
@@ -197,7 +172,7 @@ async fn a_cache_can_start_from_a_store_alone() {
     let cache = TokenCache::from_store(accounts_client(&zoho), store).build();
     cache.token().await.unwrap();
 
-    let empty: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.file("empty.json")));
+    let empty: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("empty.json")));
     let error = TokenCache::from_store(accounts_client(&zoho), empty)
         .build()
         .token()
@@ -211,7 +186,7 @@ async fn a_cache_can_start_from_a_store_alone() {
 async fn a_corrupt_token_file_is_an_error_that_names_it_and_it_is_left_alone() {
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("corrupt");
-    let path = dir.file("t.json");
+    let path = dir.join("t.json");
     let garbage = br#"{"version":1,"refresh_token":"1000.half-writ"#;
     std::fs::write(&path, garbage).unwrap();
     let cache = cache_on(

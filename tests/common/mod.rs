@@ -153,3 +153,76 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
 
 pub const CRM_INVALID_TOKEN: &str =
     r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
+
+/// A fresh directory under the system temp dir, removed with everything in it on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "zoho-auth-{tag}-{}-{}-{:016x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, relative: &str) -> std::path::PathBuf {
+        self.0.join(relative)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `tracing` output collected in memory.
+#[derive(Clone, Default)]
+pub struct Logs(pub Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Collects what is logged at `level` or above on this thread (the cache's refresh tasks run
+    /// on it too with a current-thread runtime) until the guard drops.
+    pub fn capture(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(logs.writer())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// A writer factory for a `tracing_subscriber` that appends here.
+    pub fn writer(&self) -> impl Fn() -> LogWriter + Send + Sync + 'static {
+        let buffer = self.0.clone();
+        move || LogWriter(buffer.clone())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Appends everything written to a shared buffer.
+pub struct LogWriter(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
