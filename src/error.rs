@@ -57,6 +57,8 @@ pub(crate) enum Kind {
     Store,
     /// The token store cannot be reached; the cache refreshes without it meanwhile.
     StoreUnavailable,
+    /// A consent callback that cannot be used: denied, forged, stale or incomplete.
+    Authorization,
 }
 
 #[derive(Clone)]
@@ -202,6 +204,12 @@ impl Error {
     /// The token store cannot be reached right now.
     pub fn is_store_unavailable(&self) -> bool {
         self.inner.kind == Kind::StoreUnavailable
+    }
+
+    /// A consent callback was refused: the user denied access, the `state` did not match, the
+    /// `accounts-server` was not Zoho's, or the code was missing.
+    pub fn is_authorization(&self) -> bool {
+        self.inner.kind == Kind::Authorization
     }
 
     /// Zoho's error code (`invalid_client`, `invalid_code`, the localized throttling `error`, ...),

@@ -5,6 +5,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod accounts;
+pub mod authorize;
 mod cache;
 pub mod classify;
 pub mod dc;

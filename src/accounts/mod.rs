@@ -119,11 +119,24 @@ impl AccountsClient {
         code: &GrantCode,
         redirect_uri: Option<&str>,
     ) -> Result<TokenResponse, Error> {
+        self.exchange_code_with_verifier(code, redirect_uri, None)
+            .await
+    }
+
+    /// Like [`exchange_code`](Self::exchange_code), with the PKCE `code_verifier` for a code
+    /// requested with a `code_challenge`.
+    pub async fn exchange_code_with_verifier(
+        &self,
+        code: &GrantCode,
+        redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
         let mut params = vec![
             ("grant_type", "authorization_code"),
             ("code", code.expose()),
         ];
         params.extend(redirect_uri.map(|uri| ("redirect_uri", uri)));
+        params.extend(code_verifier.map(|verifier| ("code_verifier", verifier)));
         self.token(&params).await
     }
 
