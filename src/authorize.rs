@@ -324,6 +324,7 @@ impl Connector {
         let refresh_token_received = response.refresh_token.is_some();
         if let Some(refresh_token) = &response.refresh_token {
             set.refresh_token = Some(refresh_token.clone());
+            set.accounts_url = Some(accounts.url().to_string());
             set.failure = None;
         } else {
             tracing::warn!(

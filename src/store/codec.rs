@@ -17,6 +17,8 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) struct Durable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    accounts_url: Option<String>,
     #[serde(default)]
     token_requests_ms: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +65,7 @@ fn from_ms(ms: u64) -> SystemTime {
 pub(crate) fn durable(set: &TokenSet) -> Durable {
     Durable {
         refresh_token: set.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+        accounts_url: set.accounts_url.clone(),
         token_requests_ms: set.token_requests.iter().copied().map(to_ms).collect(),
         failure: set.failure.as_ref().map(|f| Failure {
             code: f.code.clone(),
@@ -93,6 +96,7 @@ pub(crate) fn document(set: &TokenSet) -> Document {
 pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
     TokenSet {
         refresh_token: durable.refresh_token.map(RefreshToken::new),
+        accounts_url: durable.accounts_url,
         access: access.map(|a| StoredAccess {
             access_token: AccessToken::new(a.access_token),
             issued_at: from_ms(a.issued_at_ms),
@@ -129,6 +133,7 @@ mod tests {
     fn a_set_round_trips_through_json() {
         let set = TokenSet {
             refresh_token: Some(RefreshToken::new("1000.r.t")),
+            accounts_url: Some("https://accounts.zoho.eu".into()),
             access: Some(StoredAccess {
                 access_token: AccessToken::new("1000.a.t"),
                 issued_at: from_ms(1_700_000_000_000),

@@ -52,6 +52,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Se
 pub struct TokenSet {
     /// The refresh token; `None` for client-credentials caches.
     pub refresh_token: Option<RefreshToken>,
+    /// The accounts server that issued the refresh token (its data centre's); refreshes must go
+    /// there. Recorded by [`Connector`](crate::authorize::Connector); `None` when unknown.
+    pub accounts_url: Option<String>,
     /// The current access token, if one was minted and not yet expired.
     pub access: Option<StoredAccess>,
     /// When token requests were made recently, for the fleet-wide budget.
