@@ -1,0 +1,2 @@
+//! The `zoho-auth` command line (being written).
+fn main() {}
