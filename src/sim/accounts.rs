@@ -10,12 +10,11 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use super::state::{new_token, Config, Issued, Refusal, State};
-use super::{delay, respond, zgs, Answer, BoxError, Fault, Language, Shared};
+use super::{delay, respond, zgs, Answer, BoxError, Fault, Language, Shared, HTML};
 
 const THROTTLE_ENGLISH: &str = r#"{"error_description":"You have made too many requests continuously. Please try again after some time.","error":"Access Denied","status":"failure"}"#;
 const THROTTLE_CHINESE: &str = r#"{"error_description":"您已连续提出过多请求，请稍后再试。","error":"拒绝访问","status":"failure"}"#;
 
-const HTML: &str = "text/html;charset=UTF-8";
 const PROXY_PAGE: &str = "<!DOCTYPE html><html><head><title>Service Unavailable</title></head>\
     <body><h1>Service temporarily unavailable</h1><p>Please try again later.</p></body></html>";
 /// Almost JSON: a comma is missing.
@@ -27,7 +26,7 @@ const REVOKED: &str = r#"{"status":"success"}"#;
 const NOT_REVOKED: &str = r#"{"status":"failure","error":"invalid_token"}"#;
 
 /// Request parameters, from the query string and the body (body wins).
-type Params = HashMap<String, String>;
+pub(super) type Params = HashMap<String, String>;
 
 /// `/oauth/v2/token`.
 pub(super) async fn token(shared: &Shared, request: Request<Incoming>) -> Answer {
@@ -146,9 +145,11 @@ fn grant(state: &mut State, params: &Params) -> Result<Issued, Refusal> {
                 scopes: Vec::new(),
                 ..issued
             }),
-        GrantType::AuthorizationCode => {
-            state.grant_code(param("code").unwrap_or_default(), param("redirect_uri"))
-        }
+        GrantType::AuthorizationCode => state.grant_code(
+            param("code").unwrap_or_default(),
+            param("redirect_uri"),
+            param("code_verifier"),
+        ),
         GrantType::ClientCredentials => {
             // Zoho's answer to a malformed soid is unconfirmed; treat it as a missing one.
             let soid = param("soid")
@@ -215,7 +216,7 @@ fn throttled(config: &Config) -> Response<Full<Bytes>> {
 }
 
 /// Reads the parameters from the query string, then from a urlencoded or multipart body.
-async fn read_params(request: Request<Incoming>) -> Result<Params, BoxError> {
+pub(super) async fn read_params(request: Request<Incoming>) -> Result<Params, BoxError> {
     let mut params: Params = request
         .uri()
         .query()

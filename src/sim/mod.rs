@@ -47,6 +47,16 @@
 //!   15 live access tokens per refresh token (the 16th silently kills the oldest), one-time grant
 //!   codes that expire, and access tokens that expire.
 //! - `/oauth/v2/token/revoke`: revokes a refresh token and its access tokens.
+//! - `/oauth/v2/auth`: the authorization request. A bad `client_id` or a `redirect_uri` that was
+//!   not registered ([`SimulatorBuilder::redirect_uri`], [`Simulator::register_redirect_uri`],
+//!   exact match), or a bad `response_type`, `scope`, `access_type` or PKCE challenge, gets an
+//!   HTML error page (HTTP 400), never a redirect. A good one gets an HTML consent page whose
+//!   Accept (`id="accept"`) and Deny (`id="deny"`) buttons post a one-time `request_id` to
+//!   `/oauth/v2/auth/decision`, which answers `302 Found` to the redirect URI with
+//!   `state`, `code`, `location` and `accounts-server` (Accept) or `error=access_denied` and
+//!   `state` (Deny). The code is a one-time grant code as from [`Simulator::issue_grant_code`];
+//!   with `code_challenge` its exchange needs the matching `code_verifier` (`S256` or `plain`).
+//!   [`Simulator::accept_consent`] clicks through it in-process, without a browser.
 //! - `/oauth/user/info` and the product APIs under `/crm/`, `/bigin/`, `/desk/`, `/books/`,
 //!   `/invoice/`, `/inventory/`, `/mail/`, `/projects/`, `/people/` and `/workdrive/`, each
 //!   answering a dead token, a missing token and a scope mismatch in its own dialect. A request
@@ -59,6 +69,7 @@
 //! follows a paused tokio clock.
 
 mod accounts;
+mod consent;
 mod products;
 mod state;
 
@@ -79,7 +90,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::{ClientId, ClientSecret, GrantCode, RefreshToken};
-use state::{Config, State};
+use state::{Config, Registration, State};
 
 /// The scopes [`Simulator::mint_refresh_token`] grants when given none: one per simulated product.
 pub const DEFAULT_SCOPES: &[&str] = &[
@@ -173,12 +184,21 @@ pub struct Counters {
     pub api_no_token: u64,
     /// API requests whose live token lacked a scope for the product.
     pub api_scope_errors: u64,
+    /// Consent pages shown by `/oauth/v2/auth`.
+    pub consents_shown: u64,
+    /// Consent pages answered with Accept.
+    pub consents_accepted: u64,
+    /// Consent pages answered with Deny.
+    pub consents_denied: u64,
+    /// HTML error pages from `/oauth/v2/auth` and `/oauth/v2/auth/decision`.
+    pub auth_errors: u64,
 }
 
 /// Configures a [`Simulator`]; every setting defaults to Zoho's documented behaviour.
 #[must_use = "a builder does nothing until started"]
 pub struct SimulatorBuilder {
     config: Config,
+    registration: Registration,
     client_id: String,
     client_secret: String,
 }
@@ -187,6 +207,7 @@ impl fmt::Debug for SimulatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimulatorBuilder")
             .field("config", &self.config)
+            .field("registration", &self.registration)
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
@@ -259,6 +280,27 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Registers a redirect URI for the consent flow; call it once per URI. Zoho matches the
+    /// `redirect_uri` of an authorization request exactly, so `https://app/cb/` is not
+    /// `https://app/cb`. Default: none, so every authorization request gets the error page.
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.registration.redirect_uris.push(uri.into());
+        self
+    }
+
+    /// The `location` the consent callback names, i.e. the user's data centre (default `us`).
+    pub fn location(mut self, location: impl Into<String>) -> Self {
+        self.registration.location = location.into();
+        self
+    }
+
+    /// The `accounts-server` the consent callback names (default: the simulator's own URL), e.g.
+    /// a forged one, to test that a client refuses to send its secret there.
+    pub fn accounts_server(mut self, url: impl Into<String>) -> Self {
+        self.registration.accounts_server = Some(url.into());
+        self
+    }
+
     /// Binds `127.0.0.1` on a random port and starts serving on the current tokio runtime.
     ///
     /// # Errors
@@ -269,7 +311,12 @@ impl SimulatorBuilder {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             url: format!("http://{addr}"),
-            state: Mutex::new(State::new(self.config, self.client_id, self.client_secret)),
+            state: Mutex::new(State::new(
+                self.config,
+                self.registration,
+                self.client_id,
+                self.client_secret,
+            )),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
         Ok(Simulator {
@@ -307,6 +354,7 @@ impl Simulator {
     pub fn builder() -> SimulatorBuilder {
         SimulatorBuilder {
             config: Config::default(),
+            registration: Registration::default(),
             client_id: format!("1000.{:030X}", fastrand::u128(..) >> 8),
             client_secret: format!(
                 "{:032x}{:010x}",
@@ -365,8 +413,52 @@ impl Simulator {
             scope_list(scopes),
             offline,
             redirect_uri.map(str::to_owned),
+            None,
         );
         GrantCode::new(code)
+    }
+
+    /// Registers one more redirect URI, as [`SimulatorBuilder::redirect_uri`] does; for a test
+    /// whose callback server's port is known only after the simulator started.
+    pub fn register_redirect_uri(&self, uri: impl Into<String>) {
+        self.shared
+            .lock()
+            .registration
+            .redirect_uris
+            .push(uri.into());
+    }
+
+    /// The authorization endpoint, `{url}/oauth/v2/auth`, without parameters.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{}", self.shared.url, consent::AUTHORIZE_PATH)
+    }
+
+    /// Does what a user does in a browser: opens `authorize_url` (a full authorization request
+    /// for this simulator's [`Simulator::authorize_url`]), clicks Accept, and returns the
+    /// redirect's `Location` (the client's callback with `state`, `code`, `location` and
+    /// `accounts-server`) without following it. For tests and CLIs that have no browser.
+    ///
+    /// It runs in-process, with the same checks and counters as the HTTP routes but without
+    /// their latency, so it works from synchronous code and on a current-thread runtime, where
+    /// a blocking HTTP request to this server could never be answered.
+    ///
+    /// # Errors
+    ///
+    /// When `authorize_url` is not this simulator's authorization endpoint, or the request
+    /// would get the HTML error page (e.g. `Invalid Client ID`, `Invalid Redirect Uri`): the
+    /// error is that page's message.
+    pub fn accept_consent(&self, authorize_url: &str) -> Result<String, String> {
+        consent::click(&self.shared, authorize_url, "accept")
+    }
+
+    /// As [`Simulator::accept_consent`], but clicks Deny: the `Location` carries
+    /// `error=access_denied` and `state`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulator::accept_consent`].
+    pub fn deny_consent(&self, authorize_url: &str) -> Result<String, String> {
+        consent::click(&self.shared, authorize_url, "deny")
     }
 
     /// Kills every live access token now, as a server-side invalidation would.
@@ -480,6 +572,8 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
     match request.uri().path() {
         "/oauth/v2/token" => accounts::token(&shared, request).await,
         "/oauth/v2/token/revoke" => accounts::revoke(&shared, request).await,
+        consent::AUTHORIZE_PATH => consent::authorize(&shared, request).await,
+        consent::DECISION_PATH => consent::decide(&shared, request).await,
         _ => products::api(&shared, request).await,
     }
 }
@@ -505,6 +599,7 @@ fn respond(
 }
 
 const JSON: &str = "application/json;charset=UTF-8";
+const HTML: &str = "text/html;charset=UTF-8";
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     respond(status, JSON, body)

@@ -5,7 +5,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use http::StatusCode;
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::{Counters, Fault, Language};
@@ -43,6 +46,78 @@ impl Default for Config {
     }
 }
 
+/// What the consent flow needs beyond [`Config`]: where it may send the user back, and what the
+/// callback says about the data centre.
+#[derive(Clone, Debug)]
+pub(super) struct Registration {
+    /// The client's registered redirect URIs, matched exactly as Zoho does.
+    pub(super) redirect_uris: Vec<String>,
+    /// The callback's `location` (the user's data centre).
+    pub(super) location: String,
+    /// The callback's `accounts-server`; `None`: the simulator's own URL.
+    pub(super) accounts_server: Option<String>,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            redirect_uris: Vec::new(),
+            location: "us".to_owned(),
+            accounts_server: None,
+        }
+    }
+}
+
+/// How a PKCE `code_challenge` was derived from its verifier (RFC 7636 §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChallengeMethod {
+    /// `base64url-no-pad(SHA-256(verifier))`.
+    S256,
+    /// The verifier itself.
+    Plain,
+}
+
+/// A PKCE challenge from the authorization request, checked when its code is exchanged.
+#[derive(Clone, Debug)]
+pub(super) struct Challenge {
+    pub(super) method: ChallengeMethod,
+    pub(super) value: String,
+}
+
+impl Challenge {
+    fn verifies(&self, verifier: &str) -> bool {
+        if !is_pkce_string(verifier) {
+            return false;
+        }
+        match self.method {
+            ChallengeMethod::S256 => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier)) == self.value,
+            ChallengeMethod::Plain => verifier == self.value,
+        }
+    }
+}
+
+/// RFC 7636 §4.1: a verifier (and so a plain challenge) is 43 to 128 unreserved characters. An
+/// S256 challenge, 43 base64url characters, fits the same rule.
+pub(super) fn is_pkce_string(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// An authorization request whose consent page is showing, waiting for Accept or Deny.
+pub(super) struct Consent {
+    pub(super) redirect_uri: String,
+    pub(super) scopes: Vec<String>,
+    /// `access_type=offline`.
+    pub(super) offline: bool,
+    /// `prompt=consent`.
+    pub(super) prompt_consent: bool,
+    /// The client's `state`, round-tripped verbatim.
+    pub(super) state: Option<String>,
+    pub(super) challenge: Option<Challenge>,
+}
+
 /// What access tokens are minted from; limits are counted per grant. No `Debug`: it holds tokens.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(super) enum Grant {
@@ -75,6 +150,7 @@ struct Code {
     scopes: Vec<String>,
     offline: bool,
     redirect_uri: Option<String>,
+    challenge: Option<Challenge>,
     expires: Instant,
 }
 
@@ -97,12 +173,18 @@ pub(super) enum Refusal {
 /// The whole mutable state. No `Debug`: it holds every secret the simulator knows.
 pub(super) struct State {
     pub(super) config: Config,
+    pub(super) registration: Registration,
     pub(super) client_id: String,
     pub(super) client_secret: String,
     pub(super) counters: Counters,
     owners: HashMap<Grant, Owner>,
     access: HashMap<String, Access>,
     codes: HashMap<String, Code>,
+    /// Consent pages showing, by their one-time `request_id`.
+    consents: HashMap<String, Consent>,
+    /// Whether the user has accepted a consent page before: a repeat consent yields a refresh
+    /// token only with `prompt=consent`.
+    consented: bool,
     faults: VecDeque<Fault>,
 }
 
@@ -116,15 +198,23 @@ pub(super) fn new_token() -> String {
 }
 
 impl State {
-    pub(super) fn new(config: Config, client_id: String, client_secret: String) -> Self {
+    pub(super) fn new(
+        config: Config,
+        registration: Registration,
+        client_id: String,
+        client_secret: String,
+    ) -> Self {
         Self {
             config,
+            registration,
             client_id,
             client_secret,
             counters: Counters::default(),
             owners: HashMap::new(),
             access: HashMap::new(),
             codes: HashMap::new(),
+            consents: HashMap::new(),
+            consented: false,
             faults: VecDeque::new(),
         }
     }
@@ -145,6 +235,7 @@ impl State {
         scopes: Vec<String>,
         offline: bool,
         redirect_uri: Option<String>,
+        challenge: Option<Challenge>,
     ) -> String {
         let code = new_token();
         let expires = Instant::now() + self.config.grant_code_lifetime;
@@ -152,10 +243,43 @@ impl State {
             scopes,
             offline,
             redirect_uri,
+            challenge,
             expires,
         };
         self.codes.insert(code.clone(), entry);
         code
+    }
+
+    pub(super) fn is_registered(&self, redirect_uri: &str) -> bool {
+        self.registration
+            .redirect_uris
+            .iter()
+            .any(|registered| registered == redirect_uri)
+    }
+
+    /// Keeps a consent request until its page, carrying the one-time `request_id`, is answered.
+    pub(super) fn add_consent(&mut self, request_id: String, consent: Consent) {
+        self.consents.insert(request_id, consent);
+    }
+
+    /// The consent request behind `request_id`, which is spent whatever the decision.
+    pub(super) fn take_consent(&mut self, request_id: &str) -> Option<Consent> {
+        self.consents.remove(request_id)
+    }
+
+    /// The user clicked Accept: a grant code bound to the request's redirect URI and challenge.
+    pub(super) fn accept(&mut self, consent: &Consent) -> String {
+        // Zoho issues a refresh token at the first consent, and on a repeat one only with
+        // `prompt=consent` (zoho-wire.md §1); without it the code exchanges like an online one.
+        // Whether an earlier *online* consent counts as "first" is unconfirmed; it does here.
+        let offline = consent.offline && (consent.prompt_consent || !self.consented);
+        self.consented = true;
+        self.add_code(
+            consent.scopes.clone(),
+            offline,
+            Some(consent.redirect_uri.clone()),
+            consent.challenge.clone(),
+        )
     }
 
     /// `grant_type=refresh_token`: a new access token, no new refresh token.
@@ -169,12 +293,13 @@ impl State {
         self.mint(&grant, scopes, None)
     }
 
-    /// `grant_type=authorization_code`: the code is spent only by a successful exchange, so a
-    /// client that fixes its `redirect_uri` can still use it.
+    /// `grant_type=authorization_code`. A wrong `redirect_uri` leaves the code unspent, so a
+    /// client that fixes it can still use the code; a failed PKCE check spends it (see below).
     pub(super) fn grant_code(
         &mut self,
         code: &str,
         redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
     ) -> Result<Issued, Refusal> {
         let entry = self
             .codes
@@ -188,6 +313,19 @@ impl State {
         {
             self.codes.insert(code.to_owned(), entry);
             return Err(Refusal::Error("invalid_redirect_uri"));
+        }
+        // Zoho's answer to a bad verifier is unconfirmed; `invalid_code` is its answer to every
+        // other bad code. The code stays spent: whoever presents a stolen code gets one guess,
+        // which is stricter than letting them retry. A verifier for a code issued without a
+        // challenge fails too (OAuth 2.1's PKCE downgrade rule): it means the authorization URL
+        // lost its `code_challenge`.
+        let pkce_ok = match (&entry.challenge, code_verifier) {
+            (None, None) => true,
+            (Some(challenge), Some(verifier)) => challenge.verifies(verifier),
+            (None, Some(_)) | (Some(_), None) => false,
+        };
+        if !pkce_ok {
+            return Err(Refusal::Error("invalid_code"));
         }
         if entry.offline {
             let refresh = self.add_refresh_token(entry.scopes.clone());

@@ -173,7 +173,7 @@ pub trait StoreLock: Send + fmt::Debug {
 
 /// Opens a store from the `ZOHO_TOKEN_STORE` syntax: `memory` (or empty), `file:PATH`, or a
 /// `redis://` URL (feature `redis`; `?prefix=NAME&lock_ttl_ms=N` set the key prefix and the lock's
-/// lifetime; `rediss://` needs a TLS feature of the `redis` crate, see [`RedisStore`]).
+/// lifetime; `rediss://` needs a TLS feature of the `redis` crate, see `RedisStore`).
 ///
 /// ```
 /// let store = zoho_auth::store::open("file:/tmp/zoho-tokens.json").unwrap();
