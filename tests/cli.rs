@@ -1,0 +1,844 @@
+//! The `zoho-auth` command line, run as a real process against the simulator: every subcommand,
+//! and every Zoho error the issue lists, each answered with what happened and what to do — and
+//! never with a secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use zoho_auth::accounts::AccountsClient;
+use zoho_auth::sim::{Fault, Simulator};
+use zoho_auth::store::{FileStore, TokenSet, TokenStore};
+use zoho_auth::{Accounts, DataCenter, Environment, RefreshToken};
+
+const BIN: &str = env!("CARGO_BIN_EXE_zoho-auth");
+/// No run of the command should come near this; it only keeps a hung run from hanging the suite.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+const SCOPES: &str = "ZohoCRM.modules.ALL,ZohoCRM.users.READ";
+const URL_LINE: &str = "Open this URL to sign in: ";
+
+/// One finished run.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "{self:#?}");
+        self
+    }
+
+    /// Asserts that stderr contains every phrase: what happened, and what to do.
+    fn assert_says(&self, phrases: &[&str]) -> &Self {
+        for phrase in phrases {
+            assert!(
+                self.stderr.contains(phrase),
+                "stderr lacks {phrase:?}: {self:#?}"
+            );
+        }
+        assert!(
+            self.stderr.contains("error: ") && self.stderr.contains("help: "),
+            "{self:#?}"
+        );
+        self
+    }
+
+    /// Asserts that no secret appears in stdout or stderr.
+    fn assert_hides(&self, secrets: &[String]) -> &Self {
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            assert!(
+                !self.stdout.contains(secret.as_str()) && !self.stderr.contains(secret.as_str()),
+                "a secret was printed: {self:#?}"
+            );
+        }
+        self
+    }
+}
+
+/// A clean environment for the command (no `ZOHO_*` from the parent), with a home, a config
+/// directory and a token file of its own.
+struct Env {
+    dir: TempDir,
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let mut vars = BTreeMap::new();
+        vars.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        vars.insert("HOME".into(), dir.path().display().to_string());
+        vars.insert(
+            "XDG_CONFIG_HOME".into(),
+            dir.join("config").display().to_string(),
+        );
+        Self { dir, vars }
+    }
+
+    /// Settings for `sim`: its client, its URL as the accounts server, and a token file.
+    fn for_sim(tag: &str, sim: &Simulator) -> Self {
+        let mut env = Self::new(tag);
+        env.set("ZOHO_CLIENT_ID", sim.client_id().as_str())
+            .set("ZOHO_CLIENT_SECRET", sim.client_secret().expose())
+            .set("ZOHO_ACCOUNTS_URL", &sim.url());
+        let store = format!("file:{}", env.store_path().display());
+        env.set("ZOHO_TOKEN_STORE", &store);
+        env
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    fn unset(&mut self, name: &str) -> &mut Self {
+        self.vars.remove(name);
+        self
+    }
+
+    fn store_path(&self) -> PathBuf {
+        self.dir.join("tokens.json")
+    }
+
+    fn store(&self) -> FileStore {
+        FileStore::new(self.store_path())
+    }
+
+    async fn stored(&self) -> TokenSet {
+        self.store().load().await.unwrap().unwrap_or_default()
+    }
+
+    /// Seeds the store with a refresh token only, as a login on another machine would.
+    async fn seed(&self, refresh_token: &RefreshToken, accounts_url: Option<&str>) {
+        let mut set = TokenSet::new(refresh_token.clone());
+        set.accounts_url = accounts_url.map(str::to_owned);
+        self.store().save(&set).await.unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .args(args)
+            .env_clear()
+            .envs(&self.vars)
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, "").await
+    }
+
+    async fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start zoho-auth");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+            .await
+            .expect("zoho-auth finished in time")
+            .unwrap();
+        Run::from(output)
+    }
+}
+
+/// The client secret and every token in `set`.
+fn secrets(sim: &Simulator, set: &TokenSet) -> Vec<String> {
+    let mut all = vec![sim.client_secret().expose().to_owned()];
+    all.extend(set.refresh_token.as_ref().map(|t| t.expose().to_owned()));
+    all.extend(
+        set.access
+            .as_ref()
+            .map(|a| a.access_token.expose().to_owned()),
+    );
+    all
+}
+
+/// A loopback URL where nothing listens.
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
+/// A `login` in progress: its process, and the URL it printed.
+struct Login {
+    child: tokio::process::Child,
+    url: String,
+    stdout: BufReader<tokio::process::ChildStdout>,
+}
+
+impl Login {
+    async fn start(env: &Env, args: &[&str]) -> Self {
+        let mut child = env
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start zoho-auth login");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            let read = tokio::time::timeout(RUN_LIMIT, stdout.read_line(&mut line))
+                .await
+                .expect("the URL line in time")
+                .unwrap();
+            assert!(read > 0, "login ended without printing the URL");
+            if let Some(url) = line.trim().strip_prefix(URL_LINE) {
+                break url.to_owned();
+            }
+        };
+        Self { child, url, stdout }
+    }
+
+    async fn finish(mut self) -> Run {
+        let status = tokio::time::timeout(RUN_LIMIT, self.child.wait())
+            .await
+            .expect("login finished in time")
+            .unwrap();
+        let mut stdout = String::new();
+        self.stdout.read_to_string(&mut stdout).await.unwrap();
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        Run {
+            code: status.code(),
+            stdout: format!("{URL_LINE}{}\n{stdout}", self.url),
+            stderr,
+        }
+    }
+}
+
+#[tokio::test]
+async fn dcs_lists_every_data_centre() {
+    let env = Env::new("cli-dcs");
+    let run = env.run(&["dcs"]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("https://accounts.zohocloud.ca"),
+        "{run:#?}"
+    );
+    for dc in DataCenter::ALL {
+        for text in [
+            dc.accounts_url(),
+            dc.api_domain(Environment::Production),
+            dc.api_domain(Environment::Sandbox),
+            dc.api_domain(Environment::Developer),
+        ] {
+            assert!(run.stdout.contains(text), "{text} missing: {run:#?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_stores_a_refresh_token_and_prints_the_outcome() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-exchange", &sim);
+    let code = sim.issue_grant_code(&["ZohoCRM.modules.ALL"], true, None);
+
+    let run = env.run(&["exchange", "--code", code.expose()]).await;
+    run.assert_code(0);
+    let set = env.stored().await;
+    let refresh = set.refresh_token.clone().expect("a stored refresh token");
+    assert_eq!(
+        set.accounts_url.as_deref(),
+        Some(&*format!("{}/", sim.url()))
+    );
+    let access = set.access.clone().expect("a stored access token");
+    assert!(sim.is_access_token_live(access.access_token.expose()));
+    assert_eq!(sim.live_tokens(&refresh), 1);
+    for phrase in [
+        "ZohoCRM.modules.ALL",
+        "refresh token:    stored",
+        &sim.url(),
+    ] {
+        assert!(run.stdout.contains(phrase), "{phrase}: {run:#?}");
+    }
+    let mut hidden = secrets(&sim, &set);
+    hidden.push(code.expose().to_owned());
+    run.assert_hides(&hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_reads_the_secret_and_the_code_from_stdin() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-stdin", &sim);
+    env.unset("ZOHO_CLIENT_SECRET");
+    let code = sim.issue_grant_code(&[], true, None);
+    let input = format!("{}\n{}\n", sim.client_secret().expose(), code.expose());
+
+    let run = env
+        .run_with_stdin(
+            &["--client-secret-stdin", "exchange", "--code", "-"],
+            &input,
+        )
+        .await;
+    run.assert_code(0);
+    let set = env.stored().await;
+    assert!(set.refresh_token.is_some());
+    let mut hidden = secrets(&sim, &set);
+    hidden.push(code.expose().to_owned());
+    run.assert_hides(&hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_supplies_settings_and_the_secret_file() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::new("cli-profile");
+    std::fs::write(
+        env.dir.join("secret.txt"),
+        format!("{}\n", sim.client_secret().expose()),
+    )
+    .unwrap();
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "client_id = {:?}\nclient_secret_file = \"secret.txt\"\naccounts_url = {:?}\n\
+             store = {:?}\nscopes = [\"ZohoCRM.modules.ALL\"]\n",
+            sim.client_id().as_str(),
+            sim.url(),
+            format!("file:{}", env.store_path().display()),
+        ),
+    )
+    .unwrap();
+    let code = sim.issue_grant_code(&[], true, None);
+
+    let run = env
+        .run(&[
+            "--profile",
+            &profile.display().to_string(),
+            "exchange",
+            "--code",
+            code.expose(),
+        ])
+        .await;
+    run.assert_code(0);
+    let set = env.stored().await;
+    assert!(set.refresh_token.is_some(), "{run:#?}");
+    run.assert_hides(&secrets(&sim, &set));
+
+    // The same profile through ZOHO_AUTH_PROFILE, with a flag overriding one of its keys.
+    let mut env2 = Env::new("cli-profile-env");
+    env2.set("ZOHO_AUTH_PROFILE", &profile.display().to_string());
+    let other = closed_port_url().await;
+    let run = env2.run(&["--accounts-url", &other, "revoke"]).await;
+    // The store (from the profile) holds the refresh token issued by `sim`, and revocation goes
+    // where the store says, not to the overriding URL.
+    run.assert_code(0);
+    assert!(run.stdout.contains("Revoked"), "{run:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_store_is_a_file_in_the_config_directory() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-default-store", &sim);
+    env.unset("ZOHO_TOKEN_STORE");
+    let code = sim.issue_grant_code(&[], true, None);
+    env.run(&["exchange", "--code", code.expose()])
+        .await
+        .assert_code(0);
+    let file = env.dir.join("config/zoho-auth/tokens.json");
+    let set = FileStore::new(&file)
+        .load()
+        .await
+        .unwrap()
+        .expect("tokens in the default file");
+    assert!(set.refresh_token.is_some());
+}
+
+#[tokio::test]
+async fn secrets_are_refused_as_arguments_and_in_the_profile() {
+    let env = Env::new("cli-refuse");
+    let secret = "do-not-take-this-secret";
+    let run = env
+        .run(&["exchange", "--client-secret", secret, "--code", "x"])
+        .await;
+    run.assert_code(2)
+        .assert_says(&[
+            "--client-secret is not accepted",
+            "ZOHO_CLIENT_SECRET",
+            "--client-secret-stdin",
+        ])
+        .assert_hides(&[secret.to_owned()]);
+    let run = env
+        .run(&["token", &format!("--client-secret={secret}")])
+        .await;
+    run.assert_code(2).assert_hides(&[secret.to_owned()]);
+
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!("client_id = \"1000.X\"\nclient_secret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let run = env
+        .run(&["--profile", &profile.display().to_string(), "token"])
+        .await;
+    run.assert_code(2)
+        .assert_says(&["client_secret_file"])
+        .assert_hides(&[secret.to_owned()]);
+
+    // A syntax error on the secret's line must not quote the line.
+    std::fs::write(&profile, format!("client_secret = \"{secret}\" oops\n")).unwrap();
+    let run = env
+        .run(&["--profile", &profile.display().to_string(), "token"])
+        .await;
+    run.assert_code(2)
+        .assert_says(&["line 1"])
+        .assert_hides(&[secret.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_the_token_and_a_second_run_reuses_it() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-token", &sim);
+    env.seed(&sim.mint_refresh_token(&[]), None).await;
+
+    let first = env.run(&["token"]).await;
+    first.assert_code(0);
+    let token = first
+        .stdout
+        .strip_suffix('\n')
+        .expect("a token and a newline");
+    assert!(!token.contains(char::is_whitespace), "{first:#?}");
+    assert!(sim.is_access_token_live(token));
+    assert_eq!(first.stderr, "");
+
+    let second = env.run(&["token"]).await;
+    second.assert_code(0);
+    assert_eq!(
+        second.stdout, first.stdout,
+        "the stored token, not a new one"
+    );
+
+    let json = env.run(&["token", "--json"]).await;
+    json.assert_code(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["access_token"], token);
+    assert_eq!(json["api_domain"], sim.url());
+    assert!(json["expires_in"].as_u64().unwrap() > 3000, "{json}");
+
+    let counters = sim.counters();
+    assert_eq!(counters.token_requests, 1, "{counters:?}");
+    assert_eq!(counters.refresh_grants, 1, "{counters:?}");
+    // The client secret and refresh token never show; the access token only as the output.
+    let set = env.stored().await;
+    let mut hidden = secrets(&sim, &set);
+    hidden.retain(|secret| secret != token);
+    first.assert_hides(&hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refreshes_where_the_store_says_the_refresh_token_came_from() {
+    let issuer = Simulator::start().await.unwrap();
+    let elsewhere = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-token-recorded", &issuer);
+    env.set("ZOHO_ACCOUNTS_URL", &elsewhere.url());
+    env.seed(&issuer.mint_refresh_token(&[]), Some(&issuer.url()))
+        .await;
+
+    let run = env.run(&["token"]).await;
+    run.assert_code(0);
+    assert!(issuer.is_access_token_live(run.stdout.trim()));
+    assert_eq!(issuer.counters().refresh_grants, 1);
+    assert_eq!(elsewhere.counters().token_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_revokes_at_zoho_and_empties_the_store() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-revoke", &sim);
+    let code = sim.issue_grant_code(&[], true, None);
+    env.run(&["exchange", "--code", code.expose()])
+        .await
+        .assert_code(0);
+    let before = env.stored().await;
+    let refresh = before.refresh_token.clone().unwrap();
+
+    let run = env.run(&["revoke"]).await;
+    run.assert_code(0).assert_hides(&secrets(&sim, &before));
+    assert!(run.stdout.contains("Revoked"), "{run:#?}");
+    assert_eq!(sim.counters().revocations, 1);
+    let accounts = Accounts::custom(&sim.url()).unwrap();
+    let client = AccountsClient::new(accounts, sim.client_id(), sim.client_secret()).unwrap();
+    let refused = client.refresh(&refresh).await.unwrap_err();
+    assert!(refused.is_invalid_grant(), "{refused:?}");
+    let after = env.stored().await;
+    assert!(
+        after.refresh_token.is_none() && after.access.is_none(),
+        "{after:?}"
+    );
+
+    let again = env.run(&["revoke"]).await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("Nothing to revoke"), "{again:#?}");
+    env.run(&["token"])
+        .await
+        .assert_code(1)
+        .assert_says(&["Not signed in", "zoho-auth login"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_forgets_a_token_zoho_no_longer_knows() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-revoke-unknown", &sim);
+    let refresh = sim.mint_refresh_token(&[]);
+    env.seed(&refresh, Some(&sim.url())).await;
+    sim.revoke_refresh_token(&refresh);
+
+    let run = env.run(&["revoke"]).await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("no longer knew"), "{run:#?}");
+    assert!(env.stored().await.refresh_token.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_end_to_end() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-login", &sim);
+    let port = free_port().await;
+    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    sim.register_redirect_uri(&redirect_uri);
+
+    let login = Login::start(
+        &env,
+        &[
+            "login",
+            "--no-browser",
+            "--port",
+            &port.to_string(),
+            "--scopes",
+            SCOPES,
+        ],
+    )
+    .await;
+    assert_eq!(query_param(&login.url, "redirect_uri"), redirect_uri);
+    let location = sim.accept_consent(&login.url).expect("the consent page");
+    let page = http().get(&location).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Signed in"), "{page}");
+
+    let run = login.finish().await;
+    run.assert_code(0);
+    for phrase in [
+        "Signed in to Zoho.",
+        "ZohoCRM.users.READ",
+        "refresh token:    stored",
+    ] {
+        assert!(run.stdout.contains(phrase), "{phrase}: {run:#?}");
+    }
+    let set = env.stored().await;
+    assert!(set.refresh_token.is_some(), "{run:#?}");
+    let mut hidden = secrets(&sim, &set);
+    hidden.push(query_param(&location, "code"));
+    run.assert_hides(&hidden);
+    assert!(!page.contains(&query_param(&location, "code")));
+
+    // The stored login serves `token` without another token request.
+    let token = env.run(&["token"]).await;
+    token.assert_code(0);
+    assert_eq!(
+        token.stdout.trim(),
+        set.access.unwrap().access_token.expose()
+    );
+    assert_eq!(sim.counters().token_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_denied_explains_and_ignores_strangers() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-login-deny", &sim);
+    // Port 0: the system picks one, and the URL names it.
+    let login = Login::start(
+        &env,
+        &["login", "--no-browser", "--port", "0", "--scopes", SCOPES],
+    )
+    .await;
+    let redirect_uri = query_param(&login.url, "redirect_uri");
+    let state = query_param(&login.url, "state");
+
+    // A callback with another state (a stale tab, a forged link) is refused; the login goes on.
+    let stranger = http()
+        .get(format!("{redirect_uri}?state=not-ours&code=1000.forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 400);
+
+    let denied = http()
+        .get(format!("{redirect_uri}?error=access_denied&state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 400);
+    assert!(denied.text().await.unwrap().contains("denied"));
+
+    let run = login.finish().await;
+    run.assert_code(1)
+        .assert_says(&["denied", "access_denied", "zoho-auth login", "Accept"])
+        .assert_hides(&secrets(&sim, &TokenSet::default()));
+    assert!(run.stderr.contains("refused a request"), "{run:#?}");
+    assert!(env.stored().await.refresh_token.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_gives_up_after_its_timeout() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-login-timeout", &sim);
+    let login = Login::start(
+        &env,
+        &[
+            "login",
+            "--no-browser",
+            "--port",
+            "0",
+            "--scopes",
+            SCOPES,
+            "--timeout",
+            "1",
+        ],
+    )
+    .await;
+    login.finish().await.assert_code(1).assert_says(&[
+        "No sign-in arrived",
+        "Authorized Redirect URI",
+        "--timeout",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_grant_code_is_invalid_code() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-used-code", &sim);
+    let code = sim.issue_grant_code(&[], true, None);
+    env.run(&["exchange", "--code", code.expose()])
+        .await
+        .assert_code(0);
+    let set = env.stored().await;
+
+    let run = env.run(&["exchange", "--code", code.expose()]).await;
+    let mut hidden = secrets(&sim, &set);
+    hidden.push(code.expose().to_owned());
+    run.assert_code(1)
+        .assert_says(&[
+            "invalid_code",
+            "expired",
+            "already used",
+            "Generate a new code",
+        ])
+        .assert_hides(&hidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_client_id_is_invalid_client() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-bad-client", &sim);
+    env.set("ZOHO_CLIENT_ID", "1000.NOSUCHCLIENT");
+    let code = sim.issue_grant_code(&[], true, None);
+
+    let run = env.run(&["exchange", "--code", code.expose()]).await;
+    run.assert_code(1)
+        .assert_says(&[
+            "invalid_client",
+            "1000.NOSUCHCLIENT",
+            &sim.url(),
+            "--dc",
+            "multi-DC",
+        ])
+        .assert_hides(&[
+            sim.client_secret().expose().to_owned(),
+            code.expose().to_owned(),
+        ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_invalid_client_secret() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-bad-secret", &sim);
+    let wrong = "0123456789abcdef-wrong-secret";
+    env.set("ZOHO_CLIENT_SECRET", wrong);
+    let code = sim.issue_grant_code(&[], true, None);
+
+    let run = env.run(&["exchange", "--code", code.expose()]).await;
+    run.assert_code(1)
+        .assert_says(&[
+            "invalid_client_secret",
+            "Client Secret",
+            "ZOHO_CLIENT_SECRET",
+        ])
+        .assert_hides(&[wrong.to_owned(), code.expose().to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_says_how_long_to_wait() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-throttled", &sim);
+    let refresh = sim.mint_refresh_token(&[]);
+    env.seed(&refresh, None).await;
+    sim.inject(Fault::Throttle, 1);
+
+    let run = env.run(&["token"]).await;
+    run.assert_code(1)
+        .assert_says(&["throttling", "Wait ", "minutes"])
+        .assert_hides(&[
+            sim.client_secret().expose().to_owned(),
+            refresh.expose().to_owned(),
+        ]);
+    assert_eq!(run.stdout, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_data_centre_is_invalid_client() {
+    let home = Simulator::start().await.unwrap();
+    let other_dc = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-wrong-dc", &home);
+    env.set("ZOHO_ACCOUNTS_URL", &other_dc.url());
+    let code = home.issue_grant_code(&[], true, None);
+
+    let run = env.run(&["exchange", "--code", code.expose()]).await;
+    run.assert_code(1)
+        .assert_says(&["invalid_client", &other_dc.url(), "data centre"])
+        .assert_hides(&[
+            home.client_secret().expose().to_owned(),
+            code.expose().to_owned(),
+        ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_accounts_server_says_so() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-unreachable", &sim);
+    let closed = closed_port_url().await;
+    env.set("ZOHO_ACCOUNTS_URL", &closed);
+
+    let run = env
+        .run(&["exchange", "--code", "1000.some-code-value"])
+        .await;
+    run.assert_code(1)
+        .assert_says(&["Could not", &closed, "try again"])
+        .assert_hides(&[
+            sim.client_secret().expose().to_owned(),
+            "1000.some-code-value".into(),
+        ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_refresh_token_asks_for_a_new_login() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-revoked", &sim);
+    let refresh = sim.mint_refresh_token(&[]);
+    env.seed(&refresh, None).await;
+    sim.revoke_refresh_token(&refresh);
+    let hidden = [
+        sim.client_secret().expose().to_owned(),
+        refresh.expose().to_owned(),
+    ];
+
+    let run = env.run(&["token"]).await;
+    run.assert_code(1)
+        .assert_says(&["invalid_code", "revoked", "zoho-auth login"])
+        .assert_hides(&hidden);
+    // The store remembers the failure: the next run says the same without calling Zoho.
+    let again = env.run(&["token"]).await;
+    again
+        .assert_code(1)
+        .assert_says(&["revoked", "zoho-auth login"])
+        .assert_hides(&hidden);
+    assert_eq!(sim.counters().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn missing_or_invalid_settings_name_where_to_set_them() {
+    let env = Env::new("cli-missing");
+    env.run(&["exchange", "--code", "x"])
+        .await
+        .assert_code(2)
+        .assert_says(&["client id", "--client-id", "ZOHO_CLIENT_ID", "client_id"]);
+
+    let mut env = Env::new("cli-missing-secret");
+    env.set("ZOHO_CLIENT_ID", "1000.X");
+    env.run(&["token"]).await.assert_code(2).assert_says(&[
+        "ZOHO_CLIENT_SECRET",
+        "client_secret_file",
+        "--client-secret-stdin",
+    ]);
+
+    env.set("ZOHO_CLIENT_SECRET", "some-client-secret");
+    env.run(&["login", "--no-browser", "--port", "0"])
+        .await
+        .assert_code(2)
+        .assert_says(&["scopes", "--scopes", "ZOHO_SCOPES"]);
+    env.run(&["--dc", "mars", "exchange", "--code", "x"])
+        .await
+        .assert_code(2)
+        .assert_says(&["\"mars\"", "--dc", "ZOHO_DC", "zoho-auth dcs"]);
+    env.run(&["--store", "memory", "token"])
+        .await
+        .assert_code(2)
+        .assert_says(&["memory", "file:PATH", "ZOHO_TOKEN_STORE"]);
+    env.run(&[
+        "--accounts-url",
+        "http://proxy.example.com",
+        "exchange",
+        "--code",
+        "x",
+    ])
+    .await
+    .assert_code(2)
+    .assert_says(&["https", "--accounts-url", "ZOHO_ACCOUNTS_URL"]);
+}
