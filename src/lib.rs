@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod authorize;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod cache;
 pub mod classify;
 pub mod dc;

@@ -1,0 +1,834 @@
+//! "Connect Zoho" for axum apps (feature `axum`): a router with the two routes of Zoho's
+//! authorization-code flow, built on a [`Connector`].
+//!
+//! - **`GET /connect`** answers `303 See Other` to Zoho's consent page. The `state` and PKCE
+//!   verifier it sent ride in a cookie, `zoho_auth_pending` ([`PENDING_COOKIE`]): `HttpOnly`,
+//!   `SameSite=Lax` (Zoho's redirect back is a top-level navigation, which carries it), `Path=/`,
+//!   ten minutes, and `Secure` unless the connector's redirect URI is plain `http` on a loopback
+//!   host (a development machine).
+//! - **`GET /callback`** — the connector's redirect URI must point at it — checks Zoho's answer
+//!   against that cookie, exchanges the code at the accounts server the callback names (only if it
+//!   is Zoho's, or the connector's custom one: a forged `accounts-server` never receives the
+//!   client secret), saves the tokens in the connector's [`TokenStore`](crate::store::TokenStore)
+//!   and shows the outcome as a small HTML page. A success shows the data centre, the API domain,
+//!   the scopes and the access token's expiry — never a token — and warns when Zoho sent no
+//!   refresh token. A failure explains what happened (access denied, a `state` that does not
+//!   match, an untrusted accounts server, an expired code, Zoho unreachable, ...) with status 400
+//!   for a callback that cannot be used, 502 when Zoho failed, 500 when the store did; nothing is
+//!   stored then. Either way the cookie is cleared: a `state` is good for one callback.
+//!
+//! For scripts and browser tests, the page's `<main id="outcome">` carries
+//! `data-outcome="connected"` or `data-outcome="error"` with a `data-reason`: `denied`,
+//! `state-mismatch`, `untrusted-accounts-server`, `code-rejected`, `no-cookie`, `bad-cookie`,
+//! `no-code`, `zoho-error`, `client-rejected`, `zoho-refused`, `zoho-unavailable`,
+//! `store-failed` or `start-failed`.
+//!
+//! ```no_run
+//! use zoho_auth::authorize::Connector;
+//! use zoho_auth::axum::ConnectZoho;
+//! use zoho_auth::{store, ClientId, ClientSecret};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let connector = Connector::new(
+//!     ClientId::new("1000.ABC"),
+//!     ClientSecret::new(std::env::var("ZOHO_CLIENT_SECRET")?),
+//!     "https://app.example.com/zoho/callback",
+//! )
+//! .scopes(["ZohoCRM.users.READ"])
+//! .store(store::open("file:/var/lib/app/zoho-tokens.json")?);
+//!
+//! let connect = ConnectZoho::new(connector)
+//!     .home("/")
+//!     .on_connected(|connected| println!("Zoho connected with scopes {:?}", connected.scopes));
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "open /zoho/connect" }))
+//!     .nest("/zoho", connect.into_router());
+//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Who may connect.** Whoever reaches `/connect` and consents replaces the account the store
+//! holds, which the whole app then acts as. Mount the router behind the app's own
+//! authentication, so that only its administrators can.
+//!
+//! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
+//! the first tab's callback is then refused as not matching.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::axum::body::Body;
+use ::axum::extract::State;
+use ::axum::response::Response;
+use ::axum::routing::get;
+use ::axum::Router;
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, REFERRER_POLICY,
+    SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+
+use crate::authorize::{Callback, Connected, Connector, PendingAuthorization};
+use crate::error::Error;
+use crate::hosts::is_loopback_host;
+
+/// The cookie that carries a pending sign-in's `state` and PKCE verifier from `/connect` to
+/// `/callback`.
+pub const PENDING_COOKIE: &str = "zoho_auth_pending";
+
+/// How long a sign-in may take, consent page included.
+const PENDING_MAX_AGE: Duration = Duration::from_secs(600);
+
+type ConnectedHook = Arc<dyn Fn(&Connected) + Send + Sync>;
+
+/// Configures the "Connect Zoho" router; [`into_router`](Self::into_router) builds it.
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `into_router` is called"]
+pub struct ConnectZoho {
+    connector: Connector,
+    home: String,
+    on_connected: Option<ConnectedHook>,
+}
+
+impl fmt::Debug for ConnectZoho {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectZoho")
+            .field("connector", &self.connector)
+            .field("home", &self.home)
+            .field("on_connected", &self.on_connected.is_some())
+            .finish()
+    }
+}
+
+impl ConnectZoho {
+    /// The flow for `connector`, whose redirect URI must be where the router's `/callback` is
+    /// served (`https://app.example.com/zoho/callback` for a router nested at `/zoho`).
+    pub fn new(connector: Connector) -> Self {
+        Self {
+            connector,
+            home: "/".to_owned(),
+            on_connected: None,
+        }
+    }
+
+    /// Where the outcome pages' "Continue" and "Back to the app" links lead (default `/`).
+    pub fn home(mut self, href: impl Into<String>) -> Self {
+        self.home = href.into();
+        self
+    }
+
+    /// Called after the tokens of a new connection were saved, before the success page is sent:
+    /// the place to (re)build the app's Zoho clients, which may now need another accounts server.
+    /// It runs in the callback's request: spawn a task for anything slow.
+    pub fn on_connected(mut self, hook: impl Fn(&Connected) + Send + Sync + 'static) -> Self {
+        self.on_connected = Some(Arc::new(hook));
+        self
+    }
+
+    /// The router with `GET /connect` and `GET /callback`, to [`nest`](Router::nest) in the
+    /// app's router (or [`merge`](Router::merge) at its root).
+    pub fn into_router<S>(self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let secure = !is_plain_http_on_loopback(self.connector.redirect_uri());
+        let flow = Arc::new(Flow {
+            connector: self.connector,
+            home: self.home,
+            on_connected: self.on_connected,
+            secure,
+        });
+        Router::new()
+            .route("/connect", get(connect))
+            .route("/callback", get(callback))
+            .with_state(flow)
+    }
+}
+
+/// `ConnectZoho::new(connector).into_router()`: the router with the default settings.
+pub fn router<S>(connector: Connector) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    ConnectZoho::new(connector).into_router()
+}
+
+/// What both routes share.
+struct Flow {
+    connector: Connector,
+    home: String,
+    on_connected: Option<ConnectedHook>,
+    /// Whether the cookie gets `Secure`.
+    secure: bool,
+}
+
+impl Flow {
+    /// `Set-Cookie` for the pending cookie; an empty `value` with zero `max_age` clears it.
+    fn cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let cookie = format!(
+            "{PENDING_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            max_age.as_secs()
+        );
+        HeaderValue::try_from(cookie)
+            .expect("PendingAuthorization::to_cookie_value gives URL-safe ASCII only")
+    }
+
+    /// Checks a callback against the browser's cookie, exchanges and saves.
+    async fn complete(
+        &self,
+        headers: &HeaderMap,
+        callback: &Callback,
+    ) -> Result<Connected, Failure> {
+        let value = pending_cookie(headers).ok_or_else(|| {
+            let redirect_uri = self.connector.redirect_uri();
+            Failure::new(Reason::NoCookie).detail(format!("The app's redirect URI: {redirect_uri}"))
+        })?;
+        let pending = PendingAuthorization::from_cookie_value(value)
+            .map_err(|_| Failure::new(Reason::BadCookie))?;
+        // `complete` runs the same check; running it first tells which part failed.
+        if pending.verify(callback).is_err() {
+            return Err(match &callback.error {
+                Some(code) if code == "access_denied" => Failure::new(Reason::Denied),
+                Some(code) => Failure::new(Reason::ZohoError).detail(format!("error={code}")),
+                // Checked before the state so that the page is no oracle for a state guess.
+                None if callback.code.is_none() => Failure::new(Reason::NoCode),
+                None => Failure::new(Reason::StateMismatch),
+            });
+        }
+        let connected = self
+            .connector
+            .complete(&pending, callback)
+            .await
+            .map_err(Failure::from_exchange)?;
+        if let Some(hook) = &self.on_connected {
+            hook(&connected);
+        }
+        Ok(connected)
+    }
+}
+
+/// `GET /connect`.
+async fn connect(State(flow): State<Arc<Flow>>) -> Response {
+    let (url, pending) = match flow.connector.authorize() {
+        Ok(started) => started,
+        Err(error) => return Failure::new(Reason::Start).error(&error).page(&flow),
+    };
+    let Ok(location) = HeaderValue::try_from(url.as_str()) else {
+        let failure = Failure::new(Reason::Start).detail("the consent URL is not a valid header");
+        return failure.page(&flow);
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(
+        SET_COOKIE,
+        flow.cookie(&pending.to_cookie_value(), PENDING_MAX_AGE),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /callback`.
+async fn callback(State(flow): State<Arc<Flow>>, headers: HeaderMap, uri: Uri) -> Response {
+    let callback = Callback::parse(uri.query().unwrap_or_default());
+    let mut response = match flow.complete(&headers, &callback).await {
+        Ok(connected) => connected_page(&flow, &connected),
+        Err(failure) => {
+            tracing::warn!(
+                reason = failure.reason.id(),
+                // Debug-quoted: the detail may hold text from the query string.
+                detail = ?failure.detail,
+                "Zoho connect callback refused"
+            );
+            failure.page(&flow)
+        }
+    };
+    response
+        .headers_mut()
+        .append(SET_COOKIE, flow.cookie("", Duration::ZERO));
+    response
+}
+
+/// The pending cookie's value from the request's `Cookie` headers.
+fn pending_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == PENDING_COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"'))
+}
+
+/// Whether a redirect URI is `http` to a loopback host, where browsers would not keep a
+/// `Secure` cookie — the one case the cookie goes without it.
+fn is_plain_http_on_loopback(redirect_uri: &str) -> bool {
+    url::Url::parse(redirect_uri)
+        .is_ok_and(|url| url.scheme() == "http" && url.host_str().is_some_and(is_loopback_host))
+}
+
+/// Why a sign-in did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Start,
+    NoCookie,
+    BadCookie,
+    Denied,
+    ZohoError,
+    NoCode,
+    StateMismatch,
+    UntrustedAccountsServer,
+    CodeRejected,
+    ClientRejected,
+    ZohoRefused,
+    ZohoUnavailable,
+    Store,
+}
+
+impl Reason {
+    /// The page's `data-reason`, for scripts and tests.
+    fn id(self) -> &'static str {
+        self.describe().0
+    }
+
+    /// `(id, status, title, explanation)`.
+    fn describe(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Reason::Start => (
+                "start-failed",
+                S::INTERNAL_SERVER_ERROR,
+                "Could not start the Zoho sign-in",
+                "The app could not build the link to Zoho's consent page. Nothing was changed.",
+            ),
+            Reason::NoCookie => (
+                "no-cookie",
+                S::BAD_REQUEST,
+                "This Zoho sign-in cannot be completed",
+                "The browser did not send back the cookie this app set when the sign-in started: \
+                 the sign-in was already completed, took longer than ten minutes, was started at \
+                 another address than the app's redirect URI, or the browser blocks cookies. \
+                 Nothing was stored; start again.",
+            ),
+            Reason::BadCookie => (
+                "bad-cookie",
+                S::BAD_REQUEST,
+                "This Zoho sign-in cannot be completed",
+                "The sign-in cookie is damaged. Nothing was stored; start again.",
+            ),
+            Reason::Denied => (
+                "denied",
+                S::BAD_REQUEST,
+                "Access to Zoho was denied",
+                "Zoho reports that access was denied on its consent page, so nothing was \
+                 connected and nothing was stored.",
+            ),
+            Reason::ZohoError => (
+                "zoho-error",
+                S::BAD_REQUEST,
+                "Zoho returned an error",
+                "Zoho sent the browser back with an error instead of a grant code. Nothing was \
+                 stored.",
+            ),
+            Reason::NoCode => (
+                "no-code",
+                S::BAD_REQUEST,
+                "Zoho's answer is incomplete",
+                "The callback carries no grant code. Nothing was stored.",
+            ),
+            Reason::StateMismatch => (
+                "state-mismatch",
+                S::BAD_REQUEST,
+                "This Zoho sign-in was refused",
+                "The callback's state does not match the sign-in this browser started: it is \
+                 forged, replayed, or belongs to another sign-in (in another tab, say). Nothing \
+                 was exchanged or stored.",
+            ),
+            Reason::UntrustedAccountsServer => (
+                "untrusted-accounts-server",
+                S::BAD_REQUEST,
+                "Refused: not a Zoho accounts server",
+                "The callback asks the app to exchange its grant code at an accounts server that \
+                 is not one of Zoho's. The app refused to send its client secret there: nothing \
+                 was exchanged or stored.",
+            ),
+            Reason::CodeRejected => (
+                "code-rejected",
+                S::BAD_REQUEST,
+                "Zoho rejected the grant code",
+                "The code expired (Zoho's last about two minutes) or was already used. Nothing \
+                 was stored; start again.",
+            ),
+            Reason::ClientRejected => (
+                "client-rejected",
+                S::BAD_GATEWAY,
+                "Zoho rejected this app's credentials",
+                "Zoho did not accept the app's client id or secret: the secret is wrong, or the \
+                 client is not enabled for the account's data centre. Nothing was stored.",
+            ),
+            Reason::ZohoRefused => (
+                "zoho-refused",
+                S::BAD_GATEWAY,
+                "Zoho refused the code exchange",
+                "Zoho answered the code exchange with an error. Nothing was stored.",
+            ),
+            Reason::ZohoUnavailable => (
+                "zoho-unavailable",
+                S::BAD_GATEWAY,
+                "Zoho could not be reached",
+                "Zoho's accounts server did not answer usefully (down, slow or throttling). \
+                 Nothing was stored; try again in a few minutes.",
+            ),
+            Reason::Store => (
+                "store-failed",
+                S::INTERNAL_SERVER_ERROR,
+                "The Zoho tokens could not be saved",
+                "Zoho granted access, but the app could not save the tokens, so the connection \
+                 cannot be used. Try again; if it keeps failing, check the app's token store.",
+            ),
+        }
+    }
+}
+
+/// A sign-in that did not complete, and what to tell the user about it.
+#[derive(Debug)]
+struct Failure {
+    reason: Reason,
+    /// More detail: an error's message (which never holds a secret) or Zoho's error code.
+    detail: Option<String>,
+}
+
+impl Failure {
+    fn new(reason: Reason) -> Self {
+        Self {
+            reason,
+            detail: None,
+        }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn error(self, error: &Error) -> Self {
+        self.detail(error.to_string())
+    }
+
+    /// Classifies a failed [`Connector::complete`] whose callback passed the checks.
+    fn from_exchange(error: Error) -> Self {
+        let reason = if error.is_authorization() {
+            // The state and code were fine, so the accounts server (or location) was not.
+            Reason::UntrustedAccountsServer
+        } else if error.is_invalid_grant() {
+            Reason::CodeRejected
+        } else if error.is_invalid_client() {
+            Reason::ClientRejected
+        } else if error.is_store() {
+            Reason::Store
+        } else if error.is_transient() || error.is_rate_limited() || error.is_timeout() {
+            Reason::ZohoUnavailable
+        } else {
+            Reason::ZohoRefused
+        };
+        Self::new(reason).error(&error)
+    }
+
+    fn page(&self, flow: &Flow) -> Response {
+        let (id, status, title, explanation) = self.reason.describe();
+        let detail = self.detail.as_deref().map_or_else(String::new, |detail| {
+            format!("<p id=\"detail\"><code>{}</code></p>\n", escape(detail))
+        });
+        // Relative: `connect` is this router's own route, wherever it is nested.
+        let body = format!(
+            "<main id=\"outcome\" data-outcome=\"error\" data-reason=\"{id}\">\n\
+             <h1>{title}</h1>\n<p id=\"explanation\">{explanation}</p>\n{detail}\
+             <p><a id=\"retry\" href=\"connect\">Start again</a> · \
+             <a id=\"home\" href=\"{home}\">Back to the app</a></p>\n</main>",
+            title = escape(title),
+            explanation = escape(explanation),
+            home = escape(&flow.home),
+        );
+        html_page(status, title, &body)
+    }
+}
+
+fn connected_page(flow: &Flow, connected: &Connected) -> Response {
+    let accounts = connected.accounts.url().as_str();
+    let data_center = match connected.data_center {
+        Some(dc) => format!("{} ({accounts})", dc.location().to_uppercase()),
+        None => format!("custom accounts server {accounts}"),
+    };
+    let scopes: String = connected
+        .scopes
+        .iter()
+        .map(|scope| format!("<li>{}</li>", escape(scope)))
+        .collect();
+    let (renewal, warning) = if connected.refresh_token_received {
+        ("; renewed automatically", "")
+    } else {
+        (
+            "",
+            "<p id=\"no-refresh-token\" class=\"warning\">Zoho sent no refresh token, so the app \
+             can act for this hour only. Zoho omits it when the consent asked for online access, \
+             or repeated an earlier consent without <code>prompt=consent</code>; connect again \
+             to get one.</p>\n",
+        )
+    };
+    let body = format!(
+        "<main id=\"outcome\" data-outcome=\"connected\">\n<h1>Zoho connected</h1>\n<dl>\n\
+         <dt>Data centre</dt><dd id=\"data-center\">{data_center}</dd>\n\
+         <dt>API domain</dt><dd id=\"api-domain\">{api_domain}</dd>\n\
+         <dt>Scopes</dt><dd><ul id=\"scopes\">{scopes}</ul></dd>\n\
+         <dt>Access token</dt><dd id=\"expires\">expires in {expires}{renewal}</dd>\n</dl>\n\
+         {warning}<p><a id=\"continue\" href=\"{home}\">Continue</a></p>\n</main>",
+        data_center = escape(&data_center),
+        api_domain = escape(connected.api_domain.as_deref().unwrap_or("(not given)")),
+        expires = human_duration(connected.expires_in),
+        home = escape(&flow.home),
+    );
+    html_page(StatusCode::OK, "Zoho connected", &body)
+}
+
+/// A page with headers that keep it out of caches, and the callback URL (which holds the grant
+/// code) out of `Referer` headers.
+fn html_page(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title>\
+         <style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}\
+         .warning{{color:#8a4b00}}</style></head>\n<body>\n{body}\n</body></html>\n",
+        escape(title)
+    );
+    let mut response = Response::new(Body::from(page));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (CONTENT_TYPE, "text/html; charset=utf-8"),
+        (CACHE_CONTROL, "no-store"),
+        (REFERRER_POLICY, "no-referrer"),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// "59 minutes", "45 seconds", "2 hours".
+fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..120 => format!("{seconds} seconds"),
+        120..7200 => format!("{} minutes", seconds / 60),
+        _ => format!("{} hours", seconds / 3600),
+    }
+}
+
+/// Escapes text for HTML content and double-quoted attributes.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::store::{MemoryStore, TokenStore};
+    use crate::{Accounts, ClientId, ClientSecret};
+
+    const REDIRECT: &str = "http://127.0.0.1:3000/zoho/callback";
+
+    fn connector(redirect_uri: &str, store: Arc<MemoryStore>) -> Connector {
+        Connector::new(
+            ClientId::new("1000.ABC"),
+            ClientSecret::new("s3cret"),
+            redirect_uri,
+        )
+        .scopes(["ZohoCRM.users.READ"])
+        .accounts(Accounts::custom("http://127.0.0.1:9").unwrap())
+        .store(store)
+    }
+
+    fn app(connector: Connector) -> Router {
+        Router::new().nest("/zoho", router(connector))
+    }
+
+    async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(uri);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// Starts a sign-in: the consent URL and the `name=value` of the cookie it set.
+    async fn start(app: &Router) -> (url::Url, String, HeaderValue) {
+        let (status, headers, _) = get(app, "/zoho/connect", None).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let location = url::Url::parse(headers[LOCATION].to_str().unwrap()).unwrap();
+        let set_cookie = headers[SET_COOKIE].clone();
+        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
+        (location, pair.to_owned(), set_cookie)
+    }
+
+    fn reason(page: &str) -> &str {
+        let start = page.find("data-reason=\"").expect("an error page") + 13;
+        &page[start..start + page[start..].find('"').unwrap()]
+    }
+
+    #[tokio::test]
+    async fn connect_sets_the_pending_cookie_and_redirects_to_consent() {
+        let app = app(connector(REDIRECT, Arc::default()));
+        let (location, pair, set_cookie) = start(&app).await;
+        assert!(location
+            .as_str()
+            .starts_with("http://127.0.0.1:9/oauth/v2/auth?"));
+        let state = location
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        let value = pair.strip_prefix("zoho_auth_pending=").unwrap();
+        assert_eq!(
+            PendingAuthorization::from_cookie_value(value)
+                .unwrap()
+                .state(),
+            state
+        );
+        let set_cookie = set_cookie.to_str().unwrap();
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+            assert!(set_cookie.contains(attribute), "{set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "plain http on loopback");
+
+        for redirect in [
+            "https://app.example.com/zoho/callback",
+            "http://app.example.com/zoho/callback",
+            "https://127.0.0.1:3000/zoho/callback",
+        ] {
+            let (_, _, set_cookie) = start(&app_for(redirect)).await;
+            assert!(
+                set_cookie.to_str().unwrap().ends_with("; Secure"),
+                "{redirect}"
+            );
+        }
+    }
+
+    fn app_for(redirect: &str) -> Router {
+        app(connector(redirect, Arc::default()))
+    }
+
+    #[tokio::test]
+    async fn unusable_callbacks_are_refused_and_clear_the_cookie() {
+        let store = Arc::new(MemoryStore::new());
+        let app = app(connector(REDIRECT, store.clone()));
+        let (_, cookie, _) = start(&app).await;
+        let state = PendingAuthorization::from_cookie_value(
+            cookie.strip_prefix("zoho_auth_pending=").unwrap(),
+        )
+        .unwrap()
+        .state()
+        .to_owned();
+        let forged = "https%3A%2F%2Faccounts.zoho.eu.evil.test";
+        let cases = [
+            (format!("state={state}&code=1000.c"), None, "no-cookie"),
+            (
+                format!("state={state}&code=1000.c"),
+                Some("zoho_auth_pending=a.b.c"),
+                "bad-cookie",
+            ),
+            (
+                format!("state={state}&error=access_denied"),
+                Some(&*cookie),
+                "denied",
+            ),
+            (
+                format!("state={state}&error=%3Cscript%3E"),
+                Some(&*cookie),
+                "zoho-error",
+            ),
+            (format!("state={state}"), Some(&*cookie), "no-code"),
+            (
+                "state=other&code=1000.c".to_owned(),
+                Some(&*cookie),
+                "state-mismatch",
+            ),
+            (
+                format!("state={state}&code=1000.c&accounts-server={forged}"),
+                Some(&*cookie),
+                "untrusted-accounts-server",
+            ),
+        ];
+        for (query, cookie, expected) in cases {
+            let (status, headers, page) =
+                get(&app, &format!("/zoho/callback?{query}"), cookie).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(reason(&page), expected, "{query}");
+            let cleared = headers[SET_COOKIE].to_str().unwrap();
+            assert!(
+                cleared.starts_with("zoho_auth_pending=; Path=/; Max-Age=0"),
+                "{cleared}"
+            );
+            assert!(!page.contains("<script>"), "escaped: {page}");
+            assert!(!page.contains("s3cret"));
+        }
+        assert!(store.load().await.unwrap().is_none(), "nothing stored");
+    }
+
+    #[test]
+    fn the_pending_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; zoho_auth_pendingx=2"),
+        );
+        assert_eq!(pending_cookie(&headers), None);
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("b=2;zoho_auth_pending=\"s.v\" ; c=3"),
+        );
+        assert_eq!(pending_cookie(&headers), Some("s.v"));
+    }
+
+    #[cfg(feature = "simulator")]
+    #[tokio::test]
+    async fn an_accepted_consent_is_stored_and_shown_without_secrets() {
+        use crate::sim::Fault;
+
+        let zoho = crate::sim::Simulator::builder()
+            .redirect_uri(REDIRECT)
+            .start()
+            .await
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let connector = Connector::new(zoho.client_id(), zoho.client_secret(), REDIRECT)
+            .scopes(["ZohoCRM.users.READ"])
+            .accounts(Accounts::custom(&zoho.url()).unwrap())
+            .store(store.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = Router::new().nest(
+            "/zoho",
+            ConnectZoho::new(connector)
+                .home("/home")
+                .on_connected(move |connected| {
+                    assert!(connected.refresh_token_received);
+                    seen.fetch_add(1, Ordering::SeqCst);
+                })
+                .into_router(),
+        );
+        let (consent, cookie, _) = start(&app).await;
+        let back = zoho.accept_consent(consent.as_str()).unwrap();
+        let query = url::Url::parse(&back).unwrap().query().unwrap().to_owned();
+        let (status, headers, page) =
+            get(&app, &format!("/zoho/callback?{query}"), Some(&cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("data-outcome=\"connected\""));
+        assert!(page.contains("<li>ZohoCRM.users.READ</li>"));
+        assert!(page.contains("href=\"/home\""));
+        assert_eq!(headers[REFERRER_POLICY], "no-referrer");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let set = store.load().await.unwrap().expect("tokens stored");
+        let refresh = set.refresh_token.clone().expect("a refresh token");
+        let access = set.access.clone().expect("an access token").access_token;
+        for secret in [
+            refresh.expose(),
+            access.expose(),
+            zoho.client_secret().expose(),
+        ] {
+            assert!(!page.contains(secret), "a secret in the page");
+        }
+
+        // The same callback again: its cookie is spent (the browser dropped it).
+        let (status, _, page) = get(&app, &format!("/zoho/callback?{query}"), None).await;
+        assert_eq!(
+            (status, reason(&page)),
+            (StatusCode::BAD_REQUEST, "no-cookie")
+        );
+        assert!(page.contains(REDIRECT), "the page names the redirect URI");
+        // Replayed with a copy of the cookie: Zoho refuses the used code.
+        let (status, _, page) = get(&app, &format!("/zoho/callback?{query}"), Some(&cookie)).await;
+        assert_eq!(
+            (status, reason(&page)),
+            (StatusCode::BAD_REQUEST, "code-rejected")
+        );
+
+        // Zoho failing the exchange of a good callback.
+        for (fault, expected) in [
+            (
+                Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
+                "zoho-unavailable",
+            ),
+            (Fault::Throttle, "zoho-unavailable"),
+            (Fault::Error("invalid_client".into()), "client-rejected"),
+            (Fault::Error("invalid_redirect_uri".into()), "zoho-refused"),
+        ] {
+            let (consent, cookie, _) = start(&app).await;
+            let back = zoho.accept_consent(consent.as_str()).unwrap();
+            let query = url::Url::parse(&back).unwrap().query().unwrap().to_owned();
+            zoho.inject(fault.clone(), 1);
+            let (status, _, page) =
+                get(&app, &format!("/zoho/callback?{query}"), Some(&cookie)).await;
+            assert_eq!(
+                (status, reason(&page)),
+                (StatusCode::BAD_GATEWAY, expected),
+                "{fault:?}"
+            );
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "only the success is announced"
+        );
+        let after = store.load().await.unwrap().expect("the first tokens");
+        assert_eq!(
+            after.refresh_token.as_ref(),
+            Some(&refresh),
+            "failures change nothing"
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "60 minutes");
+        assert_eq!(human_duration(Duration::from_secs(86400)), "24 hours");
+    }
+}
