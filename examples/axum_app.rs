@@ -27,6 +27,7 @@
 //!
 //! It prints `listening on http://HOST:PORT` once it accepts connections.
 
+use html_escape::encode_safe as escape;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -376,13 +377,4 @@ async fn me(State(app): State<App>) -> Html<String> {
         tracing::warn!(%error, "the CRM call failed");
     }
     app.page(Some(result)).await
-}
-
-/// Escapes text for HTML content and double-quoted attributes.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

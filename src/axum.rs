@@ -54,6 +54,7 @@
 //! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
 //! the first tab's callback is then refused as not matching.
 
+use html_escape::encode_safe as escape;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -530,22 +531,6 @@ fn human_duration(duration: Duration) -> String {
         120..7200 => format!("{} minutes", seconds / 60),
         _ => format!("{} hours", seconds / 3600),
     }
-}
-
-/// Escapes text for HTML content and double-quoted attributes.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]

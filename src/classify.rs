@@ -142,6 +142,8 @@ impl Rule {
 #[derive(Clone, Debug)]
 pub struct Classifier {
     rules: Arc<[Rule]>,
+    /// For each status some rule names, the rules that name it: the response path's test.
+    by_status: Arc<[(StatusCode, u128)]>,
 }
 
 /// Which rules apply to one request's host: bit `i` stands for rule `i`. Computed once per request
@@ -155,8 +157,26 @@ const MAX_RULES: usize = 128;
 impl Classifier {
     /// No rules: nothing is a token error.
     pub fn empty() -> Self {
+        Self::from_rules(Vec::new())
+    }
+
+    fn from_rules(rules: Vec<Rule>) -> Self {
+        assert!(
+            rules.len() <= MAX_RULES,
+            "a Classifier holds at most {MAX_RULES} rules"
+        );
+        let mut by_status: Vec<(StatusCode, u128)> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for &status in &rule.statuses {
+                match by_status.iter_mut().find(|(named, _)| *named == status) {
+                    Some((_, mask)) => *mask |= 1 << i,
+                    None => by_status.push((status, 1 << i)),
+                }
+            }
+        }
         Self {
-            rules: Arc::from([]),
+            rules: rules.into(),
+            by_status: by_status.into(),
         }
     }
 
@@ -165,32 +185,29 @@ impl Classifier {
     /// F7004) are deliberately absent: a new token does not cure them.
     pub fn zoho() -> Self {
         let unauthorized = StatusCode::UNAUTHORIZED;
-        Self {
-            rules: Arc::from([
-                // CRM and Bigin. AUTHENTICATION_FAILURE means "no token" when none was sent, but the
-                // layer only classifies requests that carried one, where it means a bad token.
-                Rule::json(unauthorized, "/code", "INVALID_TOKEN"),
-                Rule::json(unauthorized, "/code", "AUTHENTICATION_FAILURE"),
-                // Desk.
-                Rule::json(unauthorized, "/errorCode", "INVALID_OAUTH"),
-                // Books, Invoice, Inventory (also used for missing scopes: the layer refreshes at
-                // most once per request, and stops trusting the code when a refresh did not help).
-                Rule::json(unauthorized, "/code", "57"),
-                // Mail.
-                Rule::json(unauthorized, "/data/errorCode", "INVALID_OAUTHTOKEN"),
-                // Projects V3.
-                Rule::json(unauthorized, "/error/title", "INVALID_OAUTHTOKEN"),
-                // Accounts `/oauth/user/info`.
-                Rule::json(unauthorized, "/cause", "INVALID_OAUTHTOKEN"),
-                // People, whose errors can also arrive inside a 2xx on its own hosts.
-                Rule::json(unauthorized, "/response/errors/code", "7213"),
-                Rule::json(StatusCode::OK, "/response/errors/code", "7213")
-                    .for_host_prefix("people."),
-                // WorkDrive: 401 on some endpoints, 500 on others.
-                Rule::json(unauthorized, "/errors/0/id", "F7003")
-                    .or_status(StatusCode::INTERNAL_SERVER_ERROR),
-            ]),
-        }
+        Self::from_rules(vec![
+            // CRM and Bigin. AUTHENTICATION_FAILURE means "no token" when none was sent, but the
+            // layer only classifies requests that carried one, where it means a bad token.
+            Rule::json(unauthorized, "/code", "INVALID_TOKEN"),
+            Rule::json(unauthorized, "/code", "AUTHENTICATION_FAILURE"),
+            // Desk.
+            Rule::json(unauthorized, "/errorCode", "INVALID_OAUTH"),
+            // Books, Invoice, Inventory (also used for missing scopes: the layer refreshes at
+            // most once per request, and stops trusting the code when a refresh did not help).
+            Rule::json(unauthorized, "/code", "57"),
+            // Mail.
+            Rule::json(unauthorized, "/data/errorCode", "INVALID_OAUTHTOKEN"),
+            // Projects V3.
+            Rule::json(unauthorized, "/error/title", "INVALID_OAUTHTOKEN"),
+            // Accounts `/oauth/user/info`.
+            Rule::json(unauthorized, "/cause", "INVALID_OAUTHTOKEN"),
+            // People, whose errors can also arrive inside a 2xx on its own hosts.
+            Rule::json(unauthorized, "/response/errors/code", "7213"),
+            Rule::json(StatusCode::OK, "/response/errors/code", "7213").for_host_prefix("people."),
+            // WorkDrive: 401 on some endpoints, 500 on others.
+            Rule::json(unauthorized, "/errors/0/id", "F7003")
+                .or_status(StatusCode::INTERNAL_SERVER_ERROR),
+        ])
     }
 
     /// Adds a rule, after the existing ones.
@@ -201,13 +218,7 @@ impl Classifier {
     pub fn with_rule(self, rule: Rule) -> Self {
         let mut rules = self.rules.to_vec();
         rules.push(rule);
-        assert!(
-            rules.len() <= MAX_RULES,
-            "a Classifier holds at most {MAX_RULES} rules"
-        );
-        Self {
-            rules: rules.into(),
-        }
+        Self::from_rules(rules)
     }
 
     /// Whether a response with this status and body, to a request for `host`, says the token it
@@ -229,8 +240,9 @@ impl Classifier {
     /// Whether some rule for this host looks at responses with `status`: the response path's
     /// cheap test before reading any body.
     pub(crate) fn inspects(&self, mask: RuleMask, status: StatusCode) -> bool {
-        self.applicable(mask)
-            .any(|rule| rule.statuses.contains(&status))
+        self.by_status
+            .iter()
+            .any(|&(named, rules)| named == status && rules & mask.0 != 0)
     }
 
     pub(crate) fn matches(&self, mask: RuleMask, status: StatusCode, body: &[u8]) -> bool {

@@ -14,7 +14,6 @@ use tower_service::Service;
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::service::{is_empty, needs_buffering};
 use super::Config;
-use crate::cache::TokenCache;
 use crate::classify::RuleMask;
 use crate::error::{Error, Kind};
 use crate::hosts::Verdict;
@@ -67,7 +66,6 @@ impl Replay {
 
 /// What is needed to classify the response to a request that carried token `generation`.
 struct Inspector {
-    cache: TokenCache,
     config: Arc<Config>,
     generation: u64,
     rules: RuleMask,
@@ -117,7 +115,6 @@ pub(crate) struct Attempt<S, B> {
 
 impl<S, B> Attempt<S, B> {
     fn new(
-        cache: &TokenCache,
         config: &Arc<Config>,
         generation: u64,
         host: Option<&str>,
@@ -125,7 +122,6 @@ impl<S, B> Attempt<S, B> {
     ) -> Self {
         Self {
             inspector: Inspector {
-                cache: cache.clone(),
                 config: config.clone(),
                 generation,
                 rules: config.classifier.mask_for(host),
@@ -161,7 +157,7 @@ where
         if !dead {
             return Ok(original);
         }
-        let cache = &inspector.cache;
+        let cache = &inspector.config.cache;
         cache.invalidate_generation(inspector.generation);
         let Some((replay, mut inner)) = replay else {
             return Ok(original);
@@ -191,7 +187,7 @@ where
         };
         let (response, dead) = second.classify(response).await;
         if dead {
-            second.cache.mark_suspect(second.generation);
+            second.config.cache.mark_suspect(second.generation);
         }
         Ok(response)
     }
@@ -205,19 +201,17 @@ pub(super) fn attach<S: Clone, B>(
     header: HeaderValue,
     generation: u64,
     inner: &S,
-    cache: &TokenCache,
     config: &Arc<Config>,
 ) -> (Request<RequestBody<B>>, Attempt<S, B>) {
     let replay = replay_body.map(|body| (Replay::capture(&request, body), inner.clone()));
     request.headers_mut().insert(AUTHORIZATION, header);
-    let attempt = Attempt::new(cache, config, generation, request.uri().host(), replay);
+    let attempt = Attempt::new(config, generation, request.uri().host(), replay);
     (request, attempt)
 }
 
 /// The slow path: wait for a token, decide the host, buffer a replayable body, send, finish.
 pub(super) async fn send<S, B, R>(
     mut inner: S,
-    cache: TokenCache,
     config: Arc<Config>,
     request: Request<B>,
 ) -> Result<Response<ResponseBody<R>>, BoxError>
@@ -229,7 +223,7 @@ where
     R: Body,
     R::Error: Into<BoxError>,
 {
-    let token = cache.token().await?;
+    let token = config.cache.token().await?;
     let token = token.cached();
     match config.hosts.verdict(request.uri(), token.api_host()) {
         Verdict::Attach => {}
@@ -262,7 +256,6 @@ where
         token.header().clone(),
         token.generation(),
         &inner,
-        &cache,
         &config,
     );
     let response = inner.call(request).await.map_err(Into::into)?;

@@ -78,8 +78,11 @@ pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 /// Default largest error response read to classify it. Zoho's error bodies are under 1 KiB.
 pub const DEFAULT_MAX_ERROR_BODY: usize = 16 * 1024;
 
+/// Everything a request needs besides the inner service, behind one `Arc` so that a request
+/// takes one reference count, not several.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    pub(crate) cache: TokenCache,
     pub(crate) hosts: HostPolicy,
     pub(crate) classifier: Classifier,
     pub(crate) max_replay_body: usize,
@@ -91,7 +94,6 @@ pub(crate) struct Config {
 /// Cheap to clone; every clone and every service it builds share the cache.
 #[derive(Clone, Debug)]
 pub struct ZohoAuthLayer {
-    cache: TokenCache,
     config: Arc<Config>,
 }
 
@@ -104,8 +106,8 @@ impl ZohoAuthLayer {
             allow: Vec::new(),
         };
         Self {
-            cache,
             config: Arc::new(Config {
+                cache,
                 hosts,
                 classifier: Classifier::zoho(),
                 max_replay_body: DEFAULT_MAX_REPLAY_BODY,
@@ -147,7 +149,7 @@ impl ZohoAuthLayer {
 
     /// The token cache this layer uses.
     pub fn cache(&self) -> &TokenCache {
-        &self.cache
+        &self.config.cache
     }
 }
 
@@ -155,6 +157,6 @@ impl<S> tower_layer::Layer<S> for ZohoAuthLayer {
     type Service = ZohoAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ZohoAuth::from_parts(inner, self.cache.clone(), self.config.clone())
+        ZohoAuth::from_parts(inner, self.config.clone())
     }
 }

@@ -17,7 +17,6 @@ use crate::hosts::Verdict;
 #[derive(Clone, Debug)]
 pub struct ZohoAuth<S> {
     inner: S,
-    cache: TokenCache,
     config: Arc<Config>,
 }
 
@@ -43,12 +42,8 @@ impl<S> ZohoAuth<S> {
         tower_layer::Layer::layer(&ZohoAuthLayer::new(cache), inner)
     }
 
-    pub(crate) fn from_parts(inner: S, cache: TokenCache, config: Arc<Config>) -> Self {
-        Self {
-            inner,
-            cache,
-            config,
-        }
+    pub(crate) fn from_parts(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
     }
 
     /// The inner service.
@@ -68,7 +63,7 @@ impl<S> ZohoAuth<S> {
 
     /// The shared token cache.
     pub fn cache(&self) -> &TokenCache {
-        &self.cache
+        &self.config.cache
     }
 }
 
@@ -99,7 +94,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
-        let plan = self.cache.lookup(|token, usable| {
+        let plan = config.cache.lookup(|token, usable| {
             let verdict = config
                 .hosts
                 .verdict(request.uri(), token.and_then(|t| t.api_host()));
@@ -129,17 +124,13 @@ where
                     header,
                     generation,
                     &inner,
-                    &self.cache,
                     config,
                 );
                 ResponseFuture::direct(inner.call(request), Some(attempt))
             }
-            Plan::Attach { .. } | Plan::Wait => ResponseFuture::slow(Box::pin(attempt::send(
-                inner,
-                self.cache.clone(),
-                config.clone(),
-                request,
-            ))),
+            Plan::Attach { .. } | Plan::Wait => {
+                ResponseFuture::slow(Box::pin(attempt::send(inner, config.clone(), request)))
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! browser.
 
 use bytes::Bytes;
+use html_escape::encode_safe as escape;
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -279,20 +280,4 @@ fn error_page(message: &str) -> Response<Full<Bytes>> {
         escape(message)
     );
     respond(ERROR_STATUS, HTML, page)
-}
-
-/// Escapes text for HTML content and double-quoted attributes.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }

@@ -1,6 +1,7 @@
 //! The loopback side of `login`: listen on `127.0.0.1:<port>`, take Zoho's redirect to
 //! `/callback`, exchange its code, and tell the browser how it went.
 
+use html_escape::encode_safe as escape;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,21 +259,6 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("no-referrer"),
     );
     response
-}
-
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 /// Compares in time that depends only on the lengths, as the library compares `state`.
