@@ -27,7 +27,7 @@
 //!
 //! It prints `listening on http://HOST:PORT` once it accepts connections.
 
-use html_escape::encode_safe as escape;
+use html_escape::encode_quoted_attribute as escape;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;

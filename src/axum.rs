@@ -54,7 +54,7 @@
 //! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
 //! the first tab's callback is then refused as not matching.
 
-use html_escape::encode_safe as escape;
+use html_escape::encode_quoted_attribute as escape;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

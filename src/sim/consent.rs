@@ -4,7 +4,7 @@
 //! browser.
 
 use bytes::Bytes;
-use html_escape::encode_safe as escape;
+use html_escape::encode_quoted_attribute as escape;
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -1,7 +1,7 @@
 //! The loopback side of `login`: listen on `127.0.0.1:<port>`, take Zoho's redirect to
 //! `/callback`, exchange its code, and tell the browser how it went.
 
-use html_escape::encode_safe as escape;
+use html_escape::encode_quoted_attribute as escape;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
