@@ -195,18 +195,19 @@ where
 
 /// Adds the token to a request and keeps what classifying its response needs, plus — when the
 /// body is known (`replay_body`) — what sending it again needs.
+///
+/// Works on the request in place: the hot path moves nothing it does not have to.
 pub(super) fn attach<S: Clone, B>(
-    mut request: Request<RequestBody<B>>,
+    request: &mut Request<RequestBody<B>>,
     replay_body: Option<BufferedBody>,
     header: HeaderValue,
     generation: u64,
     inner: &S,
     config: &Arc<Config>,
-) -> (Request<RequestBody<B>>, Attempt<S, B>) {
-    let replay = replay_body.map(|body| (Replay::capture(&request, body), inner.clone()));
+) -> Attempt<S, B> {
+    let replay = replay_body.map(|body| (Replay::capture(request, body), inner.clone()));
     request.headers_mut().insert(AUTHORIZATION, header);
-    let attempt = Attempt::new(config, generation, request.uri().host(), replay);
-    (request, attempt)
+    Attempt::new(config, generation, request.uri().host(), replay)
 }
 
 /// The slow path: wait for a token, decide the host, buffer a replayable body, send, finish.
@@ -236,7 +237,7 @@ where
         }
         Verdict::Refuse => return Err(insecure(request.uri()).into()),
     }
-    let (request, replay_body) = if needs_buffering(&request, config.max_replay_body) {
+    let (mut request, replay_body) = if needs_buffering(&request, config.max_replay_body) {
         let (parts, body) = request.into_parts();
         let body = BufferedBody::read(body).await.map_err(|e| {
             Error::new(Kind::Body, "reading the request body failed")
@@ -250,8 +251,8 @@ where
         let replay_body = is_empty(&request).then(BufferedBody::default);
         (request.map(RequestBody::stream), replay_body)
     };
-    let (request, attempt) = attach(
-        request,
+    let attempt = attach(
+        &mut request,
         replay_body,
         token.header().clone(),
         token.generation(),

@@ -49,7 +49,7 @@ impl<B> RequestBody<B> {
         Self {
             kind: RequestKind::Buffered {
                 data: Some(copy.data.clone()).filter(|data| !data.is_empty()),
-                trailers: copy.trailers.clone(),
+                trailers: copy.trailers.as_deref().cloned(),
             },
         }
     }
@@ -104,7 +104,8 @@ where
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BufferedBody {
     data: Bytes,
-    trailers: Option<HeaderMap>,
+    // Boxed: trailers are rare, and every attempt on the hot path carries a `BufferedBody`.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl BufferedBody {
@@ -114,7 +115,7 @@ impl BufferedBody {
         B: Body,
     {
         let collected = body.collect().await?;
-        let trailers = collected.trailers().cloned();
+        let trailers = collected.trailers().cloned().map(Box::new);
         Ok(Self {
             data: collected.to_bytes(),
             trailers,

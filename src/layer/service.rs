@@ -118,8 +118,9 @@ where
                 if !needs_buffering(&request, config.max_replay_body) =>
             {
                 let replay_body = is_empty(&request).then(BufferedBody::default);
-                let (request, attempt) = attempt::attach(
-                    request.map(RequestBody::stream),
+                let mut request = request.map(RequestBody::stream);
+                let attempt = attempt::attach(
+                    &mut request,
                     replay_body,
                     header,
                     generation,
