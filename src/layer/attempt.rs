@@ -46,7 +46,12 @@ impl Replay {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
-            headers: request.headers().clone(),
+            // An empty map with spare capacity would clone its allocation; a fresh one has none.
+            headers: if request.headers().is_empty() {
+                HeaderMap::new()
+            } else {
+                request.headers().clone()
+            },
             extensions: request.extensions().clone(),
             body,
         }
