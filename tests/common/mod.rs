@@ -226,3 +226,60 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// A port on 127.0.0.1 that nobody listens on (it was free a moment ago): connecting to it is
+/// refused.
+pub fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
+
+/// An inner service that records the `Authorization` header of every request, then sends it
+/// over loopback with a hyper-util client: the simulator's product APIs judge the token.
+#[derive(Clone)]
+pub struct Spy {
+    client: HttpClient<Empty<Bytes>>,
+    pub seen: Arc<Mutex<Vec<Option<HeaderValue>>>>,
+}
+
+impl Default for Spy {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            seen: Arc::default(),
+        }
+    }
+}
+
+impl Spy {
+    /// The `Authorization` headers sent so far, oldest first.
+    pub fn headers(&self) -> Vec<Option<HeaderValue>> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl tower::Service<Request<RequestBody<Empty<Bytes>>>> for Spy {
+    type Response = Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody<Empty<Bytes>>>) -> Self::Future {
+        let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+        self.seen.lock().unwrap().push(header);
+        self.client.request(request)
+    }
+}
+
+/// `Zoho-oauthtoken <token>`, as the layer sends it.
+pub fn header_for(token: &zoho_auth::AccessToken) -> String {
+    format!("Zoho-oauthtoken {}", token.expose())
+}
