@@ -643,7 +643,7 @@ async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_s
 
     let started = Instant::now();
     let mut table = vec![
-        "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait |".to_owned(),
+        "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait (bounds 2.5 s / 1 s) |".to_owned(),
         "|---|---|---|---|---|".to_owned(),
     ];
     let mut failed = Vec::new();
