@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tower::ServiceExt;
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{FileStore, MemoryStore, TokenSet, TokenStore};
 use zoho_auth::{RefreshToken, TokenCache};
@@ -209,4 +210,43 @@ async fn a_corrupt_token_file_is_an_error_that_names_it_and_it_is_left_alone() {
         "nothing was overwritten"
     );
     assert_eq!(zoho.counters().token_requests, 0);
+}
+
+#[tokio::test]
+async fn an_adopted_token_that_died_is_dropped_not_trusted() {
+    // Zoho kills T1, A refreshes to T2, Zoho kills T2 too. B adopts the dead T2 on its replay:
+    // that must not make B distrust token errors for two minutes while A stores a live T3.
+    let zoho = Simulator::start().await.unwrap();
+    let refresh = zoho.mint_refresh_token(&[]);
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let a = TokenCache::builder(common::accounts_client(&zoho), refresh.clone())
+        .store(store.clone())
+        .build();
+    let b = TokenCache::builder(common::accounts_client(&zoho), refresh.clone())
+        .store(store.clone())
+        .build();
+    let t1 = a.token().await.unwrap();
+    assert_eq!(b.token().await.unwrap().access_token(), t1.access_token());
+    zoho.invalidate_all_tokens();
+    a.invalidate(&t1);
+    let t2 = a.token().await.unwrap();
+    // T2 dies too: another invalidation, or a 16th token minted elsewhere.
+    zoho.invalidate_all_tokens();
+    let service_a = common::http_service(&a);
+    let service_b = common::http_service(&b);
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+    let status = |service: &common::HttpService| {
+        let request = service.clone().oneshot(common::get(&url));
+        async move { request.await.unwrap().status() }
+    };
+    // B: T1 is dead, the store offers T2, the one replay with T2 is refused too.
+    assert_eq!(status(&service_b).await, 401);
+    // B dropped T2 instead of distrusting token errors for two minutes.
+    assert_eq!(status(&service_b).await, 200);
+    assert_ne!(b.cached().unwrap().access_token(), t2.access_token());
+    assert_eq!(status(&service_a).await, 200);
+    assert_eq!(
+        a.cached().unwrap().access_token(),
+        b.cached().unwrap().access_token()
+    );
 }

@@ -151,10 +151,13 @@ pub(crate) struct CachedToken {
     dead: AtomicBool,
     /// Until when (ms after the cache's epoch) token errors do not invalidate this token.
     suspect_until_ms: AtomicU64,
+    /// Minted by this process just now, rather than adopted from the store.
+    minted: bool,
 }
 
 impl CachedToken {
     fn new(obtained: Obtained, generation: u64, config: &Config) -> Result<Self, Error> {
+        let minted = matches!(obtained, Obtained::Minted { .. });
         let (access_token, lifetime, expires_at, api_domain, scopes) = match obtained {
             Obtained::Minted { response, sent_at } => (
                 response.access_token,
@@ -209,6 +212,7 @@ impl CachedToken {
             scopes,
             dead: AtomicBool::new(false),
             suspect_until_ms: AtomicU64::new(0),
+            minted,
         })
     }
 
@@ -547,18 +551,26 @@ impl TokenCache {
         }
     }
 
-    /// Called when a replay with the fresh token `generation` met a token error too.
-    pub(crate) fn mark_suspect(&self, generation: u64) {
+    /// Called when a replay with the fresh token `generation` met a token error too. A token this
+    /// process minted for that very replay is not cured by minting another (a wrong data centre,
+    /// Books' code 57 for a scope), so its errors are not trusted for a while; a token adopted from
+    /// the store may simply have died since another process saved it, so it is dropped.
+    pub(crate) fn replay_failed(&self, generation: u64) {
         let guard = self.shared.current.load();
-        if let Some(token) = guard.as_deref().filter(|t| t.generation == generation) {
-            let until = self.ms(Instant::now() + SUSPECT_COOLDOWN);
-            token.suspect_until_ms.store(until, Relaxed);
-            tracing::warn!(
-                generation,
-                "a fresh Zoho token was rejected too: not refreshing again for this error for {}s",
-                SUSPECT_COOLDOWN.as_secs()
-            );
+        let Some(token) = guard.as_deref().filter(|t| t.generation == generation) else {
+            return;
+        };
+        if !token.minted {
+            self.invalidate_generation(generation);
+            return;
         }
+        let until = self.ms(Instant::now() + SUSPECT_COOLDOWN);
+        token.suspect_until_ms.store(until, Relaxed);
+        tracing::warn!(
+            generation,
+            "a fresh Zoho token was rejected too: not refreshing again for this error for {}s",
+            SUSPECT_COOLDOWN.as_secs()
+        );
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -595,6 +607,15 @@ impl TokenCache {
         let mut state = self.lock();
         if state.flight.is_some() {
             return;
+        }
+        // The stale token this caller saw may have been replaced since (a flight settled).
+        if let Some(current) = self.shared.current.load().as_deref() {
+            if current.usable(now) && now < current.refresh_at {
+                self.shared
+                    .next_ahead_ms
+                    .store(self.ms(current.refresh_at), Relaxed);
+                return;
+            }
         }
         let blocked_until = match (&state.permanent, &state.blocked) {
             (Some(_), _) => Some(u64::MAX),

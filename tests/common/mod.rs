@@ -18,6 +18,9 @@ use zoho_auth::{Accounts, RequestBody, TokenCache, TokenCacheBuilder, ZohoAuth, 
 /// A hyper-util client of the kind users wrap, for bodies of type `B`.
 pub type HttpClient<B> = Client<HttpConnector, RequestBody<B>>;
 
+/// The layer around that client, for GETs.
+pub type HttpService = ZohoAuth<HttpClient<Empty<Bytes>>>;
+
 pub fn accounts_client(zoho: &Simulator) -> AccountsClient {
     let accounts = Accounts::custom(&zoho.url()).unwrap();
     AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap()
