@@ -192,7 +192,7 @@ where
         };
         let (response, dead) = second.classify(response).await;
         if dead {
-            second.config.cache.mark_suspect(second.generation);
+            second.config.cache.replay_failed(second.generation);
         }
         Ok(response)
     }
