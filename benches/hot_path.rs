@@ -560,6 +560,24 @@ fn paired_summary(variants: &[Box<dyn Variant>], runtime: &Runtime) {
     }
 }
 
+/// `ZOHO_BENCH_COUNT=<variant>:<n>`: 1,000 warm-up requests then `n` requests through one
+/// variant, and no criterion run. For counting instructions, which unlike time do not drift on a
+/// shared machine: run under `valgrind --tool=callgrind` with `n` = 0 and 20,000 and divide the
+/// difference by 20,000.
+fn count_mode(variants: &[Box<dyn Variant>], runtime: &Runtime, spec: &str) {
+    let (name, n) = spec
+        .split_once(':')
+        .expect("ZOHO_BENCH_COUNT=<variant>:<requests>");
+    let n: u64 = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
+    let variant = variants
+        .iter()
+        .find(|v| v.name() == name)
+        .unwrap_or_else(|| panic!("ZOHO_BENCH_COUNT: no variant {name:?}"));
+    variant.time_sequential(runtime, 1_000);
+    let time = variant.time_sequential(runtime, n);
+    eprintln!("{name}: {n} requests in {time:?}");
+}
+
 /// Worker-thread counts for the contention group: `ZOHO_BENCH_THREADS="1,2,4"`, default `1,2`.
 fn thread_counts() -> Vec<usize> {
     let spec = std::env::var("ZOHO_BENCH_THREADS").unwrap_or_else(|_| "1,2".to_owned());
@@ -588,6 +606,10 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(spec) = std::env::var("ZOHO_BENCH_COUNT") {
+        count_mode(&variants, &runtime, &spec);
+        return;
+    }
     let mut group = c.benchmark_group("hot_path");
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
