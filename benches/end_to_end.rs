@@ -163,6 +163,28 @@ fn end_to_end(c: &mut Criterion) {
         );
     });
 
+    // `ZOHO_BENCH_COUNT=<variant>:<n>`: 1,000 warm-up requests then `n` requests over 16
+    // connections through one variant, and no criterion run; for counting instructions (client
+    // and server together) under `valgrind --tool=callgrind`, as for `hot_path`.
+    if let Ok(spec) = std::env::var("ZOHO_BENCH_COUNT") {
+        let (name, n) = spec
+            .split_once(':')
+            .expect("ZOHO_BENCH_COUNT=<variant>:<requests>");
+        let n: u64 = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
+        runtime.block_on(async {
+            for n in [1_000, n] {
+                let time = match name {
+                    "bare" => drive(&bare, &uri, 16, n).await,
+                    "add_authorization" => drive(&floor, &uri, 16, n).await,
+                    "zoho_auth" => drive(&zoho_auth, &uri, 16, n).await,
+                    _ => panic!("ZOHO_BENCH_COUNT: no variant {name:?}"),
+                };
+                eprintln!("{name}: {n} requests in {time:?}");
+            }
+        });
+        return;
+    }
+
     let mut group = c.benchmark_group("end_to_end");
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));

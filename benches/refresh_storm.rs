@@ -11,11 +11,12 @@
 //! - `lock_across_refresh`: one async mutex held across the check and the refresh, so requests
 //!   queue behind it one at a time (golang/oauth2 `reuseTokenSource`; the Zoho CRM Python SDK's
 //!   `OAuthToken.authenticate` under `with OAuthToken.lock:`).
-//! - `no_single_flight`: what Zoho's official SDKs did without that lock (the Zoho CRM Python
-//!   SDK's `OAuthToken.authenticate`, `zcrmsdk/src/com/zoho/api/authenticator/oauth_token.py`, in
-//!   its early releases): every request that finds the stored token within the margin of its
-//!   expiry calls the token endpoint itself (here with `AccountsClient::refresh`) and stores
-//!   what it gets.
+//! - `no_single_flight`: no coordination at all. Every request that finds the stored token within
+//!   the margin of its expiry calls the token endpoint itself (here with
+//!   `AccountsClient::refresh`) and stores what it gets: the check-and-refresh of the Zoho CRM
+//!   Python SDK's `OAuthToken.authenticate` (`zcrmsdk/src/com/zoho/api/authenticator/
+//!   oauth_token.py`) without the class-wide lock the released SDK takes around it (copies of
+//!   that code without the lock exist too).
 //!
 //! Each storm uses a fresh refresh token (the simulator rate-limits per refresh token) and a fresh
 //! cache: one token request warms it, the benchmark sleeps (untimed) until Zoho's stated expiry
