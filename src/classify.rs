@@ -109,16 +109,6 @@ impl Rule {
         self
     }
 
-    fn applies_to_host(&self, host: Option<&str>) -> bool {
-        match (&self.host_prefix, host) {
-            (None, _) => true,
-            (Some(prefix), Some(host)) => host
-                .get(..prefix.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(prefix)),
-            (Some(_), None) => false,
-        }
-    }
-
     fn matches(&self, status: StatusCode, body: &[u8], json: &mut Option<Option<Value>>) -> bool {
         if !self.statuses.contains(&status) {
             return false;
@@ -143,16 +133,20 @@ impl Rule {
 pub struct Classifier {
     rules: Arc<[Rule]>,
     /// For each status some rule names, the rules that name it: the response path's test.
-    by_status: Arc<[(StatusCode, u128)]>,
+    by_status: Arc<[(StatusCode, u64)]>,
+    /// The rules for every host, and the host prefixes of the others with their bits: the
+    /// request path's test, which then compares only the few prefixes.
+    any_host: u64,
+    by_prefix: Arc<[(String, u64)]>,
 }
 
 /// Which rules apply to one request's host: bit `i` stands for rule `i`. Computed once per request
 /// so the response path tests a bit instead of comparing hosts again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RuleMask(u128);
+pub(crate) struct RuleMask(u64);
 
 /// At most this many rules: one bit each in a [`RuleMask`].
-const MAX_RULES: usize = 128;
+const MAX_RULES: usize = 64;
 
 impl Classifier {
     /// No rules: nothing is a token error.
@@ -165,7 +159,9 @@ impl Classifier {
             rules.len() <= MAX_RULES,
             "a Classifier holds at most {MAX_RULES} rules"
         );
-        let mut by_status: Vec<(StatusCode, u128)> = Vec::new();
+        let mut by_status: Vec<(StatusCode, u64)> = Vec::new();
+        let mut any_host = 0;
+        let mut by_prefix = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             for &status in &rule.statuses {
                 match by_status.iter_mut().find(|(named, _)| *named == status) {
@@ -173,10 +169,16 @@ impl Classifier {
                     None => by_status.push((status, 1 << i)),
                 }
             }
+            match &rule.host_prefix {
+                None => any_host |= 1 << i,
+                Some(prefix) => by_prefix.push((prefix.clone(), 1 << i)),
+            }
         }
         Self {
             rules: rules.into(),
             by_status: by_status.into(),
+            any_host,
+            by_prefix: by_prefix.into(),
         }
     }
 
@@ -227,13 +229,16 @@ impl Classifier {
         self.matches(self.mask_for(host), status, body)
     }
 
+    /// The rules for a request to `host` (`None`: no host, so only the rules for every host).
     pub(crate) fn mask_for(&self, host: Option<&str>) -> RuleMask {
         RuleMask(
-            self.rules
+            self.by_prefix
                 .iter()
-                .enumerate()
-                .filter(|(_, rule)| rule.applies_to_host(host))
-                .fold(0, |mask, (i, _)| mask | 1 << i),
+                .filter(|(prefix, _)| {
+                    host.and_then(|host| host.get(..prefix.len()))
+                        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+                })
+                .fold(self.any_host, |mask, (_, bit)| mask | bit),
         )
     }
 

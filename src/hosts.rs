@@ -48,8 +48,77 @@ impl HostPattern {
         Some(Self { host, port })
     }
 
-    fn matches(&self, host: &str, port: u16) -> bool {
-        host.eq_ignore_ascii_case(&self.host) && self.port.is_none_or(|p| p == port)
+    /// Whether an `https` request to `authority` goes exactly to this host on its default port:
+    /// a comparison of bytes, for the common case.
+    fn is_https_authority(&self, authority: &str) -> bool {
+        authority.as_bytes() == self.host.as_bytes() && self.port.is_none_or(|port| port == 443)
+    }
+
+    /// Whether `target` is this host, and on this port when the pattern names one.
+    fn matches(&self, target: &Target<'_>) -> bool {
+        target.host.eq_ignore_ascii_case(&self.host)
+            && self.port.is_none_or(|port| target.port() == Some(port))
+    }
+}
+
+/// Where a request goes, read once from its URI: the host as [`Uri::host`] gives it (IPv6 in
+/// brackets) without a trailing dot, the port as written, and whether the scheme is `https`.
+///
+/// Reading the authority's bytes directly, rather than through `Uri::host` and `Uri::port_u16`,
+/// is most of what keeps the layer's per-request cost near a static header's: those searched
+/// the authority four times with `char` patterns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target<'a> {
+    host: &'a str,
+    port: Option<&'a str>,
+    secure: bool,
+}
+
+impl<'a> Target<'a> {
+    /// The target of an absolute `http` or `https` URI; `None` for anything else, which never
+    /// carries the token.
+    pub(crate) fn of(uri: &'a Uri) -> Option<Self> {
+        let secure = match uri.scheme_str()? {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let authority = uri.authority()?.as_str();
+        let bytes = authority.as_bytes();
+        // Most authorities are a bare host: one scan finds none of `:`, `]` (IPv6) and `@`
+        // (userinfo). A port is the text after a last `:`; the host starts after any `@`.
+        let after_at = |end: usize| {
+            bytes[..end]
+                .iter()
+                .rposition(|&b| b == b'@')
+                .map_or(0, |at| at + 1)
+        };
+        let (start, end) = match bytes.iter().rposition(|b| matches!(b, b':' | b']' | b'@')) {
+            None => (0, bytes.len()),
+            Some(at) if bytes[at] == b'@' => (at + 1, bytes.len()),
+            Some(colon) if bytes[colon] == b':' => (after_at(colon), colon),
+            Some(_) => (after_at(bytes.len()), bytes.len()),
+        };
+        let host = &authority[start..end];
+        let port = authority.get(end + 1..).filter(|port| !port.is_empty());
+        Some(Self {
+            host: host.strip_suffix('.').unwrap_or(host),
+            port,
+            secure,
+        })
+    }
+
+    /// The host, for rules that apply to some hosts only.
+    pub(crate) fn host(&self) -> &'a str {
+        self.host
+    }
+
+    /// The port: as written, else the scheme's. `None` if what is written is not a port.
+    fn port(&self) -> Option<u16> {
+        match self.port {
+            Some(port) => port.parse().ok(),
+            None => Some(if self.secure { 443 } else { 80 }),
+        }
     }
 }
 
@@ -61,24 +130,44 @@ pub(crate) struct HostPolicy {
 }
 
 impl HostPolicy {
-    /// Decides for one request. `api_domain` is the token's, if Zoho sent one.
-    pub(crate) fn verdict(&self, uri: &Uri, api_domain: Option<&HostPattern>) -> Verdict {
-        let Some(host) = uri.host() else {
+    /// Decides for a request to `uri`, and says where it goes. `api_domain` is the token's, if
+    /// Zoho sent one.
+    pub(crate) fn route<'u>(
+        &self,
+        uri: &'u Uri,
+        api_domain: Option<&HostPattern>,
+    ) -> (Verdict, Option<Target<'u>>) {
+        // The common case: an https request to exactly the api_domain's host or an allowed one,
+        // decided without taking the authority apart.
+        if let (Some("https"), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+            let authority = authority.as_str();
+            if api_domain
+                .into_iter()
+                .chain(&self.allow)
+                .any(|pattern| pattern.is_https_authority(authority))
+            {
+                let target = Target {
+                    host: authority,
+                    port: None,
+                    secure: true,
+                };
+                return (Verdict::Attach, Some(target));
+            }
+        }
+        let target = Target::of(uri);
+        (self.verdict(target.as_ref(), api_domain), target)
+    }
+
+    fn verdict(&self, target: Option<&Target<'_>>, api_domain: Option<&HostPattern>) -> Verdict {
+        let Some(target) = target else {
             return Verdict::PassThrough;
         };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let secure = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Verdict::PassThrough,
-        };
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let ours = api_domain.is_some_and(|p| p.matches(host, port))
-            || self.dc.is_some_and(|dc| dc.owns_host(host))
-            || self.allow.iter().any(|p| p.matches(host, port));
+        let ours = api_domain.is_some_and(|p| p.matches(target))
+            || self.dc.is_some_and(|dc| dc.owns_host(target.host))
+            || self.allow.iter().any(|p| p.matches(target));
         if !ours {
             Verdict::PassThrough
-        } else if secure || is_loopback_host(host) {
+        } else if target.secure || is_loopback_host(target.host) {
             Verdict::Attach
         } else {
             Verdict::Refuse
@@ -99,7 +188,8 @@ mod tests {
 
     fn verdict(policy: &HostPolicy, url: &str, api: Option<&str>) -> Verdict {
         let api = api.map(|a| HostPattern::parse(a).unwrap());
-        policy.verdict(&url.parse().unwrap(), api.as_ref())
+        let uri: Uri = url.parse().unwrap();
+        policy.route(&uri, api.as_ref()).0
     }
 
     #[test]
@@ -154,6 +244,36 @@ mod tests {
             verdict(&policy, "http://[::1]:8080/crm", Some("http://[::1]:8080")),
             Verdict::Attach
         );
+    }
+
+    #[test]
+    fn target_reads_host_and_port_like_uri_does() {
+        for url in [
+            "https://www.zohoapis.com/crm",
+            "https://www.zohoapis.com:8443/crm",
+            "http://user:secret@desk.zoho.eu:80/x",
+            "https://user@[::1]:9000/",
+            "https://[::1]/",
+            "https://www.zohoapis.com./crm",
+            "https://www.zohoapis.com:/crm",
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let target = Target::of(&uri).unwrap();
+            let host = uri.host().unwrap();
+            assert_eq!(
+                target.host(),
+                host.strip_suffix('.').unwrap_or(host),
+                "{url}"
+            );
+            let default = if url.starts_with("https") { 443 } else { 80 };
+            assert_eq!(
+                target.port(),
+                Some(uri.port_u16().unwrap_or(default)),
+                "{url}"
+            );
+        }
+        assert!(Target::of(&"/relative".parse().unwrap()).is_none());
+        assert!(Target::of(&"ftp://www.zohoapis.com/".parse().unwrap()).is_none());
     }
 
     #[test]

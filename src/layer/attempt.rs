@@ -12,11 +12,11 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody, ResponseBody};
-use super::service::{is_empty, needs_buffering};
 use super::Config;
+use crate::cache::CachedToken;
 use crate::classify::RuleMask;
 use crate::error::{Error, Kind};
-use crate::hosts::Verdict;
+use crate::hosts::Target;
 use crate::stats::Counters;
 
 /// The error for a request that would have sent the token over plain `http`.
@@ -110,6 +110,23 @@ impl Inspector {
     }
 }
 
+/// The token a request is to carry, and which token-error rules apply to the answer.
+pub(super) struct Credential {
+    header: HeaderValue,
+    generation: u64,
+    rules: RuleMask,
+}
+
+impl Credential {
+    pub(super) fn new(token: &CachedToken, target: Option<&Target<'_>>, config: &Config) -> Self {
+        Self {
+            header: token.header().clone(),
+            generation: token.generation(),
+            rules: config.classifier.mask_for(target.map(Target::host)),
+        }
+    }
+}
+
 /// One request that carried a token: enough to classify its response and, if the body allows,
 /// send it once more.
 pub(crate) struct Attempt<S, B> {
@@ -122,14 +139,14 @@ impl<S, B> Attempt<S, B> {
     fn new(
         config: &Arc<Config>,
         generation: u64,
-        host: Option<&str>,
+        rules: RuleMask,
         replay: Option<(Replay, S)>,
     ) -> Self {
         Self {
             inspector: Inspector {
                 config: config.clone(),
                 generation,
-                rules: config.classifier.mask_for(host),
+                rules,
             },
             replay,
             _body: PhantomData,
@@ -205,21 +222,23 @@ where
 pub(super) fn attach<S: Clone, B>(
     request: &mut Request<RequestBody<B>>,
     replay_body: Option<BufferedBody>,
-    header: HeaderValue,
-    generation: u64,
+    credential: Credential,
     inner: &S,
     config: &Arc<Config>,
 ) -> Attempt<S, B> {
     let replay = replay_body.map(|body| (Replay::capture(request, body), inner.clone()));
-    request.headers_mut().insert(AUTHORIZATION, header);
-    Attempt::new(config, generation, request.uri().host(), replay)
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, credential.header);
+    Attempt::new(config, credential.generation, credential.rules, replay)
 }
 
-/// The slow path: wait for a token, decide the host, buffer a replayable body, send, finish.
-pub(super) async fn send<S, B, R>(
+/// A request whose body must be read first to be replayable: buffer it, attach, send, finish.
+pub(super) async fn send_buffered<S, B, R>(
     mut inner: S,
     config: Arc<Config>,
     request: Request<B>,
+    credential: Credential,
 ) -> Result<Response<ResponseBody<R>>, BoxError>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
@@ -229,41 +248,12 @@ where
     R: Body,
     R::Error: Into<BoxError>,
 {
-    let token = config.cache.token().await?;
-    let token = token.cached();
-    match config.hosts.verdict(request.uri(), token.api_host()) {
-        Verdict::Attach => {}
-        Verdict::PassThrough => {
-            let response = inner
-                .call(request.map(RequestBody::stream))
-                .await
-                .map_err(Into::into)?;
-            return Ok(response.map(ResponseBody::inner));
-        }
-        Verdict::Refuse => return Err(insecure(request.uri()).into()),
-    }
-    let (mut request, replay_body) = if needs_buffering(&request, config.max_replay_body) {
-        let (parts, body) = request.into_parts();
-        let body = BufferedBody::read(body).await.map_err(|e| {
-            Error::new(Kind::Body, "reading the request body failed")
-                .with_source(BoxSource(e.into()))
-        })?;
-        (
-            Request::from_parts(parts, RequestBody::buffered(&body)),
-            Some(body),
-        )
-    } else {
-        let replay_body = is_empty(&request).then(BufferedBody::default);
-        (request.map(RequestBody::stream), replay_body)
-    };
-    let attempt = attach(
-        &mut request,
-        replay_body,
-        token.header().clone(),
-        token.generation(),
-        &inner,
-        &config,
-    );
+    let (parts, body) = request.into_parts();
+    let body = BufferedBody::read(body).await.map_err(|e| {
+        Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e.into()))
+    })?;
+    let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
+    let attempt = attach(&mut request, Some(body), credential, &inner, &config);
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await
 }

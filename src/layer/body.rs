@@ -30,11 +30,35 @@ pin_project! {
             #[pin]
             body: B,
         },
-        // A buffered copy, replayable at no cost.
+        // A buffered copy, replayable at no cost. Boxed, so that a streamed request is no bigger
+        // than its body: hyper-util moves requests many times on the way to the socket.
         Buffered {
-            data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            frames: Box<Frames>,
         },
+    }
+}
+
+/// Buffered frames still to be yielded: the data, then the trailers.
+#[derive(Debug, Default)]
+struct Frames {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Frames {
+    fn next(&mut self) -> Option<Frame<Bytes>> {
+        self.data
+            .take()
+            .map(Frame::data)
+            .or_else(|| self.trailers.take().map(Frame::trailers))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn len(&self) -> u64 {
+        self.data.as_ref().map_or(0, |d| d.len() as u64)
     }
 }
 
@@ -48,8 +72,10 @@ impl<B> RequestBody<B> {
     pub(crate) fn buffered(copy: &BufferedBody) -> Self {
         Self {
             kind: RequestKind::Buffered {
-                data: Some(copy.data.clone()).filter(|data| !data.is_empty()),
-                trailers: copy.trailers.as_deref().cloned(),
+                frames: Box::new(Frames {
+                    data: Some(copy.data.clone()).filter(|data| !data.is_empty()),
+                    trailers: copy.trailers.as_deref().cloned(),
+                }),
             },
         }
     }
@@ -77,25 +103,21 @@ where
             RequestKindProj::Stream { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map(frame_to_bytes))),
-            RequestKindProj::Buffered { data, trailers } => {
-                Poll::Ready(take_frame(data, trailers).map(Ok))
-            }
+            RequestKindProj::Buffered { frames } => Poll::Ready(frames.next().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             RequestKind::Stream { body } => body.is_end_stream(),
-            RequestKind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestKind::Buffered { frames } => frames.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RequestKind::Stream { body } => body.size_hint(),
-            RequestKind::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            RequestKind::Buffered { frames } => SizeHint::with_exact(frames.len()),
         }
     }
 }
@@ -141,23 +163,30 @@ pin_project! {
             #[pin]
             body: B,
         },
-        // Read (partly) by the layer; nothing is lost.
+        // Read (partly) by the layer; nothing is lost. Boxed like the request's copy: only error
+        // responses are read.
         Buffered {
-            data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
-            error: Option<BoxError>,
-            rest: Option<Pin<Box<B>>>,
+            read: Box<ReadAhead<B>>,
         },
     }
+}
+
+/// What the layer read of a response, and what it left.
+struct ReadAhead<B> {
+    frames: Frames,
+    /// The error the body ended with, yielded after the data.
+    error: Option<BoxError>,
+    /// The unread rest of a body longer than the read limit.
+    rest: Option<Pin<Box<B>>>,
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             ResponseKind::Inner { .. } => f.write_str("ResponseBody::Inner"),
-            ResponseKind::Buffered { data, .. } => f
+            ResponseKind::Buffered { read } => f
                 .debug_struct("ResponseBody::Buffered")
-                .field("buffered_bytes", &data.as_ref().map_or(0, Bytes::len))
+                .field("buffered_bytes", &read.frames.len())
                 .finish_non_exhaustive(),
         }
     }
@@ -173,12 +202,9 @@ impl<B> ResponseBody<B> {
     /// The bytes read, when the layer read the whole body.
     pub(crate) fn complete_bytes(&self) -> Option<&[u8]> {
         match &self.kind {
-            ResponseKind::Buffered {
-                data,
-                error: None,
-                rest: None,
-                ..
-            } => Some(data.as_deref().unwrap_or_default()),
+            ResponseKind::Buffered { read } if read.error.is_none() && read.rest.is_none() => {
+                Some(read.frames.data.as_deref().unwrap_or_default())
+            }
             _ => None,
         }
     }
@@ -211,10 +237,14 @@ where
         };
         Self {
             kind: ResponseKind::Buffered {
-                data: Some(data.freeze()).filter(|data| !data.is_empty()),
-                trailers,
-                error,
-                rest,
+                read: Box::new(ReadAhead {
+                    frames: Frames {
+                        data: Some(data.freeze()).filter(|data| !data.is_empty()),
+                        trailers,
+                    },
+                    error,
+                    rest,
+                }),
             },
         }
     }
@@ -236,26 +266,21 @@ where
             ResponseKindProj::Inner { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map(frame_to_bytes).map_err(Into::into))),
-            ResponseKindProj::Buffered {
-                data,
-                trailers,
-                error,
-                rest,
-            } => {
-                if let Some(frame) = take_frame(data, &mut None) {
-                    return Poll::Ready(Some(Ok(frame)));
+            ResponseKindProj::Buffered { read } => {
+                if let Some(data) = read.frames.data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                if let Some(body) = rest {
+                if let Some(body) = &mut read.rest {
                     let frame = ready!(body.as_mut().poll_frame(cx));
                     if frame.is_none() {
-                        *rest = None;
+                        read.rest = None;
                     }
                     return Poll::Ready(frame.map(|f| f.map(frame_to_bytes).map_err(Into::into)));
                 }
-                if let Some(error) = error.take() {
+                if let Some(error) = read.error.take() {
                     return Poll::Ready(Some(Err(error)));
                 }
-                Poll::Ready(take_frame(&mut None, trailers).map(Ok))
+                Poll::Ready(read.frames.next().map(Ok))
             }
         }
     }
@@ -263,16 +288,10 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Inner { body } => body.is_end_stream(),
-            ResponseKind::Buffered {
-                data,
-                trailers,
-                error,
-                rest,
-            } => {
-                data.is_none()
-                    && trailers.is_none()
-                    && error.is_none()
-                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            ResponseKind::Buffered { read } => {
+                read.frames.is_empty()
+                    && read.error.is_none()
+                    && read.rest.as_ref().is_none_or(|r| r.is_end_stream())
             }
         }
     }
@@ -280,9 +299,10 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResponseKind::Inner { body } => body.size_hint(),
-            ResponseKind::Buffered { data, rest, .. } => {
-                let buffered = data.as_ref().map_or(0, |d| d.len() as u64);
-                let rest = rest
+            ResponseKind::Buffered { read } => {
+                let buffered = read.frames.len();
+                let rest = read
+                    .rest
                     .as_ref()
                     .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
                 let mut hint = SizeHint::new();
@@ -298,11 +318,4 @@ where
 
 fn frame_to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
     frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
-}
-
-/// The next buffered frame: the data, then the trailers.
-fn take_frame(data: &mut Option<Bytes>, trailers: &mut Option<HeaderMap>) -> Option<Frame<Bytes>> {
-    data.take()
-        .map(Frame::data)
-        .or_else(|| trailers.take().map(Frame::trailers))
 }

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -11,15 +12,21 @@ use tower_service::Service;
 
 use super::attempt::Attempt;
 use super::body::{RequestBody, ResponseBody};
+use super::service::Plan;
+use super::Config;
+use crate::cache::Token;
 use crate::error::Error;
 
 type BoxFuture<R> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
 
+type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, Error>> + Send>>;
+
 pin_project! {
     /// The future of [`ZohoAuth`](super::ZohoAuth). With a cached token it is the inner service's
-    /// future plus a status check, neither boxed nor allocating; waiting for a token, buffering a
-    /// body and handling a token error run in a boxed continuation.
+    /// future plus a status check, neither boxed nor allocating. Without one it holds the request
+    /// and a small boxed wait for the token, then goes on as with a cached token; buffering a body
+    /// and handling a token error run in a boxed continuation.
     pub struct ResponseFuture<F, S, B, R> {
         #[pin]
         state: State<F, S, B, R>,
@@ -34,6 +41,11 @@ pin_project! {
             future: F,
             attempt: Option<Attempt<S, B>>,
         },
+        Waiting {
+            token: TokenFuture,
+            parked: Option<(Request<B>, S)>,
+            config: Arc<Config>,
+        },
         Slow {
             future: BoxFuture<R>,
         },
@@ -47,6 +59,18 @@ impl<F, S, B, R> ResponseFuture<F, S, B, R> {
     pub(super) fn direct(future: F, attempt: Option<Attempt<S, B>>) -> Self {
         Self {
             state: State::Direct { future, attempt },
+        }
+    }
+
+    /// Waits for a token, then sends `request` through `inner` (readied by `poll_ready`).
+    pub(super) fn waiting(request: Request<B>, inner: S, config: Arc<Config>) -> Self {
+        let cache = config.cache.clone();
+        Self {
+            state: State::Waiting {
+                token: Box::pin(async move { cache.token().await }),
+                parked: Some((request, inner)),
+                config,
+            },
         }
     }
 
@@ -69,14 +93,14 @@ impl<F, S, B, R> fmt::Debug for ResponseFuture<F, S, B, R> {
     }
 }
 
-impl<F, E, S, B, R> Future for ResponseFuture<F, S, B, R>
+impl<S, B, R> Future for ResponseFuture<S::Future, S, B, R>
 where
-    F: Future<Output = Result<Response<R>, E>>,
-    E: Into<BoxError>,
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
     R: Body + Send + 'static,
     R::Error: Into<BoxError>,
 {
@@ -87,12 +111,25 @@ where
             let next = match self.as_mut().project().state.project() {
                 StateProj::Direct { future, attempt } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    match attempt.take() {
-                        Some(attempt) if attempt.should_inspect(&response) => State::Slow {
-                            future: Box::pin(attempt.finish(response)),
+                    // Tested in place: the attempt is moved out only for the rare response read.
+                    match attempt {
+                        Some(inspect) if inspect.should_inspect(&response) => State::Slow {
+                            future: Box::pin(
+                                attempt.take().expect("matched Some").finish(response),
+                            ),
                         },
                         _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
                     }
+                }
+                StateProj::Waiting {
+                    token,
+                    parked,
+                    config,
+                } => {
+                    let token = ready!(token.as_mut().poll(cx))?;
+                    let (request, mut inner) = parked.take().expect("parked until the token came");
+                    let plan = Plan::new(Some(token.cached()), true, request.uri(), config);
+                    plan.start(request, &mut inner, config).state
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {

@@ -1,16 +1,16 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt;
+use super::attempt::{self, Credential};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::{Config, ZohoAuthLayer};
-use crate::cache::TokenCache;
+use crate::cache::{CachedToken, TokenCache};
 use crate::hosts::Verdict;
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
@@ -21,18 +21,83 @@ pub struct ZohoAuth<S> {
 }
 
 /// What to do with one request, decided from the cached token without waiting.
-enum Plan {
+pub(super) enum Plan {
     /// Not a host of the token: forward untouched.
     Pass,
     /// A Zoho host over plain `http`: refuse.
     Refuse,
     /// A usable token for a Zoho host.
-    Attach {
-        header: HeaderValue,
-        generation: u64,
-    },
-    /// No usable token yet (or a body to buffer): take the slow path.
+    Attach(Credential),
+    /// No usable token yet: wait for one, then decide.
     Wait,
+}
+
+impl Plan {
+    /// Decides for a request to `uri` given the current token, if any, and whether it is usable.
+    pub(super) fn new(
+        token: Option<&CachedToken>,
+        usable: bool,
+        uri: &http::Uri,
+        config: &Config,
+    ) -> Self {
+        let (verdict, target) = config.hosts.route(uri, token.and_then(|t| t.api_host()));
+        match (token, verdict, usable) {
+            (_, Verdict::Refuse, _) => Plan::Refuse,
+            (Some(_), Verdict::PassThrough, _) => Plan::Pass,
+            (Some(token), Verdict::Attach, true) => {
+                Plan::Attach(Credential::new(token, target.as_ref(), config))
+            }
+            // Before the first token its api_domain is unknown, so the request waits to decide.
+            _ => Plan::Wait,
+        }
+    }
+
+    /// Carries the plan out: sends the request through `inner` now when it can, else returns
+    /// the future that waits for a token or buffers the body first.
+    pub(super) fn start<S, B, R>(
+        self,
+        request: Request<B>,
+        inner: &mut S,
+        config: &Arc<Config>,
+    ) -> ResponseFuture<S::Future, S, B, R>
+    where
+        S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        R: Body + Send + 'static,
+        R::Error: Into<BoxError>,
+    {
+        match self {
+            Plan::Pass => {
+                ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None)
+            }
+            Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
+            Plan::Attach(credential) if needs_buffering(&request, config.max_replay_body) => {
+                let send =
+                    attempt::send_buffered(take_ready(inner), config.clone(), request, credential);
+                ResponseFuture::slow(Box::pin(send))
+            }
+            Plan::Attach(credential) => {
+                // Sent now, through the service `poll_ready` readied; a clone of it is kept only
+                // to replay the request after a token error.
+                let replay_body = is_empty(&request).then(BufferedBody::default);
+                let mut request = request.map(RequestBody::stream);
+                let attempt = attempt::attach(&mut request, replay_body, credential, inner, config);
+                ResponseFuture::direct(inner.call(request), Some(attempt))
+            }
+            Plan::Wait => ResponseFuture::waiting(request, take_ready(inner), config.clone()),
+        }
+    }
+}
+
+/// For a request sent later: the readied service goes with it, and a fresh clone stays behind
+/// for the next `poll_ready`.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 impl<S> ZohoAuth<S> {
@@ -90,49 +155,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The ready service goes with this request; a fresh clone waits for the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
-        let plan = config.cache.lookup(|token, usable| {
-            let verdict = config
-                .hosts
-                .verdict(request.uri(), token.and_then(|t| t.api_host()));
-            match (token, verdict, usable) {
-                (_, Verdict::Refuse, _) => Plan::Refuse,
-                (Some(_), Verdict::PassThrough, _) => Plan::Pass,
-                (Some(token), Verdict::Attach, true) => Plan::Attach {
-                    header: token.header().clone(),
-                    generation: token.generation(),
-                },
-                // Before the first token its api_domain is unknown, so the slow path decides.
-                _ => Plan::Wait,
-            }
-        });
-        match plan {
-            Plan::Pass => {
-                ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None)
-            }
-            Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
-            Plan::Attach { header, generation }
-                if !needs_buffering(&request, config.max_replay_body) =>
-            {
-                let replay_body = is_empty(&request).then(BufferedBody::default);
-                let mut request = request.map(RequestBody::stream);
-                let attempt = attempt::attach(
-                    &mut request,
-                    replay_body,
-                    header,
-                    generation,
-                    &inner,
-                    config,
-                );
-                ResponseFuture::direct(inner.call(request), Some(attempt))
-            }
-            Plan::Attach { .. } | Plan::Wait => {
-                ResponseFuture::slow(Box::pin(attempt::send(inner, config.clone(), request)))
-            }
-        }
+        let plan = config
+            .cache
+            .lookup(|token, usable| Plan::new(token, usable, request.uri(), config));
+        plan.start(request, &mut self.inner, config)
     }
 }
 
