@@ -29,6 +29,10 @@ pub(crate) enum Verdict {
 pub(crate) struct HostPattern {
     host: String,
     port: Option<u16>,
+    /// `host:port` when a port is named: how a request's authority spells it.
+    host_port: Option<String>,
+    /// Plain `http` may carry the token here.
+    loopback: bool,
 }
 
 impl HostPattern {
@@ -45,13 +49,24 @@ impl HostPattern {
             Some(("http", _)) => Some(80),
             _ => None,
         });
-        Some(Self { host, port })
+        Some(Self {
+            host_port: port.map(|port| format!("{host}:{port}")),
+            loopback: is_loopback_host(&host),
+            host,
+            port,
+        })
     }
 
-    /// Whether an `https` request to `authority` goes exactly to this host on its default port:
-    /// a comparison of bytes, for the common case.
-    fn is_https_authority(&self, authority: &str) -> bool {
-        authority.as_bytes() == self.host.as_bytes() && self.port.is_none_or(|port| port == 443)
+    /// Whether a request to `authority` goes to this host and port, spelt exactly as the pattern
+    /// is: a comparison of bytes, for the common case.
+    fn is_authority(&self, authority: &str, secure: bool) -> bool {
+        let default_port = if secure { 443 } else { 80 };
+        (authority.as_bytes() == self.host.as_bytes()
+            && self.port.is_none_or(|port| port == default_port))
+            || self
+                .host_port
+                .as_ref()
+                .is_some_and(|spelt| spelt.as_bytes() == authority.as_bytes())
     }
 
     /// Whether `target` is this host, and on this port when the pattern names one.
@@ -137,21 +152,23 @@ impl HostPolicy {
         uri: &'u Uri,
         api_domain: Option<&HostPattern>,
     ) -> (Verdict, Option<Target<'u>>) {
-        // The common case: an https request to exactly the api_domain's host or an allowed one,
+        // The common case: a request to exactly the api_domain's host or an allowed one,
         // decided without taking the authority apart.
-        if let (Some("https"), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+        if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
             let authority = authority.as_str();
-            if api_domain
-                .into_iter()
-                .chain(&self.allow)
-                .any(|pattern| pattern.is_https_authority(authority))
-            {
-                let target = Target {
-                    host: authority,
-                    port: None,
-                    secure: true,
+            let secure = scheme == "https";
+            if let Some(pattern) = api_domain.into_iter().chain(&self.allow).find(|pattern| {
+                (secure || scheme == "http") && pattern.is_authority(authority, secure)
+            }) {
+                // The authority is the host, or the host, a colon and the port.
+                let (host, port) = authority.split_at(pattern.host.len());
+                let port = port.get(1..);
+                let verdict = if secure || pattern.loopback {
+                    Verdict::Attach
+                } else {
+                    Verdict::Refuse
                 };
-                return (Verdict::Attach, Some(target));
+                return (verdict, Some(Target { host, port, secure }));
             }
         }
         let target = Target::of(uri);
@@ -274,6 +291,47 @@ mod tests {
         }
         assert!(Target::of(&"/relative".parse().unwrap()).is_none());
         assert!(Target::of(&"ftp://www.zohoapis.com/".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_exact_spelling_shortcut_agrees_with_the_general_path() {
+        let policy = HostPolicy {
+            dc: Some(DataCenter::Us),
+            allow: [
+                "proxy.internal",
+                "https://gw.example.com:8443",
+                "127.0.0.1:9000",
+            ]
+            .into_iter()
+            .map(|p| HostPattern::parse(p).unwrap())
+            .collect(),
+        };
+        let api = HostPattern::parse("https://www.zohoapis.com").unwrap();
+        for url in [
+            "https://www.zohoapis.com/crm",
+            "http://www.zohoapis.com/crm",
+            "https://www.zohoapis.com:443/crm",
+            "https://WWW.zohoapis.com/crm",
+            "https://proxy.internal/x",
+            "http://proxy.internal/x",
+            "https://gw.example.com:8443/x",
+            "https://gw.example.com/x",
+            "http://127.0.0.1:9000/x",
+            "http://127.0.0.1:9001/x",
+            "https://cdn.example.com/x",
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            let (verdict, target) = policy.route(&uri, Some(&api));
+            let general = Target::of(&uri);
+            assert_eq!(
+                verdict,
+                policy.verdict(general.as_ref(), Some(&api)),
+                "{url}"
+            );
+            let parts =
+                |t: Option<Target<'_>>| t.map(|t| (t.host().to_owned(), t.port(), t.secure));
+            assert_eq!(parts(target), parts(general), "{url}");
+        }
     }
 
     #[test]
