@@ -41,6 +41,7 @@ struct Replay {
 }
 
 impl Replay {
+    #[inline]
     fn capture<B>(request: &Request<B>, body: BufferedBody) -> Self {
         Self {
             method: request.method().clone(),
@@ -136,6 +137,7 @@ pub(crate) struct Attempt<S, B> {
 }
 
 impl<S, B> Attempt<S, B> {
+    #[inline]
     fn new(
         config: &Arc<Config>,
         generation: u64,
@@ -219,6 +221,7 @@ where
 /// body is known (`replay_body`) — what sending it again needs.
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
+#[inline]
 pub(super) fn attach<S: Clone, B>(
     request: &mut Request<RequestBody<B>>,
     replay_body: Option<BufferedBody>,

@@ -56,6 +56,7 @@ pin_project! {
 }
 
 impl<F, S, B, R> ResponseFuture<F, S, B, R> {
+    #[inline]
     pub(super) fn direct(future: F, attempt: Option<Attempt<S, B>>) -> Self {
         Self {
             state: State::Direct { future, attempt },

@@ -34,6 +34,7 @@ pub(super) enum Plan {
 
 impl Plan {
     /// Decides for a request to `uri` given the current token, if any, and whether it is usable.
+    #[inline]
     pub(super) fn new(
         token: Option<&CachedToken>,
         usable: bool,
@@ -54,6 +55,7 @@ impl Plan {
 
     /// Carries the plan out: sends the request through `inner` now when it can, else returns
     /// the future that waits for a token or buffers the body first.
+    #[inline]
     pub(super) fn start<S, B, R>(
         self,
         request: Request<B>,
