@@ -36,6 +36,7 @@
 //! ```
 
 mod budget;
+mod flight;
 mod refresh;
 
 use std::fmt;
@@ -45,10 +46,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::budget::Budget;
+use self::flight::Flight;
 use self::refresh::Obtained;
 use crate::accounts::AccountsClient;
 use crate::dc::DataCenter;
@@ -106,8 +107,6 @@ enum Grant {
 
 /// The result every waiter of one refresh receives.
 type Outcome = Result<Token, Error>;
-/// A refresh in progress: `None` until it settles.
-type Flight = watch::Receiver<Option<Outcome>>;
 
 struct State {
     grant: Grant,
@@ -657,13 +656,10 @@ impl TokenCache {
         self.start_flight(&mut state).map(Join::Wait)
     }
 
-    async fn wait(&self, mut flight: Flight) -> Result<Token, Error> {
+    async fn wait(&self, flight: Flight) -> Result<Token, Error> {
         let max_wait = self.shared.config.max_wait;
-        match tokio::time::timeout(max_wait, flight.wait_for(Option::is_some)).await {
-            Ok(Ok(outcome)) => outcome.clone().expect("waited for Some"),
-            Ok(Err(_)) => Err(Error::transient(
-                "the Zoho token refresh was cancelled (runtime shutting down?)",
-            )),
+        match tokio::time::timeout(max_wait, flight.outcome()).await {
+            Ok(outcome) => outcome,
             Err(_) => Err(Error::new(
                 Kind::Timeout,
                 format!("waited {}s for a Zoho access token", max_wait.as_secs_f32()),
@@ -674,13 +670,13 @@ impl TokenCache {
     fn start_flight(&self, state: &mut State) -> Result<Flight, Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("refreshing a Zoho token needs a Tokio runtime"))?;
-        let (sender, flight) = watch::channel(None);
+        let flight = Flight::new();
         state.flight = Some(flight.clone());
         let guard = FlightGuard {
             cache: self.clone(),
             own: flight.clone(),
         };
-        runtime.spawn(guard.fly(self.shared.current.load_full(), sender));
+        runtime.spawn(guard.fly(self.shared.current.load_full()));
         Ok(flight)
     }
 
@@ -776,7 +772,7 @@ fn jitter(base: Duration, low: f64, high: f64) -> Duration {
 }
 
 /// Owns one refresh. Dropped without settling (the runtime shut down mid-refresh), it clears the
-/// flight so the cache is not left waiting on it forever.
+/// flight so the cache is not left waiting on it forever, and tells its waiters.
 struct FlightGuard {
     cache: TokenCache,
     own: Flight,
@@ -784,22 +780,23 @@ struct FlightGuard {
 
 impl FlightGuard {
     /// Replaces `current` (the token the cache held when the flight started).
-    async fn fly(self, current: Option<Arc<CachedToken>>, sender: watch::Sender<Option<Outcome>>) {
+    async fn fly(self, current: Option<Arc<CachedToken>>) {
         let result = self.cache.obtain(current.as_deref()).await;
         let outcome = self.cache.settle(result);
-        sender.send_replace(Some(outcome));
+        self.own.land(outcome);
     }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         let mut state = self.cache.lock();
-        if state
-            .flight
-            .as_ref()
-            .is_some_and(|f| f.same_channel(&self.own))
-        {
+        if state.flight.as_ref().is_some_and(|f| f.same(&self.own)) {
             state.flight = None;
         }
+        drop(state);
+        // No-op after `fly` landed the flight.
+        self.own.land(Err(Error::transient(
+            "the Zoho token refresh was cancelled (runtime shutting down?)",
+        )));
     }
 }
