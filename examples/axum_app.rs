@@ -27,6 +27,8 @@
 //!
 //! It prints `listening on http://HOST:PORT` once it accepts connections.
 
+mod common;
+
 use html_escape::encode_quoted_attribute as escape;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -91,14 +93,7 @@ struct Inner {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "zoho_auth=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    common::init_logging();
     let args = Args::parse();
 
     // Bound first: with port 0 the redirect URI needs the port the system chose.

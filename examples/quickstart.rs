@@ -17,6 +17,8 @@
 //! The last line is machine-readable:
 //! `summary: requests=N ok=N failed=N token_requests=N replays=N p50_ms=X p99_ms=Y`
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,14 +86,7 @@ struct Tally {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "zoho_auth=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    common::init_logging();
     let args = Args::parse();
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());

@@ -2,6 +2,8 @@
 //! small recording servers: every grant, revoke, Zoho's error dialect (errors at HTTP 200,
 //! localized throttling at 200 and 400), transient failures, timeouts, and how secrets travel.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,6 +25,8 @@ use zoho_auth::accounts::{AccountsClient, TokenResponse};
 use zoho_auth::sim::{Fault, Language, Simulator, SimulatorBuilder};
 use zoho_auth::{Accounts, ClientId, ClientSecret, Error, GrantCode, RefreshToken};
 
+use common::accounts_client;
+
 const REDIRECT_URI: &str = "https://app.example.com/zoho/callback";
 const CRM_SCOPES: &[&str] = &["ZohoCRM.modules.ALL", "ZohoCRM.users.READ"];
 const SOID: &str = "ZohoCRM.600012345";
@@ -33,15 +37,6 @@ const FAST: Duration = Duration::from_secs(3);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn client_for(sim: &Simulator) -> AccountsClient {
-    AccountsClient::new(
-        Accounts::custom(&sim.url()).expect("the simulator URL is a loopback http URL"),
-        sim.client_id(),
-        sim.client_secret(),
-    )
-    .expect("client builds")
-}
 
 async fn start(builder: SimulatorBuilder) -> Simulator {
     builder.start().await.expect("simulator starts")
@@ -99,14 +94,6 @@ fn assert_throttled(err: &Error, status: StatusCode, language: Language, what: &
         _ => "Access Denied",
     };
     assert_eq!(err.zoho_code(), Some(code), "{what}: {err:?}");
-}
-
-/// A port on 127.0.0.1 that nobody listens on (it was free a moment ago).
-fn refused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    port
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,7 +258,7 @@ fn answer(reply: &Reply, path: &str) -> Response<BoxBody<Bytes, Infallible>> {
 async fn refresh_returns_a_live_token_without_refresh_token_at_the_simulators_api_domain() {
     let lifetime = Duration::from_secs(1800);
     let sim = start(Simulator::builder().token_lifetime(lifetime)).await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let refresh = sim.mint_refresh_token(CRM_SCOPES);
 
     let token = client.refresh(&refresh).await.expect("refresh succeeds");
@@ -302,7 +289,7 @@ async fn refresh_returns_a_live_token_without_refresh_token_at_the_simulators_ap
 #[tokio::test]
 async fn default_lifetime_is_reported_as_3600_seconds() {
     let sim = sim().await;
-    let token = client_for(&sim)
+    let token = accounts_client(&sim)
         .refresh(&sim.mint_refresh_token(&[]))
         .await
         .expect("refresh succeeds");
@@ -313,7 +300,7 @@ async fn default_lifetime_is_reported_as_3600_seconds() {
 async fn legacy_answer_shape_means_seconds_never_milliseconds() {
     // Every answer in the legacy shape (`expires_in_sec` + `expires_in` in ms).
     let sim = start(Simulator::builder().legacy_expires(true)).await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let token = client
         .refresh(&sim.mint_refresh_token(&[]))
         .await
@@ -331,7 +318,7 @@ async fn legacy_answer_shape_means_seconds_never_milliseconds() {
             .token_lifetime(Duration::from_secs(1200)),
     )
     .await;
-    let token = client_for(&sim)
+    let token = accounts_client(&sim)
         .refresh(&sim.mint_refresh_token(&[]))
         .await
         .expect("refresh");
@@ -339,7 +326,7 @@ async fn legacy_answer_shape_means_seconds_never_milliseconds() {
 
     // One answer in the legacy shape, by fault injection.
     let sim = sim_with_fault(Fault::LegacyExpires).await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let token = client
         .refresh(&sim.mint_refresh_token(&[]))
         .await
@@ -368,7 +355,7 @@ async fn sim_with_fault(fault: Fault) -> Simulator {
 #[tokio::test]
 async fn offline_code_yields_a_refresh_token_that_then_refreshes() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let code = sim.issue_grant_code(CRM_SCOPES, true, Some(REDIRECT_URI));
 
     let exchanged = client
@@ -399,7 +386,7 @@ async fn offline_code_yields_a_refresh_token_that_then_refreshes() {
 async fn self_client_code_without_redirect_uri_exchanges() {
     let sim = sim().await;
     let code = sim.issue_grant_code(&[], true, None);
-    let exchanged = client_for(&sim)
+    let exchanged = accounts_client(&sim)
         .exchange_code(&code, None)
         .await
         .expect("exchange");
@@ -410,7 +397,7 @@ async fn self_client_code_without_redirect_uri_exchanges() {
 async fn online_code_yields_no_refresh_token() {
     let sim = sim().await;
     let code = sim.issue_grant_code(CRM_SCOPES, false, Some(REDIRECT_URI));
-    let exchanged = client_for(&sim)
+    let exchanged = accounts_client(&sim)
         .exchange_code(&code, Some(REDIRECT_URI))
         .await
         .expect("exchange succeeds");
@@ -424,7 +411,7 @@ async fn online_code_yields_no_refresh_token() {
 #[tokio::test]
 async fn a_grant_code_is_one_time() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let code = sim.issue_grant_code(&[], true, Some(REDIRECT_URI));
     client
         .exchange_code(&code, Some(REDIRECT_URI))
@@ -452,7 +439,7 @@ async fn a_grant_code_is_one_time() {
 #[tokio::test]
 async fn redirect_uri_mismatch_is_a_permanent_invalid_redirect_uri() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let code = sim.issue_grant_code(&[], true, Some(REDIRECT_URI));
 
     for (wrong, what) in [
@@ -486,7 +473,7 @@ async fn an_expired_grant_code_is_an_invalid_grant() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let err = expect_err(
-        client_for(&sim).exchange_code(&code, None).await,
+        accounts_client(&sim).exchange_code(&code, None).await,
         "expired code",
     );
     assert!(err.is_invalid_grant(), "{err:?}");
@@ -501,7 +488,7 @@ async fn an_expired_grant_code_is_an_invalid_grant() {
 #[tokio::test]
 async fn client_credentials_with_soid_mints_a_token() {
     let sim = sim().await;
-    let token = client_for(&sim)
+    let token = accounts_client(&sim)
         .client_credentials(CRM_SCOPES, SOID)
         .await
         .expect("client credentials succeed");
@@ -515,7 +502,7 @@ async fn client_credentials_with_soid_mints_a_token() {
 #[tokio::test]
 async fn client_credentials_without_a_valid_soid_is_missing_org_info() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     for soid in ["", "ZohoCRM", "ZohoCRM.", "600012345"] {
         let err = expect_err(client.client_credentials(CRM_SCOPES, soid).await, soid);
         assert!(err.is_permanent(), "soid {soid:?}: {err:?}");
@@ -535,7 +522,7 @@ async fn client_credentials_without_a_valid_soid_is_missing_org_info() {
 #[tokio::test]
 async fn revoke_kills_the_refresh_token_and_its_access_tokens() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let refresh = sim.mint_refresh_token(&[]);
     let first = client.refresh(&refresh).await.expect("refresh");
     let second = client.refresh(&refresh).await.expect("refresh");
@@ -563,23 +550,28 @@ async fn revoke_kills_the_refresh_token_and_its_access_tokens() {
 // Zoho's errors at HTTP 200
 // ---------------------------------------------------------------------------------------------
 
+/// A refresh at `home` by a client with `client_id` and `secret` is refused with Zoho's permanent
+/// `code` at HTTP 200.
+async fn assert_wrong_client(
+    home: &Simulator,
+    client_id: ClientId,
+    secret: ClientSecret,
+    code: &str,
+) {
+    let client =
+        AccountsClient::new(Accounts::custom(&home.url()).unwrap(), client_id, secret).unwrap();
+    let err = expect_err(client.refresh(&home.mint_refresh_token(&[])).await, code);
+    assert!(err.is_invalid_client(), "{err:?}");
+    assert!(err.is_permanent(), "{err:?}");
+    assert_eq!(err.zoho_code(), Some(code));
+    assert_eq!(err.status(), Some(StatusCode::OK));
+}
+
 #[tokio::test]
 async fn wrong_client_id_is_invalid_client() {
     let sim = sim().await;
-    let client = AccountsClient::new(
-        Accounts::custom(&sim.url()).unwrap(),
-        ClientId::new("1000.NOTREGISTERED"),
-        sim.client_secret(),
-    )
-    .unwrap();
-    let err = expect_err(
-        client.refresh(&sim.mint_refresh_token(&[])).await,
-        "wrong id",
-    );
-    assert!(err.is_invalid_client(), "{err:?}");
-    assert!(err.is_permanent(), "{err:?}");
-    assert_eq!(err.zoho_code(), Some("invalid_client"));
-    assert_eq!(err.status(), Some(StatusCode::OK));
+    let id = ClientId::new("1000.NOTREGISTERED");
+    assert_wrong_client(&sim, id, sim.client_secret(), "invalid_client").await;
 }
 
 #[tokio::test]
@@ -587,44 +579,22 @@ async fn a_client_of_another_simulator_is_invalid_client_as_at_the_wrong_dc() {
     let home = sim().await;
     let elsewhere = sim().await;
     // Right URL, but the id and secret registered at another "data centre".
-    let client = AccountsClient::new(
-        Accounts::custom(&home.url()).unwrap(),
-        elsewhere.client_id(),
-        elsewhere.client_secret(),
-    )
-    .unwrap();
-    let err = expect_err(
-        client.refresh(&home.mint_refresh_token(&[])).await,
-        "other DC",
-    );
-    assert!(err.is_invalid_client(), "{err:?}");
-    assert_eq!(err.zoho_code(), Some("invalid_client"));
+    let (id, secret) = (elsewhere.client_id(), elsewhere.client_secret());
+    assert_wrong_client(&home, id, secret, "invalid_client").await;
 }
 
 #[tokio::test]
 async fn wrong_client_secret_is_invalid_client_secret() {
     let sim = sim().await;
-    let client = AccountsClient::new(
-        Accounts::custom(&sim.url()).unwrap(),
-        sim.client_id(),
-        ClientSecret::new("not-the-secret"),
-    )
-    .unwrap();
-    let err = expect_err(
-        client.refresh(&sim.mint_refresh_token(&[])).await,
-        "wrong secret",
-    );
-    assert!(err.is_invalid_client(), "{err:?}");
-    assert!(err.is_permanent(), "{err:?}");
-    assert_eq!(err.zoho_code(), Some("invalid_client_secret"));
-    assert_eq!(err.status(), Some(StatusCode::OK));
+    let secret = ClientSecret::new("not-the-secret");
+    assert_wrong_client(&sim, sim.client_id(), secret, "invalid_client_secret").await;
 }
 
 #[tokio::test]
 async fn unknown_refresh_token_is_invalid_grant() {
     let sim = sim().await;
     let err = expect_err(
-        client_for(&sim)
+        accounts_client(&sim)
             .refresh(&RefreshToken::new("1000.unknown.refresh"))
             .await,
         "unknown refresh token",
@@ -642,7 +612,7 @@ type Predicate = fn(&Error) -> bool;
 #[tokio::test]
 async fn injected_error_codes_map_to_their_kinds() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let refresh = sim.mint_refresh_token(&[]);
     let cases: [(&str, Predicate); 5] = [
         ("invalid_client", Error::is_invalid_client),
@@ -682,7 +652,7 @@ async fn exceeding_zohos_rate_limit_is_throttled_not_permanent() {
                 .throttle_language(language),
         )
         .await;
-        let client = client_for(&sim);
+        let client = accounts_client(&sim);
         let refresh = sim.mint_refresh_token(&[]);
         client
             .refresh(&refresh)
@@ -710,7 +680,7 @@ async fn injected_throttling_is_throttled_not_permanent() {
                 .throttle_language(language),
         )
         .await;
-        let client = client_for(&sim);
+        let client = accounts_client(&sim);
         let refresh = sim.mint_refresh_token(&[]);
         sim.inject(Fault::Throttle, 3);
 
@@ -735,7 +705,7 @@ async fn injected_throttling_is_throttled_not_permanent() {
 #[tokio::test]
 async fn server_errors_proxy_pages_and_broken_bodies_are_transient() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     let refresh = sim.mint_refresh_token(&[]);
     let faults = [
         Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
@@ -772,7 +742,7 @@ async fn server_errors_proxy_pages_and_broken_bodies_are_transient() {
 #[tokio::test]
 async fn every_call_reports_faults_as_transient() {
     let sim = sim().await;
-    let client = client_for(&sim);
+    let client = accounts_client(&sim);
     for fault in [
         Fault::Status(StatusCode::BAD_GATEWAY),
         Fault::Html,
@@ -795,7 +765,7 @@ async fn every_call_reports_faults_as_transient() {
 
 #[tokio::test]
 async fn connection_refused_is_transient() {
-    let url = format!("http://127.0.0.1:{}", refused_port());
+    let url = format!("http://127.0.0.1:{}", common::refused_port());
     let client = AccountsClient::new(
         Accounts::custom(&url).unwrap(),
         ClientId::new("1000.NOBODY"),

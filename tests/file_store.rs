@@ -201,7 +201,8 @@ struct ChildProcess {
 }
 
 impl ChildProcess {
-    fn spawn(role: &str, path: &Path) -> Self {
+    /// Spawns the child and waits (bounded) until its role is under way.
+    fn start(role: &str, path: &Path) -> Self {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
             .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
@@ -222,11 +223,13 @@ impl ChildProcess {
                 }
             }
         });
-        Self {
+        let child = Self {
             child,
             lines,
             role: role.to_owned(),
-        }
+        };
+        child.wait_ready();
+        child
     }
 
     /// Waits (bounded) for the child's ready line.
@@ -269,6 +272,23 @@ impl Drop for ChildProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Takes and releases `store`'s lock, which a child `who` held until it was killed: the kernel
+/// frees it within [`LOCK_FREED_TIMEOUT`].
+fn assert_lock_freed(rt: &tokio::runtime::Runtime, store: &FileStore, who: &str) {
+    let deadline = Instant::now() + LOCK_FREED_TIMEOUT;
+    let lock = loop {
+        if let Some(lock) = rt.block_on(store.try_lock()).expect("try_lock") {
+            break lock;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who}: the killed child's lock was not freed within {LOCK_FREED_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    rt.block_on(lock.release()).expect("release");
 }
 
 /// The child side: runs `role` on `path` until killed.
@@ -714,8 +734,7 @@ fn a_lock_held_by_a_killed_process_is_freed_by_the_kernel() {
     let store = FileStore::new(&path);
     let rt = runtime();
 
-    let child = ChildProcess::spawn("lock", &path);
-    child.wait_ready();
+    let child = ChildProcess::start("lock", &path);
     for _ in 0..3 {
         assert!(
             rt.block_on(store.try_lock()).expect("try_lock").is_none(),
@@ -723,19 +742,7 @@ fn a_lock_held_by_a_killed_process_is_freed_by_the_kernel() {
         );
     }
     child.kill();
-
-    let deadline = Instant::now() + LOCK_FREED_TIMEOUT;
-    let lock = loop {
-        if let Some(lock) = rt.block_on(store.try_lock()).expect("try_lock") {
-            break lock;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead child's lock was not freed within {LOCK_FREED_TIMEOUT:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    };
-    rt.block_on(lock.release()).expect("release");
+    assert_lock_freed(&rt, &store, "the lock holder");
 }
 
 #[test]
@@ -754,8 +761,7 @@ fn killing_a_writer_mid_save_never_loses_the_refresh_token() {
     let mut previous_token = String::new();
     let mut changed = 0;
     for round in 0..ROUNDS {
-        let child = ChildProcess::spawn("save", &path);
-        child.wait_ready();
+        let child = ChildProcess::start("save", &path);
         thread::sleep(Duration::from_micros(fastrand::u64(0..=30_000)));
         child.kill();
 
@@ -780,20 +786,7 @@ fn killing_a_writer_mid_save_never_loses_the_refresh_token() {
             changed += 1;
         }
         previous_token = token.to_owned();
-
-        // The kernel frees the dead writer's lock.
-        let deadline = Instant::now() + LOCK_FREED_TIMEOUT;
-        let lock = loop {
-            if let Some(lock) = rt.block_on(store.try_lock()).expect("try_lock") {
-                break lock;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the killed writer's lock was not freed"
-            );
-            thread::sleep(Duration::from_millis(5));
-        };
-        rt.block_on(lock.release()).expect("release");
+        assert_lock_freed(&rt, &store, &format!("round {round}: the writer"));
     }
     assert!(changed >= 2, "the writers' saves never landed ({changed})");
 

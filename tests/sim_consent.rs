@@ -1,5 +1,7 @@
 //! The simulator's consent flow behaves as zoho-wire.md §5 says Zoho's does.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use zoho_auth::sim::{Counters, Simulator, SimulatorBuilder};
 
+use common::{Reply, Zoho};
+
 const CALLBACK: &str = "https://app.example.com/callback";
 const SCOPES: &str = "ZohoCRM.modules.ALL,ZohoCRM.users.READ";
 /// 43 unreserved characters: the shortest verifier RFC 7636 allows.
@@ -18,41 +22,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 /// Changes to a valid authorization request: a `None` value removes the parameter.
 type Changes<'a> = &'a [(&'a str, Option<&'a str>)];
 
-/// One simulator plus a client that, like a test of a redirect, does not follow redirects.
-struct Zoho {
-    sim: Simulator,
-    http: reqwest::Client,
-}
-
-/// A response, fully read.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    location: Option<String>,
-    text: String,
-}
-
 impl Reply {
-    async fn read(response: reqwest::Response) -> Self {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|value: &http::HeaderValue| value.to_str().unwrap().to_owned())
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let location = header("location");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        Self {
-            status,
-            content_type,
-            location,
-            text,
-        }
-    }
-
     /// Asserts Zoho's HTML error page with `message`: no redirect.
     fn assert_error_page(&self, message: &str) {
         assert_eq!(self.status, StatusCode::BAD_REQUEST, "{self:?}");
@@ -98,22 +68,12 @@ fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier))
 }
 
+/// A simulator with [`CALLBACK`] registered.
+async fn with_callback(builder: SimulatorBuilder) -> Zoho {
+    Zoho::with(builder.redirect_uri(CALLBACK)).await
+}
+
 impl Zoho {
-    async fn start() -> Self {
-        Self::with(Simulator::builder()).await
-    }
-
-    async fn with(builder: SimulatorBuilder) -> Self {
-        Self {
-            sim: builder.redirect_uri(CALLBACK).start().await.unwrap(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-                .unwrap(),
-        }
-    }
-
     /// A valid authorization request (offline, with `state`), changed by `changes`.
     fn authorize_url(&self, changes: Changes<'_>) -> String {
         let client_id = self.sim.client_id().to_string();
@@ -142,7 +102,7 @@ impl Zoho {
     async fn decide(&self, request_id: &str, decision: &str) -> Reply {
         let response = self
             .http
-            .post(format!("{}/oauth/v2/auth/decision", self.sim.url()))
+            .post(self.url("/oauth/v2/auth/decision"))
             .form(&[("request_id", request_id), ("decision", decision)])
             .send()
             .await
@@ -158,23 +118,9 @@ impl Zoho {
 
     /// `POST /oauth/v2/token` with `grant_type=authorization_code` plus `extra`; the JSON answer.
     async fn exchange(&self, code: &str, extra: &[(&str, &str)]) -> Value {
-        let client_id = self.sim.client_id().to_string();
-        let secret = self.sim.client_secret();
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", secret.expose()),
-            ("code", code),
-        ];
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code)];
         form.extend_from_slice(extra);
-        let response = self
-            .http
-            .post(format!("{}/oauth/v2/token", self.sim.url()))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_str(&response.text().await.unwrap()).unwrap()
+        self.token(&self.params(&form)).await.json()
     }
 
     /// Exchanges `code` naming [`CALLBACK`] (plus `extra`); the JSON answer.
@@ -191,7 +137,7 @@ fn assert_invalid_code(answer: &Value) {
 
 #[tokio::test]
 async fn consent_page_for_a_valid_request() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let page = zoho.get(&zoho.authorize_url(&[])).await;
     let request_id = page.request_id();
     assert!(!request_id.is_empty());
@@ -214,7 +160,7 @@ async fn consent_page_for_a_valid_request() {
 
 #[tokio::test]
 async fn bad_requests_get_an_html_error_page_not_a_redirect() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let cases: &[(Changes, &str)] = &[
         (&[("client_id", Some("1000.WRONG"))], "Invalid Client ID"),
         (&[("client_id", None)], "Invalid Client ID"),
@@ -273,7 +219,7 @@ async fn bad_requests_get_an_html_error_page_not_a_redirect() {
 
 #[tokio::test]
 async fn accept_redirects_with_a_one_time_code_for_a_refresh_token() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let page = zoho.get(&zoho.authorize_url(&[])).await;
     let reply = zoho.decide(&page.request_id(), "accept").await;
     // Zoho's order: state, code, location, accounts-server, the URL percent-encoded.
@@ -318,7 +264,7 @@ async fn accept_redirects_with_a_one_time_code_for_a_refresh_token() {
 #[tokio::test]
 async fn online_consent_gives_no_refresh_token_and_keeps_the_callback_query() {
     let with_query = "https://app.example.com/callback?tenant=a%20b";
-    let zoho = Zoho::with(Simulator::builder().redirect_uri(with_query)).await;
+    let zoho = with_callback(Simulator::builder().redirect_uri(with_query)).await;
     let page = zoho
         .get(&zoho.authorize_url(&[
             ("access_type", None),
@@ -348,7 +294,7 @@ async fn online_consent_gives_no_refresh_token_and_keeps_the_callback_query() {
 
 #[tokio::test]
 async fn repeat_offline_consent_gives_a_refresh_token_only_with_prompt_consent() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let first = zoho.consent(&[], "accept").await;
     assert!(zoho.redeem(&first["code"], &[]).await["refresh_token"].is_string());
     let repeat = zoho.consent(&[], "accept").await;
@@ -361,7 +307,7 @@ async fn repeat_offline_consent_gives_a_refresh_token_only_with_prompt_consent()
 
 #[tokio::test]
 async fn deny_redirects_with_access_denied_and_state() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let params = zoho.consent(&[], "deny").await;
     let expected: HashMap<String, String> = [("error", "access_denied"), ("state", "st&te=1 é")]
         .into_iter()
@@ -377,7 +323,7 @@ async fn deny_redirects_with_access_denied_and_state() {
 
 #[tokio::test]
 async fn a_request_id_is_answered_once() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     for first in ["accept", "deny"] {
         let request_id = zoho.get(&zoho.authorize_url(&[])).await.request_id();
         zoho.decide(&request_id, first).await.callback();
@@ -409,7 +355,7 @@ async fn a_request_id_is_answered_once() {
 
 #[tokio::test]
 async fn pkce_code_needs_the_matching_verifier() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let s256 = s256(VERIFIER);
     let wrong = "x".repeat(43);
     let methods: [(&str, Option<&str>); 3] = [
@@ -453,7 +399,7 @@ async fn pkce_code_needs_the_matching_verifier() {
 #[tokio::test]
 async fn location_and_accounts_server_can_be_overridden() {
     let forged = "https://accounts.zoho.evil.example";
-    let zoho = Zoho::with(Simulator::builder().location("eu").accounts_server(forged)).await;
+    let zoho = with_callback(Simulator::builder().location("eu").accounts_server(forged)).await;
     let reply = {
         let page = zoho.get(&zoho.authorize_url(&[])).await;
         zoho.decide(&page.request_id(), "accept").await
@@ -475,7 +421,7 @@ async fn location_and_accounts_server_can_be_overridden() {
 
 #[tokio::test]
 async fn redirect_uri_registered_after_start() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let late = "http://127.0.0.1:1/late";
     let changes = [("redirect_uri", Some(late))];
     zoho.get(&zoho.authorize_url(&changes))
@@ -488,7 +434,7 @@ async fn redirect_uri_registered_after_start() {
 #[tokio::test]
 async fn consent_code_expires() {
     let zoho =
-        Zoho::with(Simulator::builder().grant_code_lifetime(Duration::from_millis(50))).await;
+        with_callback(Simulator::builder().grant_code_lifetime(Duration::from_millis(50))).await;
     let params = zoho.consent(&[], "accept").await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_invalid_code(&zoho.redeem(&params["code"], &[]).await);
@@ -496,7 +442,7 @@ async fn consent_code_expires() {
 
 #[tokio::test]
 async fn accept_and_deny_consent_helpers_click_through() {
-    let zoho = Zoho::start().await;
+    let zoho = with_callback(Simulator::builder()).await;
     let url = zoho.authorize_url(&[]);
     let accepted = callback_params(&zoho.sim.accept_consent(&url).unwrap());
     assert_eq!(accepted["state"], "st&te=1 é");

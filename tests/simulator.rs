@@ -1,58 +1,21 @@
 //! The simulator behaves as zoho-wire.md says Zoho does.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
-use zoho_auth::sim::{self, Fault, Language, Simulator, SimulatorBuilder};
+use zoho_auth::sim::{self, Fault, Language, Simulator};
 use zoho_auth::RefreshToken;
+
+use common::{Reply, Zoho};
 
 const JSON: &str = "application/json;charset=UTF-8";
 
-/// One simulator plus an HTTP client bound to the test's runtime.
-struct Zoho {
-    sim: Simulator,
-    http: reqwest::Client,
-}
-
-/// A response, fully read.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    server: Option<String>,
-    content_length: Option<usize>,
-    text: String,
-}
-
 impl Reply {
-    async fn read(response: reqwest::Response) -> Self {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|value: &http::HeaderValue| value.to_str().unwrap().to_owned())
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let server = header("server");
-        let content_length = header("content-length").map(|len| len.parse().unwrap());
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        Self {
-            status,
-            content_type,
-            server,
-            content_length,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|err| panic!("{err}: {self:?}"))
-    }
-
     /// Asserts Zoho's accounts-server error shape: HTTP 200, `Server: ZGS`, `{"error":code}`.
     fn assert_error(&self, code: &str) {
         assert_eq!(self.status, StatusCode::OK, "{self:?}");
@@ -100,46 +63,6 @@ fn assert_zoho_token(token: &str) {
 }
 
 impl Zoho {
-    async fn start() -> Self {
-        Self::with(Simulator::builder()).await
-    }
-
-    async fn with(builder: SimulatorBuilder) -> Self {
-        Self {
-            sim: builder.start().await.unwrap(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.sim.url())
-    }
-
-    /// The client's credentials plus `extra`.
-    fn params(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut params = vec![
-            ("client_id".to_owned(), self.sim.client_id().to_string()),
-            (
-                "client_secret".to_owned(),
-                self.sim.client_secret().expose().to_owned(),
-            ),
-        ];
-        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        params
-    }
-
-    /// `POST /oauth/v2/token` with a urlencoded body.
-    async fn token(&self, params: &[(String, String)]) -> Reply {
-        let response = self
-            .http
-            .post(self.url("/oauth/v2/token"))
-            .form(params)
-            .send()
-            .await
-            .unwrap();
-        Reply::read(response).await
-    }
-
     async fn refresh(&self, refresh: &RefreshToken) -> Reply {
         let params = self.params(&[
             ("grant_type", "refresh_token"),

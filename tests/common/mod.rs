@@ -286,3 +286,96 @@ impl tower::Service<Request<RequestBody<Empty<Bytes>>>> for Spy {
 pub fn header_for(token: &zoho_auth::AccessToken) -> String {
     format!("Zoho-oauthtoken {}", token.expose())
 }
+
+/// One simulator plus an HTTP client for talking to it directly, as Zoho's clients do. The client
+/// follows no redirect, so a test sees each `302` itself.
+pub struct Zoho {
+    pub sim: Simulator,
+    pub http: reqwest::Client,
+}
+
+impl Zoho {
+    pub async fn start() -> Self {
+        Self::with(Simulator::builder()).await
+    }
+
+    pub async fn with(builder: SimulatorBuilder) -> Self {
+        Self {
+            sim: builder.start().await.unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.url())
+    }
+
+    /// The client's credentials plus `extra`: the parameters of a token request.
+    pub fn params(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut params = vec![
+            ("client_id".to_owned(), self.sim.client_id().to_string()),
+            (
+                "client_secret".to_owned(),
+                self.sim.client_secret().expose().to_owned(),
+            ),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        params
+    }
+
+    /// `POST /oauth/v2/token` with a urlencoded body.
+    pub async fn token(&self, params: &[(String, String)]) -> Reply {
+        let response = self
+            .http
+            .post(self.url("/oauth/v2/token"))
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub server: Option<String>,
+    pub content_length: Option<usize>,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|value: &HeaderValue| value.to_str().unwrap().to_owned())
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let location = header("location");
+        let server = header("server");
+        let content_length = header("content-length").map(|len| len.parse().unwrap());
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        Self {
+            status,
+            content_type,
+            location,
+            server,
+            content_length,
+            text,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|err| panic!("{err}: {self:?}"))
+    }
+}

@@ -226,9 +226,12 @@ impl Settings {
     }
 
     pub fn client_id(&self) -> Result<ClientId, Problem> {
-        pick(&self.flags.client_id, &self.profile.client_id)
-            .map(ClientId::new)
-            .ok_or_else(|| CLIENT_ID.missing("--client-id 1000.XXXXXXXXXXXXXXXX"))
+        resolve(
+            self.flags.client_id.as_deref(),
+            self.profile.client_id.as_deref(),
+        )
+        .map(ClientId::new)
+        .ok_or_else(|| CLIENT_ID.missing("--client-id 1000.XXXXXXXXXXXXXXXX"))
     }
 
     /// The client secret: standard input when asked for, else `ZOHO_CLIENT_SECRET`, else the
@@ -263,7 +266,7 @@ impl Settings {
 
     /// The data centre (default US).
     pub fn data_center(&self) -> Result<DataCenter, Problem> {
-        match pick(&self.flags.dc, &self.profile.dc) {
+        match resolve(self.flags.dc.as_deref(), self.profile.dc.as_deref()) {
             None => Ok(DataCenter::Us),
             Some(dc) => dc.parse().map_err(|_| {
                 DC.invalid(
@@ -276,16 +279,19 @@ impl Settings {
 
     /// The custom accounts server, when one is configured.
     pub fn custom_accounts(&self) -> Result<Option<Accounts>, Problem> {
-        pick(&self.flags.accounts_url, &self.profile.accounts_url)
-            .map(|url| {
-                Accounts::custom(&url).map_err(|error| {
-                    ACCOUNTS_URL.invalid(
-                        redact(&error.to_string()),
-                        "Give an https URL (plain http only on loopback).",
-                    )
-                })
+        resolve(
+            self.flags.accounts_url.as_deref(),
+            self.profile.accounts_url.as_deref(),
+        )
+        .map(|url| {
+            Accounts::custom(url).map_err(|error| {
+                ACCOUNTS_URL.invalid(
+                    redact(&error.to_string()),
+                    "Give an https URL (plain http only on loopback).",
+                )
             })
-            .transpose()
+        })
+        .transpose()
     }
 
     /// The accounts server to use: the custom one, else the data centre's.
@@ -299,8 +305,8 @@ impl Settings {
     /// The token store (default: a file in the user's configuration directory; never memory,
     /// which would forget the tokens when the command exits).
     pub fn store(&self) -> Result<Store, Problem> {
-        let spec = match pick(&self.flags.store, &self.profile.store) {
-            Some(spec) => expand_home(&spec),
+        let spec = match resolve(self.flags.store.as_deref(), self.profile.store.as_deref()) {
+            Some(spec) => expand_home(spec),
             None => match config_dir() {
                 Some(dir) => format!("file:{}", dir.join("tokens.json").display()),
                 None => {
@@ -330,7 +336,7 @@ impl Settings {
             Some(Scopes::Joined(joined)) => Some(joined.clone()),
             None => None,
         };
-        let scopes: Vec<String> = pick(&flag.map(str::to_owned), &joined)
+        let scopes: Vec<String> = resolve(flag, joined.as_deref())
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
@@ -346,7 +352,7 @@ impl Settings {
     /// The port of the loopback redirect URI: the flag (or `ZOHO_REDIRECT_PORT`), else the
     /// profile's `redirect_port`, else [`DEFAULT_PORT`].
     pub fn redirect_port(&self, flag: Option<u16>) -> u16 {
-        flag.or(self.profile.redirect_port).unwrap_or(DEFAULT_PORT)
+        resolve(flag, self.profile.redirect_port).unwrap_or(DEFAULT_PORT)
     }
 }
 
@@ -394,21 +400,34 @@ impl Profile {
     }
 }
 
-/// The first set, non-empty value of a flag-or-environment setting and a profile key.
-fn pick(flag: &Option<String>, profile: &Option<String>) -> Option<String> {
-    [flag, profile]
-        .into_iter()
-        .flatten()
-        .map(|value| value.trim())
-        .find(|value| !value.is_empty())
-        .map(str::to_owned)
+/// The order of precedence of every setting, in one place: the flag (which clap fills from its
+/// `ZOHO_*` variable when the flag is absent), else the profile's key; a blank value counts as
+/// unset.
+fn resolve<T: Given>(flag: Option<T>, profile: Option<T>) -> Option<T> {
+    flag.and_then(Given::given)
+        .or_else(|| profile.and_then(Given::given))
+}
+
+/// A setting's value, or `None` when it is given but blank.
+trait Given: Sized {
+    fn given(self) -> Option<Self>;
+}
+
+impl Given for &str {
+    fn given(self) -> Option<Self> {
+        Some(self.trim()).filter(|value| !value.is_empty())
+    }
+}
+
+impl Given for u16 {
+    fn given(self) -> Option<Self> {
+        Some(self)
+    }
 }
 
 fn env_var(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
+    let value = std::env::var(name).ok()?;
+    value.as_str().given().map(str::to_owned)
 }
 
 /// One line of standard input, trimmed; a prompt on stderr when a person is typing.
