@@ -2,6 +2,7 @@
 //! `tower_http`'s `AddAuthorization`, which inserts a static header — and, when the request's
 //! header map has room for it, exactly those of the bare service: none. (A request that already
 //! carries headers costs one allocation more, for the copy kept to replay it after a token error.)
+//! Around an inner service whose clone allocates (a `BoxCloneService`), it still adds none.
 //!
 //! One test in this binary, on a current-thread runtime, so the counting allocator sees only it.
 
@@ -11,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
+use tower::util::BoxCloneService;
 use tower::{service_fn, Service};
 use tower_http::auth::AddAuthorizationLayer;
 use zoho_auth::accounts::AccountsClient;
@@ -102,6 +104,21 @@ fn the_cached_path_allocates_no_more_than_a_static_header() {
         assert_eq!(
             ours, 0,
             "with room for the header, the layer allocates nothing: {ours}"
+        );
+
+        // An inner service whose clone allocates: the layer never clones it per request (replays
+        // clone a shared copy), so it adds nothing to what the service itself allocates.
+        let mut boxed_bare = BoxCloneService::new(service_fn(no_op::<Empty<Bytes>>));
+        let mut boxed_ours = tower::Layer::layer(
+            &layer,
+            BoxCloneService::new(service_fn(no_op::<RequestBody<Empty<Bytes>>>)),
+        );
+        let bare = allocations_per_request(&mut boxed_bare, true).await;
+        let ours = allocations_per_request(&mut boxed_ours, true).await;
+        assert!(bare > 0, "a boxed service allocates its future");
+        assert_eq!(
+            ours, bare,
+            "around a service whose clone allocates, the layer allocates: {ours} vs {bare}"
         );
     });
 }

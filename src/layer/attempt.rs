@@ -3,7 +3,7 @@
 
 use std::future::poll_fn;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
@@ -12,6 +12,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody, ResponseBody};
+use super::service::Replica;
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
@@ -132,7 +133,7 @@ impl Credential {
 /// send it once more.
 pub(crate) struct Attempt<S, B> {
     inspector: Inspector,
-    replay: Option<(Replay, S)>,
+    replay: Option<(Replay, Replica<S>)>,
     _body: PhantomData<fn(B)>,
 }
 
@@ -142,7 +143,7 @@ impl<S, B> Attempt<S, B> {
         config: &Arc<Config>,
         generation: u64,
         rules: RuleMask,
-        replay: Option<(Replay, S)>,
+        replay: Option<(Replay, Replica<S>)>,
     ) -> Self {
         Self {
             inspector: Inspector {
@@ -163,7 +164,7 @@ impl<S, B> Attempt<S, B> {
 
 impl<S, B, R> Attempt<S, B>
 where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>>,
+    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     R: Body,
     R::Error: Into<BoxError>,
@@ -183,7 +184,7 @@ where
         }
         let cache = &inspector.config.cache;
         cache.invalidate_generation(inspector.generation);
-        let Some((replay, mut inner)) = replay else {
+        let Some((replay, replica)) = replay else {
             return Ok(original);
         };
         let token = cache.token().await?;
@@ -193,6 +194,10 @@ where
             return Ok(original);
         }
         drop(original);
+        let mut inner = replica
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         poll_fn(|cx| inner.poll_ready(cx))
             .await
             .map_err(Into::into)?;
@@ -222,14 +227,14 @@ where
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
 #[inline]
-pub(super) fn attach<S: Clone, B>(
+pub(super) fn attach<S, B>(
     request: &mut Request<RequestBody<B>>,
     replay_body: Option<BufferedBody>,
     credential: Credential,
-    inner: &S,
+    replica: &Replica<S>,
     config: &Arc<Config>,
 ) -> Attempt<S, B> {
-    let replay = replay_body.map(|body| (Replay::capture(request, body), inner.clone()));
+    let replay = replay_body.map(|body| (Replay::capture(request, body), replica.clone()));
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);
@@ -239,6 +244,7 @@ pub(super) fn attach<S: Clone, B>(
 /// A request whose body must be read first to be replayable: buffer it, attach, send, finish.
 pub(super) async fn send_buffered<S, B, R>(
     mut inner: S,
+    replica: Replica<S>,
     config: Arc<Config>,
     request: Request<B>,
     credential: Credential,
@@ -256,7 +262,7 @@ where
         Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e.into()))
     })?;
     let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
-    let attempt = attach(&mut request, Some(body), credential, &inner, &config);
+    let attempt = attach(&mut request, Some(body), credential, &replica, &config);
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await
 }

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::attempt::Attempt;
 use super::body::{RequestBody, ResponseBody};
-use super::service::Plan;
+use super::service::{Plan, Replica};
 use super::Config;
 use crate::cache::Token;
 use crate::error::Error;
@@ -43,7 +43,7 @@ pin_project! {
         },
         Waiting {
             token: TokenFuture,
-            parked: Option<(Request<B>, S)>,
+            parked: Option<(Request<B>, S, Replica<S>)>,
             config: Arc<Config>,
         },
         Slow {
@@ -64,12 +64,17 @@ impl<F, S, B, R> ResponseFuture<F, S, B, R> {
     }
 
     /// Waits for a token, then sends `request` through `inner` (readied by `poll_ready`).
-    pub(super) fn waiting(request: Request<B>, inner: S, config: Arc<Config>) -> Self {
+    pub(super) fn waiting(
+        request: Request<B>,
+        inner: S,
+        replica: Replica<S>,
+        config: Arc<Config>,
+    ) -> Self {
         let cache = config.cache.clone();
         Self {
             state: State::Waiting {
                 token: Box::pin(async move { cache.token().await }),
-                parked: Some((request, inner)),
+                parked: Some((request, inner, replica)),
                 config,
             },
         }
@@ -128,9 +133,10 @@ where
                     config,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
-                    let (request, mut inner) = parked.take().expect("parked until the token came");
+                    let (request, mut inner, replica) =
+                        parked.take().expect("parked until the token came");
                     let plan = Plan::new(Some(token.cached()), true, request.uri(), config);
-                    plan.start(request, &mut inner, config).state
+                    plan.start(request, &mut inner, &replica, config).state
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {

@@ -153,7 +153,9 @@ impl ZohoAuthLayer {
     }
 }
 
-impl<S> tower_layer::Layer<S> for ZohoAuthLayer {
+// `Clone`: the service keeps a copy of `inner` to replay from, as every tower service that sends
+// a request twice must.
+impl<S: Clone> tower_layer::Layer<S> for ZohoAuthLayer {
     type Service = ZohoAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

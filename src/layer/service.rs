@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -17,6 +17,13 @@ use crate::hosts::Verdict;
 #[derive(Clone, Debug)]
 pub struct ZohoAuth<S> {
     inner: S,
+    /// A copy of `inner` that attempts share to replay from: holding it costs a request one
+    /// reference count, where a clone of `inner` each (as tower's `Retry` takes) costs whatever
+    /// cloning `S` does — several reference counts for a hyper-util client, an allocation for a
+    /// `BoxCloneService`. The mutex, taken only to clone it for a replay, makes it shareable
+    /// across threads for services that are `Send` but not `Sync`. `None` after `get_mut`,
+    /// until the next call copies `inner` again.
+    replica: Option<Replica<S>>,
     config: Arc<Config>,
 }
 
@@ -60,6 +67,7 @@ impl Plan {
         self,
         request: Request<B>,
         inner: &mut S,
+        replica: &Replica<S>,
         config: &Arc<Config>,
     ) -> ResponseFuture<S::Future, S, B, R>
     where
@@ -78,19 +86,26 @@ impl Plan {
             }
             Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
             Plan::Attach(credential) if needs_buffering(&request, config.max_replay_body) => {
-                let send =
-                    attempt::send_buffered(take_ready(inner), config.clone(), request, credential);
+                let send = attempt::send_buffered(
+                    take_ready(inner),
+                    replica.clone(),
+                    config.clone(),
+                    request,
+                    credential,
+                );
                 ResponseFuture::slow(Box::pin(send))
             }
             Plan::Attach(credential) => {
-                // Sent now, through the service `poll_ready` readied; a clone of it is kept only
-                // to replay the request after a token error.
+                // Sent now, through the service `poll_ready` readied.
                 let replay_body = is_empty(&request).then(BufferedBody::default);
                 let mut request = request.map(RequestBody::stream);
-                let attempt = attempt::attach(&mut request, replay_body, credential, inner, config);
+                let attempt =
+                    attempt::attach(&mut request, replay_body, credential, replica, config);
                 ResponseFuture::direct(inner.call(request), Some(attempt))
             }
-            Plan::Wait => ResponseFuture::waiting(request, take_ready(inner), config.clone()),
+            Plan::Wait => {
+                ResponseFuture::waiting(request, take_ready(inner), replica.clone(), config.clone())
+            }
         }
     }
 }
@@ -102,15 +117,32 @@ fn take_ready<S: Clone>(inner: &mut S) -> S {
     std::mem::replace(inner, clone)
 }
 
+/// The shared copy of the inner service that replays are sent from.
+pub(super) type Replica<S> = Arc<Mutex<S>>;
+
+fn replica<S: Clone>(inner: &S) -> Replica<S> {
+    Arc::new(Mutex::new(inner.clone()))
+}
+
 impl<S> ZohoAuth<S> {
     /// Wraps `inner` with authentication from `cache` and default settings; the same as
     /// `ZohoAuthLayer::new(cache).layer(inner)`.
-    pub fn new(inner: S, cache: TokenCache) -> Self {
+    pub fn new(inner: S, cache: TokenCache) -> Self
+    where
+        S: Clone,
+    {
         tower_layer::Layer::layer(&ZohoAuthLayer::new(cache), inner)
     }
 
-    pub(crate) fn from_parts(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+    pub(crate) fn from_parts(inner: S, config: Arc<Config>) -> Self
+    where
+        S: Clone,
+    {
+        Self {
+            replica: Some(replica(&inner)),
+            inner,
+            config,
+        }
     }
 
     /// The inner service.
@@ -118,8 +150,9 @@ impl<S> ZohoAuth<S> {
         &self.inner
     }
 
-    /// The inner service, mutably.
+    /// The inner service, mutably. Replays use the service as changed here from the next call on.
     pub fn get_mut(&mut self) -> &mut S {
+        self.replica = None;
         &mut self.inner
     }
 
@@ -161,7 +194,8 @@ where
         let plan = config
             .cache
             .lookup(|token, usable| Plan::new(token, usable, request.uri(), config));
-        plan.start(request, &mut self.inner, config)
+        let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
+        plan.start(request, &mut self.inner, replica, config)
     }
 }
 
