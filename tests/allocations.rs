@@ -1,7 +1,7 @@
 //! The cached-token path allocates nothing: per request it costs exactly the heap allocations of
 //! `tower_http`'s `AddAuthorization`, which inserts a static header — and, when the request's
 //! header map has room for it, exactly those of the bare service: none. (A request that already
-//! carries headers costs one allocation more, for the copy kept to replay it after a token error.)
+//! carries headers also pays for copying its header map, kept to replay it after a token error.)
 //! Around an inner service whose clone allocates (a `BoxCloneService`), it still adds none.
 //!
 //! One test in this binary, on a current-thread runtime, so the counting allocator sees only it.

@@ -6,8 +6,9 @@
 //!
 //! When the token is missing, expired or declared dead by Zoho, the first caller starts a refresh
 //! in a spawned task and every caller, then and until it finishes, awaits that same result, so
-//! ten thousand concurrent requests make one call to Zoho. A refresh cannot be cancelled by a
-//! caller giving up, and every wait is bounded ([`TokenCacheBuilder::max_wait`]).
+//! ten thousand concurrent requests make one call to Zoho; when it lands they are woken in a
+//! cascade, each woken waiter waking two more. A refresh cannot be cancelled by a caller giving
+//! up, and every wait is bounded ([`TokenCacheBuilder::max_wait`]).
 //!
 //! Timing follows what peers learned (see the design notes in the repository):
 //!

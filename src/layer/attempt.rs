@@ -1,5 +1,6 @@
-//! Everything off the hot path: waiting for a token, buffering a body, reading an error response,
-//! and the one replay after a token error.
+//! What a request that carries a token needs beyond the hot path: buffering a body, reading an
+//! error response, and the one replay after a token error. (Waiting for a token is the response
+//! future's own state.)
 
 use std::future::poll_fn;
 use std::marker::PhantomData;
