@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::Frame;
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tokio::sync::Notify;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use zoho_auth::classify::{Classifier, Rule};
 use zoho_auth::sim::{body_sha, Simulator};
 use zoho_auth::{TokenCache, ZohoAuthLayer};
@@ -337,4 +337,66 @@ impl http_body::Body for Chunks {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
     }
+}
+
+/// An in-process inner service that rejects the first token it sees as CRM does and answers
+/// every other one with 200 and its label.
+#[derive(Clone)]
+struct Labelled {
+    label: &'static str,
+    first_token: Arc<std::sync::Mutex<Option<http::HeaderValue>>>,
+}
+
+impl<B> tower::Service<Request<B>> for Labelled {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let token = request.headers()[http::header::AUTHORIZATION].clone();
+        let mut first = self.first_token.lock().unwrap();
+        let response = if *first.get_or_insert_with(|| token.clone()) == token {
+            http::Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .body(Full::from(CRM_INVALID_TOKEN))
+        } else {
+            http::Response::builder()
+                .header("x-label", self.label)
+                .body(Full::default())
+        };
+        std::future::ready(Ok(response.unwrap()))
+    }
+}
+
+#[tokio::test]
+async fn a_replay_goes_through_the_inner_service_as_changed_by_get_mut() {
+    let (_zoho, cache) = start(Simulator::builder()).await;
+    let layer = ZohoAuthLayer::new(cache.clone())
+        .allow_host("www.zohoapis.com")
+        .unwrap();
+    let mut service = tower::Layer::layer(
+        &layer,
+        Labelled {
+            label: "as built",
+            first_token: Arc::default(),
+        },
+    );
+    service.get_mut().label = "changed";
+
+    let response = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(get("https://www.zohoapis.com/crm/v8/Leads"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-label"], "changed");
+    assert_eq!(
+        (cache.stats().replays, cache.stats().token_requests),
+        (1, 2)
+    );
 }
