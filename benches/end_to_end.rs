@@ -14,6 +14,8 @@
 //!
 //! `cargo bench --bench end_to_end`
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -29,12 +31,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
-use zoho_auth::accounts::AccountsClient;
-use zoho_auth::sim::Simulator;
-use zoho_auth::{Accounts, RequestBody, TokenCache, ZohoAuthLayer};
+use zoho_auth::{RequestBody, ZohoAuthLayer};
 
 /// The server's answer says whether the request carried an `Authorization` header.
 const AUTHORIZED: &str = "x-authorized";
@@ -46,11 +45,7 @@ const CONNECTIONS: [u64; 2] = [1, 16];
 fn start_server() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
+        common::current_thread().block_on(async move {
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             loop {
@@ -121,19 +116,8 @@ fn end_to_end(c: &mut Criterion) {
     let addr = start_server();
     let uri: Uri = format!("http://{addr}/crm/v8/Leads").parse().unwrap();
 
-    let runtime: Runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (_zoho, cache) = runtime.block_on(async {
-        let zoho = Simulator::start().await.unwrap();
-        let accounts = Accounts::custom(&zoho.url()).unwrap();
-        let client = AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap();
-        let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
-        cache.token().await.unwrap();
-        (zoho, cache)
-    });
-    let token = cache.cached().unwrap().access_token().expose().to_owned();
+    let runtime = common::current_thread();
+    let (_zoho, cache, token) = common::cached_token(&runtime);
 
     let bare = client::<Empty<Bytes>>();
     let floor = AddAuthorizationLayer::bearer(&token)

@@ -18,6 +18,8 @@
 //!
 //! `cargo bench --bench hot_path`
 
+mod common;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -36,9 +38,7 @@ use http_body_util::Empty;
 use tokio::runtime::Runtime;
 use tower::{service_fn, Layer, Service};
 use tower_http::auth::AddAuthorizationLayer;
-use zoho_auth::accounts::AccountsClient;
-use zoho_auth::sim::Simulator;
-use zoho_auth::{Accounts, RequestBody, TokenCache, ZohoAuthLayer};
+use zoho_auth::{RequestBody, TokenCache, ZohoAuthLayer};
 
 const URL: &str = "https://www.zohoapis.com/crm/v8/Leads";
 
@@ -216,33 +216,40 @@ impl GcpProvider {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-#[derive(Clone)]
-struct RwLockLayer {
-    provider: Arc<GcpProvider>,
+/// Where a boxed-future middleware gets the header from, awaited inside its box.
+trait HeaderSource: Clone + Send + 'static {
+    fn header(self) -> impl Future<Output = HeaderValue> + Send;
 }
 
-#[derive(Clone)]
-struct RwLockAuth<S> {
-    inner: S,
-    provider: Arc<GcpProvider>,
-}
-
-impl<S> Layer<S> for RwLockLayer {
-    type Service = RwLockAuth<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RwLockAuth {
-            inner,
-            provider: self.provider.clone(),
-        }
+/// The gcp_auth design: an async `RwLock` read per request.
+impl HeaderSource for Arc<GcpProvider> {
+    async fn header(self) -> HeaderValue {
+        self.token().await.header.clone()
     }
 }
 
-impl<S, B> Service<Request<B>> for RwLockAuth<S>
+/// Reference for the async-lock design: the same boxed `async` block with a static header and
+/// no lock, so the `RwLock` variant's cost splits into "boxed future" and "lock".
+impl HeaderSource for HeaderValue {
+    fn header(self) -> impl Future<Output = HeaderValue> + Send {
+        std::future::ready(self)
+    }
+}
+
+/// A middleware whose future is a boxed `async` block that awaits the header, then calls the
+/// inner service: what tower middleware around an `async fn` provider must be.
+#[derive(Clone)]
+struct BoxedAuth<S, H> {
+    inner: S,
+    source: H,
+}
+
+impl<S, B, H> Service<Request<B>> for BoxedAuth<S, H>
 where
     S: Service<Request<B>> + Clone + Send + 'static,
     S::Future: Send,
     B: Send + 'static,
+    H: HeaderSource,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -256,45 +263,11 @@ where
         // The ready service goes into the future; a clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let provider = self.provider.clone();
+        let source = self.source.clone();
         Box::pin(async move {
-            let token = provider.token().await;
             request
                 .headers_mut()
-                .insert(AUTHORIZATION, token.header.clone());
-            inner.call(request).await
-        })
-    }
-}
-
-/// Reference for the async-lock design: the same boxed `async` block with a static header and no
-/// lock, so the `RwLock` variant's cost splits into "boxed future" and "lock".
-#[derive(Clone)]
-struct BoxedStatic<S> {
-    inner: S,
-    header: HeaderValue,
-}
-
-impl<S, B> Service<Request<B>> for BoxedStatic<S>
-where
-    S: Service<Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let header = self.header.clone();
-        Box::pin(async move {
-            request.headers_mut().insert(AUTHORIZATION, header);
+                .insert(AUTHORIZATION, source.header().await);
             inner.call(request).await
         })
     }
@@ -303,26 +276,6 @@ where
 // ---------------------------------------------------------------------------------------------
 // The benchmarks.
 // ---------------------------------------------------------------------------------------------
-
-/// A simulator and a cache holding a valid (one-hour) token from it. The simulator's runtime is
-/// returned too: its accept loop is idle from here on, and the cache needs no network while the
-/// token is fresh (its refresh-ahead window opens after ~50 minutes).
-fn cached_token() -> (Runtime, Simulator, TokenCache, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (zoho, cache) = runtime.block_on(async {
-        let zoho = Simulator::start().await.unwrap();
-        let accounts = Accounts::custom(&zoho.url()).unwrap();
-        let client = AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap();
-        let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
-        cache.token().await.unwrap();
-        (zoho, cache)
-    });
-    let token = cache.cached().unwrap().access_token().expose().to_owned();
-    (runtime, zoho, cache, token)
-}
 
 /// What the variants are built from: the cache holding the token, and the token itself for the
 /// designs that hold their own copy.
@@ -459,8 +412,9 @@ impl Variants {
         .layer(bare);
 
         let gcp_header = header.clone();
-        let rwlock = RwLockLayer {
-            provider: Arc::new(GcpProvider {
+        let rwlock = BoxedAuth {
+            inner: bare,
+            source: Arc::new(GcpProvider {
                 token: tokio::sync::RwLock::new(Arc::new(GcpToken {
                     header: header.clone(),
                     expires_at: Instant::now() + Duration::from_secs(3600),
@@ -472,12 +426,11 @@ impl Variants {
                     })
                 }),
             }),
-        }
-        .layer(bare);
+        };
 
-        let boxed = BoxedStatic {
+        let boxed = BoxedAuth {
             inner: bare,
-            header,
+            source: header,
         };
 
         vec![
@@ -599,13 +552,12 @@ fn thread_counts() -> Vec<usize> {
 }
 
 fn benches(c: &mut Criterion) {
-    let (_setup, _zoho, cache, token) = cached_token();
+    // The simulator's runtime stays idle while the benchmarks run on their own.
+    let setup = common::current_thread();
+    let (_zoho, cache, token) = common::cached_token(&setup);
     let variants = Variants { cache, token }.all();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::current_thread();
     if let Ok(spec) = std::env::var("ZOHO_BENCH_COUNT") {
         count_mode(&variants, &runtime, &spec);
         return;

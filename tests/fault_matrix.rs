@@ -92,7 +92,7 @@ enum Expect {
 struct Row {
     situation: &'static str,
     trigger: Trigger,
-    simulator: fn(SimulatorBuilder) -> SimulatorBuilder,
+    simulator: Box<dyn Fn(SimulatorBuilder) -> SimulatorBuilder + Send + Sync>,
     expect: Expect,
 }
 
@@ -104,8 +104,14 @@ fn rows() -> Vec<Row> {
     let endpoint = |situation, fault, expect| Row {
         situation,
         trigger: Trigger::Endpoint(fault),
-        simulator: same,
+        simulator: Box::new(same),
         expect,
+    };
+    let throttled = |situation, status: StatusCode, language: Language| Row {
+        situation,
+        trigger: Trigger::Endpoint(Fault::Throttle),
+        simulator: Box::new(move |b| b.throttle_status(status).throttle_language(language)),
+        expect: Expect::Throttled,
     };
     let error = |code: &str| Fault::Error(code.to_owned());
     let invalid_client: fn(&Error) -> bool = Error::is_invalid_client;
@@ -120,7 +126,7 @@ fn rows() -> Vec<Row> {
         Row {
             situation: "token endpoint refuses connections",
             trigger: Trigger::Refused,
-            simulator: same,
+            simulator: Box::new(same),
             expect: Expect::Transient,
         },
         endpoint(
@@ -176,42 +182,26 @@ fn rows() -> Vec<Row> {
             error("brand_new_error"),
             Expect::Unrecognised("brand_new_error"),
         ),
-        Row {
-            situation: "throttled at 200, in English",
-            trigger: Trigger::Endpoint(Fault::Throttle),
-            simulator: |b| {
-                b.throttle_status(StatusCode::OK)
-                    .throttle_language(Language::English)
-            },
-            expect: Expect::Throttled,
-        },
-        Row {
-            situation: "throttled at 400, in English",
-            trigger: Trigger::Endpoint(Fault::Throttle),
-            simulator: |b| {
-                b.throttle_status(StatusCode::BAD_REQUEST)
-                    .throttle_language(Language::English)
-            },
-            expect: Expect::Throttled,
-        },
-        Row {
-            situation: "throttled at 200, in Chinese",
-            trigger: Trigger::Endpoint(Fault::Throttle),
-            simulator: |b| {
-                b.throttle_status(StatusCode::OK)
-                    .throttle_language(Language::Chinese)
-            },
-            expect: Expect::Throttled,
-        },
-        Row {
-            situation: "throttled at 400, in Chinese",
-            trigger: Trigger::Endpoint(Fault::Throttle),
-            simulator: |b| {
-                b.throttle_status(StatusCode::BAD_REQUEST)
-                    .throttle_language(Language::Chinese)
-            },
-            expect: Expect::Throttled,
-        },
+        throttled(
+            "throttled at 200, in English",
+            StatusCode::OK,
+            Language::English,
+        ),
+        throttled(
+            "throttled at 400, in English",
+            StatusCode::BAD_REQUEST,
+            Language::English,
+        ),
+        throttled(
+            "throttled at 200, in Chinese",
+            StatusCode::OK,
+            Language::Chinese,
+        ),
+        throttled(
+            "throttled at 400, in Chinese",
+            StatusCode::BAD_REQUEST,
+            Language::Chinese,
+        ),
         endpoint(
             "legacy `\"expires_in_sec\":3600,\"expires_in\":3600000`",
             Fault::LegacyExpires,
@@ -220,20 +210,20 @@ fn rows() -> Vec<Row> {
         Row {
             situation: "the refresh token is revoked",
             trigger: Trigger::Revoked,
-            simulator: same,
+            simulator: Box::new(same),
             expect: Expect::Permanent(invalid_grant, "is_invalid_grant()"),
         },
         Row {
             situation: "Zoho invalidates every live access token",
             trigger: Trigger::Invalidated,
-            simulator: same,
+            simulator: Box::new(same),
             expect: Expect::Token,
         },
         Row {
             situation: "a 16th token, minted elsewhere, evicts ours",
             trigger: Trigger::Evicted,
             // Zoho's 10-per-10-minutes limit would throttle the 16 mints first.
-            simulator: |b| b.rate_limit(100, Duration::from_secs(600)),
+            simulator: Box::new(|b| b.rate_limit(100, Duration::from_secs(600))),
             expect: Expect::Token,
         },
     ]

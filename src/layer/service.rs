@@ -85,24 +85,26 @@ impl Plan {
                 ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None)
             }
             Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
-            Plan::Attach(credential) if needs_buffering(&request, config.max_replay_body) => {
-                let send = attempt::send_buffered(
-                    take_ready(inner),
-                    replica.clone(),
-                    config.clone(),
-                    request,
-                    credential,
-                );
-                ResponseFuture::slow(Box::pin(send))
-            }
-            Plan::Attach(credential) => {
-                // Sent now, through the service `poll_ready` readied.
-                let replay_body = is_empty(&request).then(BufferedBody::default);
-                let mut request = request.map(RequestBody::stream);
-                let attempt =
-                    attempt::attach(&mut request, replay_body, credential, replica, config);
-                ResponseFuture::direct(inner.call(request), Some(attempt))
-            }
+            Plan::Attach(credential) => match Replayable::of(&request, config.max_replay_body) {
+                Replayable::AfterBuffering => {
+                    let send = attempt::send_buffered(
+                        take_ready(inner),
+                        replica.clone(),
+                        config.clone(),
+                        request,
+                        credential,
+                    );
+                    ResponseFuture::slow(Box::pin(send))
+                }
+                replayable => {
+                    // Sent now, through the service `poll_ready` readied.
+                    let replay_body = (replayable == Replayable::Empty).then(BufferedBody::default);
+                    let mut request = request.map(RequestBody::stream);
+                    let attempt =
+                        attempt::attach(&mut request, replay_body, credential, replica, config);
+                    ResponseFuture::direct(inner.call(request), Some(attempt))
+                }
+            },
             Plan::Wait => {
                 ResponseFuture::waiting(request, take_ready(inner), replica.clone(), config.clone())
             }
@@ -199,17 +201,25 @@ where
     }
 }
 
-/// The body is known to be empty: the request can be resent with no copy of it.
-pub(super) fn is_empty<B: Body>(request: &Request<B>) -> bool {
-    request.body().is_end_stream() || request.body().size_hint().exact() == Some(0)
+/// Whether a request can be sent again after a token error, read once from its body's size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replayable {
+    /// The body is known to be empty: resent with no copy of it.
+    Empty,
+    /// A known, non-zero size within the replay limit: buffered first to be resent.
+    AfterBuffering,
+    /// Unknown or too large: streamed once, never resent.
+    No,
 }
 
-/// The body has a known, non-zero size within the replay limit: buffer it to make it replayable.
-pub(super) fn needs_buffering<B: Body>(request: &Request<B>, limit: usize) -> bool {
-    !is_empty(request)
-        && request
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|size| size <= limit as u64)
+impl Replayable {
+    fn of<B: Body>(request: &Request<B>, limit: usize) -> Self {
+        let body = request.body();
+        match body.size_hint().exact() {
+            _ if body.is_end_stream() => Self::Empty,
+            Some(0) => Self::Empty,
+            Some(size) if size <= limit as u64 => Self::AfterBuffering,
+            _ => Self::No,
+        }
+    }
 }

@@ -1,0 +1,30 @@
+//! Set-up the benchmarks share.
+
+use tokio::runtime::Runtime;
+use zoho_auth::accounts::AccountsClient;
+use zoho_auth::sim::Simulator;
+use zoho_auth::{Accounts, TokenCache};
+
+/// A current-thread runtime with I/O and timers.
+pub fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A simulator started on `runtime` and a cache holding a valid (one-hour) token from it, plus
+/// the token itself for the designs that hold their own copy. The cache needs no network while
+/// the token is fresh (its refresh-ahead window opens after ~50 minutes).
+pub fn cached_token(runtime: &Runtime) -> (Simulator, TokenCache, String) {
+    let (zoho, cache) = runtime.block_on(async {
+        let zoho = Simulator::start().await.unwrap();
+        let accounts = Accounts::custom(&zoho.url()).unwrap();
+        let client = AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap();
+        let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
+        cache.token().await.unwrap();
+        (zoho, cache)
+    });
+    let token = cache.cached().unwrap().access_token().expose().to_owned();
+    (zoho, cache, token)
+}
