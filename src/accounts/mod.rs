@@ -45,6 +45,7 @@ pub struct AccountsClient {
     client_id: ClientId,
     client_secret: ClientSecret,
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl fmt::Debug for AccountsClient {
@@ -89,12 +90,19 @@ impl AccountsClient {
             client_id,
             client_secret,
             http,
+            timeout,
         })
     }
 
     /// The accounts server this client talks to.
     pub fn accounts(&self) -> &Accounts {
         &self.accounts
+    }
+
+    /// The bound on one call to the accounts server. The token cache derives its flight deadline
+    /// and the store's refresh-lock lifetime from it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The OAuth client id.
