@@ -212,7 +212,13 @@ impl App {
                 return;
             }
         };
-        let cache = TokenCache::from_store(client, inner.store.clone()).build();
+        let cache = match TokenCache::from_store(client, inner.store.clone()).build() {
+            Ok(cache) => cache,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the Zoho token cache");
+                return;
+            }
+        };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http() // the simulator is plain http on loopback; the layer allows only that

@@ -33,7 +33,7 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::Simulator;
 use zoho_auth::{
-    Accounts, ClientId, ClientSecret, DataCenter, Environment, RefreshToken, RequestBody,
+    Accounts, ClientId, ClientSecret, DataCenter, Environment, RefreshToken, RequestBody, Seed,
     TokenCache, ZohoAuth, ZohoAuthLayer,
 };
 
@@ -109,6 +109,8 @@ async fn main() -> Result<(), BoxError> {
             let cache = cache(
                 AccountsClient::new(accounts, client_id, client_secret)?,
                 refresh_token,
+                // A store filled by a later consent or `zoho-auth login` holds the newer one.
+                Seed::IfEmpty,
                 &args,
             )?;
             let api_domain = cache
@@ -139,10 +141,10 @@ async fn main() -> Result<(), BoxError> {
             let cache = cache(
                 AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret())?,
                 zoho.mint_refresh_token(&[]),
+                // A stored refresh token belongs to an earlier run's simulator: use this one's.
+                Seed::Replace,
                 &args,
             )?;
-            // A stored refresh token belongs to an earlier run's simulator: use this one's.
-            cache.set_refresh_token(cache.refresh_token().expect("a refresh-token cache"));
             let url = args
                 .url
                 .clone()
@@ -173,13 +175,14 @@ async fn main() -> Result<(), BoxError> {
 }
 
 /// The token cache, in the store `ZOHO_TOKEN_STORE` names (`file:PATH`, a `redis://` URL;
-/// unset: memory).
+/// unset: memory). `seed` says whether `refresh_token` replaces one the store already holds.
 fn cache(
     client: AccountsClient,
     refresh_token: RefreshToken,
+    seed: Seed,
     args: &Args,
 ) -> Result<TokenCache, BoxError> {
-    let mut builder = TokenCache::builder(client, refresh_token);
+    let mut builder = TokenCache::builder(client, refresh_token).seed(seed);
     if let Ok(spec) = std::env::var("ZOHO_TOKEN_STORE") {
         let store = zoho_auth::store::open(&spec)?;
         println!("Token store: {store:?}");
@@ -188,7 +191,7 @@ fn cache(
     if let Some(seconds) = args.refresh_ahead {
         builder = builder.refresh_ahead(Duration::from_secs(seconds));
     }
-    Ok(builder.build())
+    Ok(builder.build()?)
 }
 
 /// Credentials from the environment, when all three are set.

@@ -317,29 +317,36 @@ impl Connector {
         )
     }
 
-    /// Saves an exchange's tokens, keeping a stored refresh token when Zoho sent none.
+    /// Saves an exchange's tokens, keeping a stored refresh token when Zoho sent none. The save
+    /// is fenced: a refresh that lands meanwhile merges into these tokens instead of reverting
+    /// them.
     async fn save(&self, accounts: Accounts, response: TokenResponse) -> Result<Connected, Error> {
         let now = SystemTime::now();
-        let mut set = self.store.load().await?.unwrap_or_default();
         let refresh_token_received = response.refresh_token.is_some();
-        if let Some(refresh_token) = &response.refresh_token {
-            set.refresh_token = Some(refresh_token.clone());
-            set.accounts_url = Some(accounts.url().to_string());
-            set.failure = None;
-        } else {
+        if !refresh_token_received {
             tracing::warn!(
                 "Zoho sent no refresh token: the consent asked for online access, or repeated an \
                  earlier consent without prompt=consent; the app can act only for an hour"
             );
         }
-        set.access = Some(StoredAccess::new(
-            response.access_token,
+        let access = StoredAccess::new(
+            response.access_token.clone(),
             now,
             now + response.expires_in,
             response.api_domain.clone(),
             response.scopes.clone(),
-        ));
-        self.store.save(&set).await?;
+        );
+        self.store
+            .update(None, |set| {
+                if let Some(refresh_token) = &response.refresh_token {
+                    set.refresh_token = Some(refresh_token.clone());
+                    set.accounts_url = Some(accounts.url().to_string());
+                    set.failure = None;
+                }
+                set.access = Some(access.clone());
+                Ok(())
+            })
+            .await?;
         tracing::info!(
             accounts = accounts.url().as_str(),
             refresh_token_received,

@@ -59,6 +59,8 @@ pub(crate) enum Kind {
     StoreUnavailable,
     /// A consent callback that cannot be used: denied, forged, stale or incomplete.
     Authorization,
+    /// No refresh token yet: nobody has connected a Zoho account (the store holds none).
+    NotConnected,
 }
 
 #[derive(Clone)]
@@ -199,6 +201,13 @@ impl Error {
     /// The token store failed: unreachable, or holding something unusable.
     pub fn is_store(&self) -> bool {
         matches!(self.inner.kind, Kind::Store | Kind::StoreUnavailable)
+    }
+
+    /// No Zoho account is connected yet: no refresh token was configured and the token store
+    /// holds none. Not permanent: the cache looks at the store again and recovers as soon as a
+    /// consent or `zoho-auth login` fills it.
+    pub fn is_not_connected(&self) -> bool {
+        self.inner.kind == Kind::NotConnected
     }
 
     /// The token store cannot be reached right now.

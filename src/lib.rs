@@ -20,7 +20,7 @@ pub mod sim;
 mod stats;
 pub mod store;
 
-pub use cache::{Token, TokenCache, TokenCacheBuilder};
+pub use cache::{Seed, Token, TokenCache, TokenCacheBuilder};
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
 pub use layer::{

@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Stats {
     /// Calls made to Zoho's token endpoint, successful or not.
     pub token_requests: u64,
-    /// Calls that produced a new access token.
+    /// Calls this process made that produced a new access token.
     pub refreshes: u64,
+    /// Access tokens taken from the token store, minted by another process (or an earlier run,
+    /// or a consent) — no call to Zoho.
+    pub adopted: u64,
     /// Calls that failed (network, throttling, rejected credentials, ...).
     pub failures: u64,
     /// Requests resent once with a fresh token after Zoho called their token dead.
@@ -24,6 +27,7 @@ pub struct Stats {
 pub(crate) struct Counters {
     pub(crate) token_requests: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    pub(crate) adopted: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) replays: AtomicU64,
     pub(crate) invalidations: AtomicU64,
@@ -39,6 +43,7 @@ impl Counters {
         Stats {
             token_requests: self.token_requests.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
+            adopted: self.adopted.load(Relaxed),
             failures: self.failures.load(Relaxed),
             replays: self.replays.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),

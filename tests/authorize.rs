@@ -66,7 +66,9 @@ async fn consent_end_to_end_stores_tokens_a_cache_then_uses() {
         Some(zoho.url().as_str())
     );
     // A cache on the store uses the stored token without another request.
-    let cache = TokenCache::from_store(accounts_client(&zoho), store).build();
+    let cache = TokenCache::from_store(accounts_client(&zoho), store)
+        .build()
+        .unwrap();
     let token = cache.token().await.unwrap();
     assert_eq!(token.access_token(), &set.access.unwrap().access_token);
     assert_eq!(token.scopes(), SCOPES);

@@ -128,7 +128,7 @@ impl Env {
     async fn seed(&self, refresh_token: &RefreshToken, accounts_url: Option<&str>) {
         let mut set = TokenSet::new(refresh_token.clone());
         set.accounts_url = accounts_url.map(str::to_owned);
-        self.store().save(&set).await.unwrap();
+        common::put(&self.store(), &set).await.unwrap();
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {

@@ -24,7 +24,8 @@ async fn a_failed_background_refresh_keeps_serving_the_still_valid_token() {
         .expiry_margin(Duration::ZERO)
         .refresh_ahead(Duration::from_secs(2))
         .backoff(Duration::from_secs(30), Duration::from_secs(60))
-        .build();
+        .build()
+        .unwrap();
     let token = cache.token().await.unwrap();
     // The stale window is capped at a quarter of the lifetime (1.5 s, plus up to 50 % jitter), so
     // it starts between 3.75 s and 4.5 s; the token is usable until 6 s.
@@ -68,7 +69,8 @@ async fn transient_failures_back_off_then_recover() {
     let zoho = Simulator::start().await.unwrap();
     let cache = cache_builder(&zoho)
         .backoff(Duration::from_millis(400), Duration::from_secs(5))
-        .build();
+        .build()
+        .unwrap();
     zoho.inject(Fault::Status(StatusCode::INTERNAL_SERVER_ERROR), 1);
     let first = cache.token().await.unwrap_err();
     assert!(first.is_transient(), "{first:?}");
@@ -97,7 +99,8 @@ async fn consecutive_transient_failures_back_off_longer() {
     let zoho = Simulator::start().await.unwrap();
     let cache = cache_builder(&zoho)
         .backoff(Duration::from_millis(100), Duration::from_secs(5))
-        .build();
+        .build()
+        .unwrap();
     zoho.inject(Fault::Html, 3);
     let mut waits = Vec::new();
     for _ in 0..3 {
@@ -222,7 +225,8 @@ async fn the_budget_is_configurable_and_fails_fast() {
     let zoho = Simulator::start().await.unwrap();
     let cache = cache_builder(&zoho)
         .budget(2, Duration::from_secs(60))
-        .build();
+        .build()
+        .unwrap();
     for _ in 0..2 {
         let token = cache.token().await.unwrap();
         cache.invalidate(&token);
@@ -243,7 +247,8 @@ async fn no_caller_waits_past_max_wait() {
     let zoho = Simulator::start().await.unwrap();
     let cache = cache_builder(&zoho)
         .max_wait(Duration::from_millis(300))
-        .build();
+        .build()
+        .unwrap();
     zoho.inject(Fault::Slow(Duration::from_secs(10)), 1);
     let started = Instant::now();
     let error = cache.token().await.unwrap_err();

@@ -43,7 +43,7 @@ use http_body_util::BodyExt;
 use tower::{BoxError, ServiceExt};
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Language, Simulator, SimulatorBuilder};
-use zoho_auth::store::{MemoryStore, StoredAccess, TokenSet, TokenStore};
+use zoho_auth::store::{MemoryStore, StoredAccess, TokenSet};
 use zoho_auth::{Accounts, Error, RefreshToken, TokenCache, ZohoAuth, ZohoAuthLayer};
 
 use common::{accounts_client, get, header_for, refused_port, Spy};
@@ -365,7 +365,8 @@ async fn no_token_yet(row: &Row) -> Option<(String, u64, Duration)> {
     let cache = TokenCache::builder(accounts_for(&row.trigger, &zoho), refresh.clone())
         .max_wait(MAX_WAIT)
         .backoff(Duration::from_millis(100), Duration::from_millis(200))
-        .build();
+        .build()
+        .unwrap();
     match &row.trigger {
         Trigger::Endpoint(fault) => zoho.inject(fault.clone(), 1),
         Trigger::Revoked => zoho.revoke_refresh_token(&refresh),
@@ -464,13 +465,14 @@ async fn stale_cache(zoho: &Simulator, trigger: &Trigger) -> (TokenCache, Refres
         Vec::new(),
     ));
     let store = Arc::new(MemoryStore::new());
-    store.save(&set).await.unwrap();
+    common::put(&*store, &set).await.unwrap();
     let cache = TokenCache::builder(accounts_for(trigger, zoho), refresh.clone())
         .store(store)
         .max_wait(MAX_WAIT)
         // Long enough that no second background attempt starts during the row.
         .backoff(Duration::from_secs(30), Duration::from_secs(60))
-        .build();
+        .build()
+        .unwrap();
     (cache, refresh, header_for(&minted.access_token))
 }
 
@@ -488,14 +490,14 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
             }
             let (service, spy) = layer(&cache);
             // Requests until the background refresh settled, then 20 more: none waits, each
-            // succeeds. The adoption counts as one refresh; the background attempt as a second,
-            // or as a failure.
+            // succeeds. The adoption counts as one; the background attempt as a refresh or a
+            // failure.
             let mut longest = Duration::ZERO;
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut sent = 0;
             loop {
                 let stats = cache.stats();
-                let settled = stats.refreshes + stats.failures >= 2;
+                let settled = stats.adopted + stats.refreshes + stats.failures >= 2;
                 if settled && sent >= 20 {
                     break;
                 }
@@ -554,7 +556,8 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
             let refresh = zoho.mint_refresh_token(&[]);
             let cache = TokenCache::builder(accounts_for(&row.trigger, &zoho), refresh.clone())
                 .max_wait(MAX_WAIT)
-                .build();
+                .build()
+                .unwrap();
             let (service, spy) = layer(&cache);
             let (first, mut longest) = send(&service, &url).await;
             assert_eq!(first.unwrap(), StatusCode::OK);

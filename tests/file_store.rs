@@ -279,7 +279,10 @@ impl Drop for ChildProcess {
 fn assert_lock_freed(rt: &tokio::runtime::Runtime, store: &FileStore, who: &str) {
     let deadline = Instant::now() + LOCK_FREED_TIMEOUT;
     let lock = loop {
-        if let Some(lock) = rt.block_on(store.try_lock()).expect("try_lock") {
+        if let Some(lock) = rt
+            .block_on(store.try_lock(Duration::ZERO))
+            .expect("try_lock")
+        {
             break lock;
         }
         assert!(
@@ -306,7 +309,7 @@ fn run_child(spec: &str) -> ! {
         // Take the lock, say so, and hold it until killed.
         "lock" => {
             let _lock = rt
-                .block_on(store.try_lock())
+                .block_on(store.try_lock(Duration::ZERO))
                 .expect("try_lock")
                 .expect("the child gets the free lock");
             println!("{READY}");
@@ -317,7 +320,7 @@ fn run_child(spec: &str) -> ! {
         // Under the lock, as the cache saves, save sets of varying size as fast as possible.
         "save" => rt.block_on(async {
             let _lock = store
-                .try_lock()
+                .try_lock(Duration::ZERO)
                 .await
                 .expect("try_lock")
                 .expect("the saving child gets the free lock");
@@ -341,7 +344,7 @@ fn run_child(spec: &str) -> ! {
                         "z".repeat(fastrand::usize(0..2_000))
                     ));
                 }
-                store.save(&set).await.expect("save in the child");
+                common::put(&store, &set).await.expect("save in the child");
                 saves += 1;
                 if saves == 1 {
                     println!("{READY}");
@@ -369,7 +372,7 @@ fn child_entry_try_lock_on_a_fresh_path_succeeds() {
     runtime().block_on(async {
         let store = FileStore::new(&path);
         let lock = store
-            .try_lock()
+            .try_lock(Duration::ZERO)
             .await
             .expect("try_lock on a fresh path")
             .expect("a fresh path's lock is free");
@@ -380,7 +383,7 @@ fn child_entry_try_lock_on_a_fresh_path_succeeds() {
         );
         lock.release().await.expect("release");
         let again = store
-            .try_lock()
+            .try_lock(Duration::ZERO)
             .await
             .expect("try_lock after release")
             .expect("a released lock is free");
@@ -406,10 +409,10 @@ async fn round_trip_keeps_every_field_and_creates_missing_directories() {
     assert!(full.access.as_ref().unwrap().api_domain.is_some());
     assert!(!full.access.as_ref().unwrap().scopes.is_empty());
     assert!(full.failure.is_some() && !full.token_requests.is_empty());
-    store
-        .save(&full)
+    let full = common::put(&store, &full)
         .await
         .expect("save creates the directories");
+    assert_eq!(full.revision, 1);
     assert!(path.is_file());
     assert_eq!(store.load().await.expect("load"), Some(full.clone()));
     // Another instance (as another process would) reads the same from the file.
@@ -420,21 +423,23 @@ async fn round_trip_keeps_every_field_and_creates_missing_directories() {
 
     // A smaller set replaces the whole file: nothing of the previous set survives.
     let bare = TokenSet::new(RefreshToken::new("1000.only.refresh"));
-    store.save(&bare).await.expect("save");
+    let bare = common::put(&store, &bare).await.expect("save");
     assert_eq!(store.load().await.expect("load"), Some(bare));
 
     // A client-credentials set has no refresh token at all.
     let mut no_refresh = variant(&template, 4);
     no_refresh.refresh_token = None;
-    store.save(&no_refresh).await.expect("save");
+    let no_refresh = common::put(&store, &no_refresh).await.expect("save");
     assert_eq!(store.load().await.expect("load"), Some(no_refresh));
-    store.save(&TokenSet::default()).await.expect("save");
-    assert_eq!(store.load().await.expect("load"), Some(TokenSet::default()));
+    let empty = common::put(&store, &TokenSet::default())
+        .await
+        .expect("save");
+    assert_eq!(store.load().await.expect("load"), Some(empty));
 
     // A file directly in an existing directory.
     let flat = FileStore::new(dir.join("flat.json"));
     let set = variant(&template, 11);
-    flat.save(&set).await.expect("save");
+    let set = common::put(&flat, &set).await.expect("save");
     assert_eq!(flat.load().await.expect("load"), Some(set));
 }
 
@@ -446,7 +451,9 @@ async fn token_file_and_lock_file_are_0600_and_created_directories_0700() {
     let store = FileStore::new(&path);
 
     for i in 0..5 {
-        store.save(&variant(&template, i)).await.expect("save");
+        common::put(&store, &variant(&template, i))
+            .await
+            .expect("save");
         assert_eq!(mode(&path), 0o600, "token file mode after save #{i}");
     }
     assert_eq!(mode(&dir.join("private")), 0o700, "created directory");
@@ -457,12 +464,14 @@ async fn token_file_and_lock_file_are_0600_and_created_directories_0700() {
     );
 
     let lock = store
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("lock is free");
     assert_eq!(mode(&lock_path(&path)), 0o600, "lock file mode");
-    store.save(&variant(&template, 9)).await.expect("save");
+    common::put(&store, &variant(&template, 9))
+        .await
+        .expect("save");
     assert_eq!(
         mode(&path),
         0o600,
@@ -473,7 +482,7 @@ async fn token_file_and_lock_file_are_0600_and_created_directories_0700() {
     // A lock taken before any save creates the directories (0700) and the lock file (0600).
     let lock_first = dir.join("lock-first/sub/tokens.json");
     let lock = FileStore::new(&lock_first)
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("lock is free");
@@ -490,8 +499,7 @@ async fn token_file_and_lock_file_are_0600_and_created_directories_0700() {
     let loose = dir.join("loose.json");
     fs::write(&loose, SEED).unwrap();
     fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
-    FileStore::new(&loose)
-        .save(&variant(&template, 3))
+    common::put(&FileStore::new(&loose), &variant(&template, 3))
         .await
         .expect("save");
     assert_eq!(mode(&loose), 0o600, "a 0644 token file after a save");
@@ -503,22 +511,39 @@ async fn saves_leave_no_temporary_files() {
     let template = template(&dir).await;
     let store = FileStore::new(dir.join("tokens.json"));
     for i in 0..50 {
-        store.save(&variant(&template, i)).await.expect("save");
+        common::put(&store, &variant(&template, i))
+            .await
+            .expect("save");
     }
-    assert_eq!(entries(dir.path()), BTreeSet::from(["tokens.json".into()]));
+    assert_eq!(
+        entries(dir.path()),
+        BTreeSet::from(["tokens.json".into(), "tokens.json.save.lock".into()])
+    );
 
-    let lock = store.try_lock().await.unwrap().expect("lock is free");
+    let lock = store
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("lock is free");
     for i in 50..60 {
-        store.save(&variant(&template, i)).await.expect("save");
+        common::put(&store, &variant(&template, i))
+            .await
+            .expect("save");
     }
     lock.release().await.unwrap();
     assert_eq!(
         entries(dir.path()),
-        BTreeSet::from(["tokens.json".into(), "tokens.json.lock".into()])
+        BTreeSet::from([
+            "tokens.json".into(),
+            "tokens.json.lock".into(),
+            "tokens.json.save.lock".into()
+        ])
     );
+    let mut last = variant(&template, 59);
+    last.revision = 60;
     assert_eq!(
         store.load().await.unwrap(),
-        Some(variant(&template, 59)),
+        Some(last),
         "the last save wins"
     );
 }
@@ -531,7 +556,7 @@ async fn a_concurrent_reader_sees_only_whole_saved_sets() {
     let path = dir.join("tokens.json");
     let store = FileStore::new(&path);
     let sets: Arc<Vec<TokenSet>> = Arc::new((0..=SAVES).map(|i| variant(&template, i)).collect());
-    store.save(&sets[0]).await.expect("seed");
+    common::put(&store, &sets[0]).await.expect("seed");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (started, reader_started) = tokio::sync::oneshot::channel();
@@ -552,7 +577,10 @@ async fn a_concurrent_reader_sees_only_whole_saved_sets() {
                 let Some(i) = variant_index(&set).filter(|&i| i <= SAVES) else {
                     return Err(format!("load #{loads}: a set nobody saved: {set:?}"));
                 };
-                if set != sets[i] {
+                // Set i is the (i + 1)th save.
+                let mut saved = sets[i].clone();
+                saved.revision = i as u64 + 1;
+                if set != saved {
                     return Err(format!(
                         "load #{loads}: set #{i} differs from the one saved: {set:?} != {:?}",
                         sets[i]
@@ -570,7 +598,7 @@ async fn a_concurrent_reader_sees_only_whole_saved_sets() {
 
     reader_started.await.expect("the reader loaded once");
     for set in &sets[1..] {
-        store.save(set).await.expect("save");
+        common::put(&store, set).await.expect("save");
     }
     stop.store(true, Ordering::Release);
     let (loads, seen) = reader
@@ -585,8 +613,13 @@ async fn a_concurrent_reader_sees_only_whole_saved_sets() {
         "concurrent reader: {loads} loads saw {} distinct sets",
         seen.len()
     );
-    assert_eq!(store.load().await.unwrap(), Some(sets[SAVES].clone()));
-    assert_eq!(entries(dir.path()), BTreeSet::from(["tokens.json".into()]));
+    let mut last = sets[SAVES].clone();
+    last.revision = SAVES as u64 + 1;
+    assert_eq!(store.load().await.unwrap(), Some(last));
+    assert_eq!(
+        entries(dir.path()),
+        BTreeSet::from(["tokens.json".into(), "tokens.json.save.lock".into()])
+    );
 }
 
 #[tokio::test]
@@ -596,8 +629,7 @@ async fn an_unusable_file_is_a_store_error_naming_it_and_is_left_untouched() {
 
     // A valid document, cut in half (what truncate-then-write leaves behind).
     let valid = dir.join("valid.json");
-    FileStore::new(&valid)
-        .save(&variant(&template, 33))
+    common::put(&FileStore::new(&valid), &variant(&template, 33))
         .await
         .unwrap();
     let whole = fs::read(&valid).unwrap();
@@ -651,8 +683,7 @@ async fn an_unusable_file_is_a_store_error_naming_it_and_is_left_untouched() {
     let err = store.load().await.expect_err("load of a directory");
     assert_store_error(&err, &path, "directory, load");
     let before = entries(dir.path());
-    let err = store
-        .save(&variant(&template, 1))
+    let err = common::put(&store, &variant(&template, 1))
         .await
         .expect_err("save over a directory");
     assert_store_error(&err, &path, "directory, save");
@@ -687,39 +718,51 @@ async fn the_lock_is_exclusive_between_stores_on_one_path_until_released() {
     let (first, second) = (FileStore::new(&path), FileStore::new(&path));
 
     let held = first
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("a free lock");
     for _ in 0..3 {
         assert!(
-            second.try_lock().await.expect("try_lock").is_none(),
+            second
+                .try_lock(Duration::ZERO)
+                .await
+                .expect("try_lock")
+                .is_none(),
             "a second store got a held lock"
         );
         assert!(
-            first.try_lock().await.expect("try_lock").is_none(),
+            first
+                .try_lock(Duration::ZERO)
+                .await
+                .expect("try_lock")
+                .is_none(),
             "the same store got its own held lock twice"
         );
     }
     // A different path has its own lock.
     let other = FileStore::new(dir.join("other.json"))
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("another path's lock is free");
 
     held.release().await.expect("release");
     let held = second
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("the released lock is free");
-    assert!(first.try_lock().await.expect("try_lock").is_none());
+    assert!(first
+        .try_lock(Duration::ZERO)
+        .await
+        .expect("try_lock")
+        .is_none());
 
     // Dropping a held lock without release (a cancelled refresh) frees it as well.
     drop(held);
     let held = first
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .expect("try_lock")
         .expect("a dropped lock is free");
@@ -737,7 +780,9 @@ fn a_lock_held_by_a_killed_process_is_freed_by_the_kernel() {
     let child = ChildProcess::start("lock", &path);
     for _ in 0..3 {
         assert!(
-            rt.block_on(store.try_lock()).expect("try_lock").is_none(),
+            rt.block_on(store.try_lock(Duration::ZERO))
+                .expect("try_lock")
+                .is_none(),
             "got the lock while another process holds it"
         );
     }
@@ -755,7 +800,7 @@ fn killing_a_writer_mid_save_never_loses_the_refresh_token() {
     let template = rt.block_on(template(&dir));
     let mut seed = variant(&template, 1);
     seed.refresh_token = Some(RefreshToken::new(KEEP));
-    rt.block_on(store.save(&seed)).expect("seed");
+    rt.block_on(common::put(&store, &seed)).expect("seed");
 
     let started = Instant::now();
     let mut previous_token = String::new();
@@ -794,7 +839,9 @@ fn killing_a_writer_mid_save_never_loses_the_refresh_token() {
     let names = entries(dir.path());
     let leftovers: Vec<_> = names
         .iter()
-        .filter(|n| !["tokens.json", "tokens.json.lock"].contains(&n.as_str()))
+        .filter(|n| {
+            !["tokens.json", "tokens.json.lock", "tokens.json.save.lock"].contains(&n.as_str())
+        })
         .collect();
     for name in &leftovers {
         assert!(
@@ -810,8 +857,8 @@ fn killing_a_writer_mid_save_never_loses_the_refresh_token() {
     );
 
     // And the store is still fully usable.
-    let after = variant(&template, 2);
-    rt.block_on(store.save(&after))
+    let after = rt
+        .block_on(common::put(&store, &variant(&template, 2)))
         .expect("save after the kills");
     assert_eq!(rt.block_on(store.load()).expect("load"), Some(after));
 }

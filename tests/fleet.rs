@@ -114,9 +114,7 @@ async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
         minted.scopes,
     ));
     set.token_requests.push(now);
-    zoho_auth::store::open(store)
-        .unwrap()
-        .save(&set)
+    common::put(&*zoho_auth::store::open(store).unwrap(), &set)
         .await
         .unwrap();
     refresh_token
@@ -166,11 +164,12 @@ async fn a_lock_holder_killed_mid_refresh_is_replaced(store: &str, lock_ttl: Dur
     let _turn = TURN.lock().await;
     let zoho = Simulator::start().await.unwrap();
     let refresh_token = zoho.mint_refresh_token(&[]);
-    zoho_auth::store::open(store)
-        .unwrap()
-        .save(&TokenSet::new(refresh_token.clone()))
-        .await
-        .unwrap();
+    common::put(
+        &*zoho_auth::store::open(store).unwrap(),
+        &TokenSet::new(refresh_token.clone()),
+    )
+    .await
+    .unwrap();
     // The first token request hangs; its sender is killed while it waits.
     zoho.inject(Fault::Slow(Duration::from_secs(60)), 1);
     let holder = spawn_quickstart(

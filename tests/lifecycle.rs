@@ -152,7 +152,7 @@ fn the_refresh_task_ends_and_frees_the_cache_once_the_last_handle_is_gone() {
     let store = Arc::new(MemoryStore::new());
     let store_alive = Arc::downgrade(&store);
     runtime.block_on(async {
-        let cache = cache_builder(&zoho).store(store).build();
+        let cache = cache_builder(&zoho).store(store).build().unwrap();
         let layer = ZohoAuthLayer::new(cache.clone());
         let service = tower::Layer::layer(&layer, Recorder::ok());
         let url = format!("{}/crm/v8/Leads", zoho.url());
@@ -196,7 +196,8 @@ fn dropping_the_runtime_mid_refresh_leaves_the_cache_usable_from_another_runtime
     let zoho = simulator_runtime.block_on(Simulator::start()).unwrap();
     let cache = cache_builder(&zoho)
         .max_wait(Duration::from_secs(5))
-        .build();
+        .build()
+        .unwrap();
     let url = format!("{}/crm/v8/Leads", zoho.url());
 
     let first = current_thread();

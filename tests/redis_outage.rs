@@ -32,7 +32,8 @@ async fn with_redis_down_from_the_start_requests_succeed_and_redis_is_used_once_
     let store = zoho_auth::store::open(&format!("{}?prefix=down-at-start", redis.url())).unwrap();
     let cache = TokenCache::builder(accounts_client(&zoho), zoho.mint_refresh_token(&[]))
         .store(store.clone())
-        .build();
+        .build()
+        .unwrap();
     let service: Service = http_service(&cache);
     let url = format!("{}/crm/v8/Leads", zoho.url());
     let (logs, _guard) = Logs::capture(tracing::Level::WARN);
@@ -73,7 +74,8 @@ async fn with_redis_killed_mid_run_requests_keep_succeeding() {
     let store = zoho_auth::store::open(&format!("{}?prefix=killed", redis.url())).unwrap();
     let cache = TokenCache::builder(accounts_client(&zoho), zoho.mint_refresh_token(&[]))
         .store(store.clone())
-        .build();
+        .build()
+        .unwrap();
     let service: Service = http_service(&cache);
     let url = format!("{}/crm/v8/Leads", zoho.url());
     all_ok(&service, &url, 5).await;

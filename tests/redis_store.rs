@@ -4,6 +4,7 @@
 //!
 //! Each test starts its own server (see `common/redis.rs`); `redis-server` must be installed.
 
+mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use redis_server::RedisServer;
-use zoho_auth::store::{RedisStore, StoreLock, TokenSet, TokenStore};
+use zoho_auth::store::{RedisStore, Saved, StoreLock, TokenSet, TokenStore};
 use zoho_auth::{AccessToken, Error, RefreshToken};
 
 /// What a store may take to fail when Redis is down.
@@ -140,24 +141,25 @@ async fn a_saved_set_loads_back_with_every_field() {
     access.api_domain = Some("https://www.zohoapis.in".into());
     access.scopes = vec!["ZohoBooks.fullaccess.all".into()];
     set.token_requests = vec![ms(now_ms() - 5_000), ms(now_ms())];
-    store.save(&set).await.unwrap();
-    assert_eq!(store.load().await.unwrap(), Some(set.clone()));
+    let stored = common::put(&store, &set).await.unwrap();
+    assert_eq!(stored.revision, 1);
+    assert_eq!(store.load().await.unwrap(), Some(stored));
 
     // A save replaces everything: no access token, no failure, no refresh token
     // (client credentials) — and the old access token is gone from Redis.
     let mut bare = TokenSet::default();
     bare.token_requests = vec![ms(now_ms())];
-    store.save(&bare).await.unwrap();
+    let bare = common::put(&store, &bare).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(bare));
     let mut con = raw(&server).await;
     assert!(!exists(&mut con, "app:access").await);
     assert!(exists(&mut con, "app:refresh").await);
 
     // The refresh token survives a save that only swaps the access token.
-    store.save(&set).await.unwrap();
+    common::put(&store, &set).await.unwrap();
     let mut next = set.clone();
     next.access.as_mut().unwrap().access_token = AccessToken::new("1000.access.two");
-    store.save(&next).await.unwrap();
+    common::put(&store, &next).await.unwrap();
     let loaded = store.load().await.unwrap().unwrap();
     assert_eq!(loaded.refresh_token.unwrap().expose(), "1000.refresh.one");
     assert_eq!(
@@ -178,7 +180,7 @@ async fn a_reader_never_sees_half_a_save() {
         set.access.as_mut().unwrap().access_token = AccessToken::new(format!("1000.access.{i}"));
         set
     };
-    writer.save(&numbered(0)).await.unwrap();
+    common::put(&writer, &numbered(0)).await.unwrap();
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reading = tokio::spawn({
@@ -201,7 +203,7 @@ async fn a_reader_never_sees_half_a_save() {
         }
     });
     for i in 1..=300 {
-        writer.save(&numbered(i)).await.unwrap();
+        common::put(&writer, &numbered(i)).await.unwrap();
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reading.await.unwrap() > 0);
@@ -232,7 +234,7 @@ async fn the_access_key_lives_as_long_as_the_token_and_the_refresh_key_forever()
     let set = full_set(&server, Duration::from_secs(600)).await;
     let saved_at = now_ms();
     let store = store(&server, "ttl");
-    store.save(&set).await.unwrap();
+    common::put(&store, &set).await.unwrap();
 
     let expires_at = set.access.as_ref().unwrap().expires_at;
     let lifetime = expires_at.duration_since(ms(saved_at)).unwrap().as_millis() as i64;
@@ -255,12 +257,12 @@ async fn an_expired_access_token_is_not_stored() {
     let mut con = raw(&server).await;
     let live = full_set(&server, Duration::from_secs(3600)).await;
     let store = store(&server, "expired");
-    store.save(&live).await.unwrap();
+    common::put(&store, &live).await.unwrap();
     assert!(exists(&mut con, "expired:access").await);
 
     let mut dead = live.clone();
     dead.access.as_mut().unwrap().expires_at = SystemTime::now() - Duration::from_secs(1);
-    store.save(&dead).await.unwrap();
+    common::put(&store, &dead).await.unwrap();
     assert!(
         !exists(&mut con, "expired:access").await,
         "the expired token was written, or the live one left behind"
@@ -276,11 +278,11 @@ async fn prefixes_isolate_stores_on_one_server() {
     let server = RedisServer::start();
     let a = store(&server, "tenant-a");
     let b = store(&server, "tenant-b");
-    a.save(&TokenSet::new(RefreshToken::new("1000.a")))
+    common::put(&a, &TokenSet::new(RefreshToken::new("1000.a")))
         .await
         .unwrap();
     assert_eq!(b.load().await.unwrap(), None);
-    b.save(&TokenSet::new(RefreshToken::new("1000.b")))
+    common::put(&b, &TokenSet::new(RefreshToken::new("1000.b")))
         .await
         .unwrap();
     let loaded_a = a.load().await.unwrap().unwrap();
@@ -289,8 +291,16 @@ async fn prefixes_isolate_stores_on_one_server() {
     assert_eq!(loaded_b.refresh_token.unwrap().expose(), "1000.b");
 
     // Each prefix has its own lock.
-    let lock_a = a.try_lock().await.unwrap().expect("a's lock is free");
-    let lock_b = b.try_lock().await.unwrap().expect("b's lock is free");
+    let lock_a = a
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a's lock is free");
+    let lock_b = b
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("b's lock is free");
     lock_a.release().await.unwrap();
     lock_b.release().await.unwrap();
 
@@ -366,7 +376,7 @@ async fn exactly_one_of_many_contenders_gets_the_lock() {
                 let barrier = barrier.clone();
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    store.try_lock().await.unwrap()
+                    store.try_lock(Duration::ZERO).await.unwrap()
                 })
             })
             .collect();
@@ -377,11 +387,11 @@ async fn exactly_one_of_many_contenders_gets_the_lock() {
         assert_eq!(held.len(), 1, "round {round}: {} holders", held.len());
 
         // While held, nobody else gets it; released, the next contender does.
-        assert!(stores[0].try_lock().await.unwrap().is_none());
-        assert!(stores[1].try_lock().await.unwrap().is_none());
+        assert!(stores[0].try_lock(Duration::ZERO).await.unwrap().is_none());
+        assert!(stores[1].try_lock(Duration::ZERO).await.unwrap().is_none());
         held.pop().unwrap().release().await.unwrap();
         let next = stores[round % 2]
-            .try_lock()
+            .try_lock(Duration::ZERO)
             .await
             .unwrap()
             .expect("free after release");
@@ -392,26 +402,73 @@ async fn exactly_one_of_many_contenders_gets_the_lock() {
 }
 
 #[tokio::test]
-async fn a_late_release_does_not_free_the_next_holders_lock() {
+async fn a_live_holder_keeps_its_lock_past_the_ttl() {
     let server = RedisServer::start();
     let mut con = raw(&server).await;
-    let slow = store(&server, "late").lock_ttl(Duration::from_millis(200));
+    let holder = store(&server, "renew").lock_ttl(Duration::from_millis(300));
+    let other = store(&server, "renew");
+    let lock = holder
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("free");
+    // Several TTLs: without renewal the lock would long be gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        other.try_lock(Duration::ZERO).await.unwrap().is_none(),
+        "a live holder's lock expired"
+    );
+    lock.release().await.unwrap();
+    assert!(!exists(&mut con, "renew:lock").await);
+
+    // A holder that dies (its lock dropped without release, as a killed process's) stops
+    // renewing, and the lock is free within a TTL.
+    let dead = holder
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("free");
+    drop(dead);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(other.try_lock(Duration::ZERO).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_late_release_does_not_free_the_next_holders_lock_nor_save_under_it() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    let slow = store(&server, "late");
     let other = store(&server, "late");
 
-    let expired = slow.try_lock().await.unwrap().expect("free");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = slow.try_lock(Duration::ZERO).await.unwrap().expect("free");
+    let read = slow.load().await.unwrap().unwrap_or_default();
+    // The lock expires while its holder is cut off from Redis (it could not renew).
+    let _: () = con.del("late:lock").await.unwrap();
     let current = other
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .unwrap()
         .expect("the first lock expired");
     let owner: String = con.get("late:lock").await.unwrap();
 
+    // The first holder's save is refused: it no longer holds the lock.
+    assert_eq!(
+        slow.save(&read, Some(&*expired)).await.unwrap(),
+        Saved::LockLost
+    );
+    assert_eq!(slow.load().await.unwrap(), None, "nothing was written");
+    // The holder of the lock saves; a save from a stale read is refused as a conflict.
+    assert_eq!(
+        other.save(&read, Some(&*current)).await.unwrap(),
+        Saved::Stored
+    );
+    assert_eq!(other.save(&read, None).await.unwrap(), Saved::Conflict);
+
     // The first holder finally releases: the second one's lock must survive.
     expired.release().await.unwrap();
     let still: Option<String> = con.get("late:lock").await.unwrap();
     assert_eq!(still.as_deref(), Some(&*owner));
-    assert!(slow.try_lock().await.unwrap().is_none());
+    assert!(slow.try_lock(Duration::ZERO).await.unwrap().is_none());
 
     current.release().await.unwrap();
     assert!(!exists(&mut con, "late:lock").await);
@@ -424,14 +481,14 @@ async fn a_lock_whose_holder_died_expires_by_itself() {
     let store = store(&server, "dead").lock_ttl(Duration::from_millis(300));
 
     // Dropping the lock without releasing it is what a crashed holder leaves behind.
-    drop(store.try_lock().await.unwrap().expect("free"));
+    drop(store.try_lock(Duration::ZERO).await.unwrap().expect("free"));
     let taken = Instant::now();
     let ttl = pttl(&mut con, "dead:lock").await;
     assert!(ttl > 0 && ttl <= 300, "lock PTTL {ttl}");
-    assert!(store.try_lock().await.unwrap().is_none());
+    assert!(store.try_lock(Duration::ZERO).await.unwrap().is_none());
 
     let again = loop {
-        if let Some(lock) = store.try_lock().await.unwrap() {
+        if let Some(lock) = store.try_lock(Duration::ZERO).await.unwrap() {
             break lock;
         }
         assert!(
@@ -459,13 +516,13 @@ async fn a_dead_redis_fails_fast_as_unavailable_and_the_store_reconnects() {
     let mut server = RedisServer::start();
     let store = store(&server, "down");
     let set = TokenSet::new(RefreshToken::new("1000.down"));
-    store.save(&set).await.unwrap();
-    let lock = store.try_lock().await.unwrap().expect("free");
+    common::put(&store, &set).await.unwrap();
+    let lock = store.try_lock(Duration::ZERO).await.unwrap().expect("free");
 
     server.kill();
     fails_unavailable("load", store.load()).await;
-    fails_unavailable("save", store.save(&set)).await;
-    fails_unavailable("try_lock", store.try_lock()).await;
+    fails_unavailable("save", common::put(&store, &set)).await;
+    fails_unavailable("try_lock", store.try_lock(Duration::ZERO)).await;
     fails_unavailable("release", lock.release()).await;
     // Still down: the failures repeat, as fast.
     let error = fails_unavailable("load again", store.load()).await;
@@ -476,10 +533,10 @@ async fn a_dead_redis_fails_fast_as_unavailable_and_the_store_reconnects() {
     server.restart();
     // The server kept nothing; the same store instance works again at once.
     assert_eq!(store.load().await.unwrap(), None);
-    store.save(&set).await.unwrap();
+    let set = common::put(&store, &set).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(set));
     let lock = store
-        .try_lock()
+        .try_lock(Duration::ZERO)
         .await
         .unwrap()
         .expect("free on the new server");
@@ -493,12 +550,12 @@ async fn a_redis_down_at_start_does_not_stop_open_and_is_used_once_up() {
     let store = zoho_auth::store::open(&format!("{}?prefix=late-start", server.url()))
         .expect("opening does not connect");
     fails_unavailable("load", store.load()).await;
-    fails_unavailable("try_lock", store.try_lock()).await;
+    fails_unavailable("try_lock", store.try_lock(Duration::ZERO)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.restart();
     let set = TokenSet::new(RefreshToken::new("1000.late"));
-    store.save(&set).await.unwrap();
+    let set = common::put(&*store, &set).await.unwrap();
     assert_eq!(store.load().await.unwrap(), Some(set));
     let mut con = raw(&server).await;
     assert!(exists(&mut con, "late-start:refresh").await);
@@ -511,8 +568,8 @@ async fn a_redis_that_never_answers_times_out_as_unavailable() {
     let url = format!("redis://{}/", silent.local_addr().unwrap());
     let store = RedisStore::open(&url).unwrap();
     fails_unavailable("load", store.load()).await;
-    fails_unavailable("save", store.save(&TokenSet::default())).await;
-    fails_unavailable("try_lock", store.try_lock()).await;
+    fails_unavailable("save", common::put(&store, &TokenSet::default())).await;
+    fails_unavailable("try_lock", store.try_lock(Duration::ZERO)).await;
 }
 
 #[test]
@@ -540,20 +597,23 @@ async fn store_open_honours_prefix_and_lock_ttl() {
         "our parameters reached the redis URL: {shown}"
     );
 
-    store
-        .save(&TokenSet::new(RefreshToken::new("1000.p")))
+    common::put(&*store, &TokenSet::new(RefreshToken::new("1000.p")))
         .await
         .unwrap();
     assert!(exists(&mut con, "p:refresh").await);
     assert!(!exists(&mut con, "zoho-auth:refresh").await);
 
-    let _lock = store.try_lock().await.unwrap().expect("free");
+    let _lock = store.try_lock(Duration::ZERO).await.unwrap().expect("free");
     let ttl = pttl(&mut con, "p:lock").await;
     assert!(ttl > 0 && ttl <= 500, "lock PTTL {ttl}, expected ≤ 500");
 
     // Defaults: prefix `zoho-auth`, a 30 s lock.
     let default = zoho_auth::store::open(&server.url()).unwrap();
-    let _lock = default.try_lock().await.unwrap().expect("free");
+    let _lock = default
+        .try_lock(Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("free");
     let ttl = pttl(&mut con, "zoho-auth:lock").await;
     assert!(ttl > 29_000 && ttl <= 30_000, "default lock PTTL {ttl}");
 }
@@ -585,8 +645,7 @@ async fn debug_and_errors_never_show_the_password() {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
         // And the password works.
-        store
-            .save(&TokenSet::new(RefreshToken::new("1000.pw")))
+        common::put(&store, &TokenSet::new(RefreshToken::new("1000.pw")))
             .await
             .unwrap();
         assert!(store.load().await.unwrap().is_some());

@@ -52,7 +52,8 @@ async fn every_products_dead_token_dialect_is_recognised() {
         .unwrap();
     let cache = cache_builder(&zoho)
         .budget(100, Duration::from_secs(600))
-        .build();
+        .build()
+        .unwrap();
     let service = http_service(&cache);
     cache.token().await.unwrap();
     let paths = [

@@ -218,7 +218,8 @@ async fn full_run() -> Run {
         .backoff(Duration::from_millis(20), Duration::from_millis(100))
         .throttle_backoff(Duration::from_millis(100))
         .max_wait(Duration::from_secs(10))
-        .build();
+        .build()
+        .unwrap();
     let layer = ZohoAuthLayer::new(cache.clone());
     tracing::info!(?cache, ?layer, "built the cache and the layer");
     let mut crm = layer.layer(Client::builder(TokioExecutor::new()).build_http::<SentBody>());
@@ -276,8 +277,9 @@ async fn full_run() -> Run {
     }
 
     // A client-credentials cache, for its token too.
-    let org =
-        TokenCache::client_credentials(client.clone(), &["ZohoCRM.modules.ALL"], SOID).build();
+    let org = TokenCache::client_credentials(client.clone(), &["ZohoCRM.modules.ALL"], SOID)
+        .build()
+        .unwrap();
     let org_token = org.token().await.unwrap();
     tracing::info!(cache = ?org, token = ?org_token, "client credentials");
     record_access(
@@ -574,7 +576,8 @@ async fn errors_of_failing_calls_print_no_secret() {
     secrets.push(Secret::new("cache refresh token", fresh.expose()));
     let budget = TokenCache::builder(client.clone(), fresh)
         .budget(1, Duration::from_secs(600))
-        .build();
+        .build()
+        .unwrap();
     sim.inject(Fault::Status(StatusCode::SERVICE_UNAVAILABLE), 1);
     assert!(errors
         .add("cache, 503", budget.token().await)

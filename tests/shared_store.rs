@@ -22,6 +22,7 @@ fn cache_on(
     TokenCache::builder(accounts_client(zoho), refresh_token.clone())
         .store(store)
         .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -166,20 +167,25 @@ async fn a_cache_can_start_from_a_store_alone() {
     let zoho = Simulator::start().await.unwrap();
     let dir = TempDir::new("from-store");
     let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("t.json")));
-    store
-        .save(&TokenSet::new(zoho.mint_refresh_token(&[])))
+    common::put(&*store, &TokenSet::new(zoho.mint_refresh_token(&[])))
         .await
         .unwrap();
-    let cache = TokenCache::from_store(accounts_client(&zoho), store).build();
+    let cache = TokenCache::from_store(accounts_client(&zoho), store)
+        .build()
+        .unwrap();
     cache.token().await.unwrap();
 
     let empty: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("empty.json")));
     let error = TokenCache::from_store(accounts_client(&zoho), empty)
         .build()
+        .unwrap()
         .token()
         .await
         .unwrap_err();
-    assert!(error.is_config(), "{error:?}");
+    assert!(
+        error.is_not_connected() && !error.is_permanent(),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("no refresh token"), "{error}");
 }
 
@@ -221,10 +227,12 @@ async fn an_adopted_token_that_died_is_dropped_not_trusted() {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let a = TokenCache::builder(common::accounts_client(&zoho), refresh.clone())
         .store(store.clone())
-        .build();
+        .build()
+        .unwrap();
     let b = TokenCache::builder(common::accounts_client(&zoho), refresh.clone())
         .store(store.clone())
-        .build();
+        .build()
+        .unwrap();
     let t1 = a.token().await.unwrap();
     assert_eq!(b.token().await.unwrap().access_token(), t1.access_token());
     zoho.invalidate_all_tokens();

@@ -75,7 +75,8 @@ async fn the_stale_window_serves_the_current_token_while_one_background_refresh_
     let cache = cache_builder(&zoho)
         .expiry_margin(Duration::ZERO)
         .refresh_ahead(Duration::from_secs(2))
-        .build();
+        .build()
+        .unwrap();
     let old = cache.token().await.unwrap();
     let old_header = format!("Zoho-oauthtoken {}", old.access_token().expose());
     tokio::time::sleep(Duration::from_millis(6100)).await;

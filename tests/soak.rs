@@ -194,7 +194,8 @@ async fn a_million_requests_across_expiries_and_invalidations_fail_none_and_refr
     );
     let cache = cache_builder(&zoho)
         .budget(1000, Duration::from_secs(600))
-        .build();
+        .build()
+        .unwrap();
     let first_use = Arc::new(FirstUse::default());
 
     // CRM as far as tokens go: 200 for a live token, 401 INVALID_TOKEN for a dead one.

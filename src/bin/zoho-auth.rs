@@ -315,7 +315,8 @@ async fn token(settings: &Settings, args: TokenArgs) -> Result<(), Problem> {
         // No background refresh: this process exits as soon as the token is printed.
         .refresh_ahead(Duration::ZERO)
         .expiry_margin(MIN_TOKEN_LIFE)
-        .build();
+        .build()
+        .map_err(|error| explain(&error, &ctx))?;
     let token = match cache.token().await {
         Ok(token) => token,
         Err(_) if set.refresh_token.is_none() => {
@@ -385,16 +386,31 @@ async fn revoke(settings: &Settings) -> Result<(), Problem> {
         ),
         Err(error) => return Err(explain(&error, &ctx)),
     };
-    store
+    // Fenced: a login that stored a new refresh token meanwhile is kept.
+    let emptied = store
         .store
-        .save(&TokenSet::default())
+        .update(None, |set| {
+            let revoked = set.refresh_token.as_ref() == Some(&refresh_token);
+            if revoked {
+                *set = TokenSet::default();
+            }
+            Ok(revoked)
+        })
         .await
         .map_err(|error| {
             let mut problem = explain(&error, &ctx);
             problem.what = format!("{note}, but could not empty the store: {}", problem.what);
             problem
-        })?;
-    println!("{note}, and removed the tokens from {}.", store.name);
+        })?
+        .0;
+    if emptied {
+        println!("{note}, and removed the tokens from {}.", store.name);
+    } else {
+        println!(
+            "{note}; {} meanwhile got a new refresh token, which was kept.",
+            store.name
+        );
+    }
     Ok(())
 }
 

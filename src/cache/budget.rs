@@ -21,12 +21,20 @@ impl Budget {
         Self {
             max: max.max(1) as usize,
             window,
-            sent: VecDeque::with_capacity(max as usize),
+            // A budget of millions is legal ("no local limit"); its slots are not allocated ahead.
+            sent: VecDeque::with_capacity(max.clamp(1, 16) as usize),
         }
     }
 
     /// Spends one request, or says how long until one is free.
     pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.check(now)?;
+        self.sent.push_back(now);
+        Ok(())
+    }
+
+    /// Whether a request could be spent now, or how long until one is free; spends nothing.
+    pub(crate) fn check(&mut self, now: Instant) -> Result<(), Duration> {
         while self
             .sent
             .front()
@@ -35,7 +43,6 @@ impl Budget {
             self.sent.pop_front();
         }
         if self.sent.len() < self.max {
-            self.sent.push_back(now);
             return Ok(());
         }
         let oldest = self.sent.front().copied().unwrap_or(now);
@@ -59,5 +66,20 @@ mod tests {
         );
         assert!(budget.try_take(start + Duration::from_secs(600)).is_ok());
         assert!(budget.try_take(start + Duration::from_secs(650)).is_err());
+    }
+
+    #[test]
+    fn a_check_spends_nothing() {
+        let start = Instant::now();
+        let mut budget = Budget::new(1, Duration::from_secs(600));
+        assert!(budget.check(start).is_ok());
+        assert!(budget.try_take(start).is_ok());
+        assert!(budget.check(start).is_err());
+    }
+
+    #[test]
+    fn a_huge_budget_allocates_nothing_ahead() {
+        let budget = Budget::new(u32::MAX, Duration::from_secs(600));
+        assert!(budget.sent.capacity() < 1024);
     }
 }

@@ -1,15 +1,21 @@
 //! Getting a new token for the cache's one flight: adopt one another process minted, or take the
-//! store's refresh lock and mint one within the fleet's budget.
+//! store's refresh lock and mint one within the fleet's budget — every store write fenced, every
+//! store call bounded.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{jitter, CachedToken, Grant, TokenCache};
+use super::policy::jitter;
+use super::state::{Grant, Job, Mode};
+use super::token::{still_usable, CachedToken};
+use super::TokenCache;
 use crate::accounts::TokenResponse;
 use crate::error::{Error, Kind};
+use crate::secret::RefreshToken;
 use crate::stats::Counters;
-use crate::store::{StoredAccess, StoredFailure, TokenSet};
+use crate::store::{StoreLock, StoredAccess, StoredFailure, TokenSet};
 
 /// How often a process waiting for another's refresh looks for its token (±50 %).
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -25,17 +31,59 @@ pub(super) enum Obtained {
     },
 }
 
+/// What a flight's work came to.
+pub(super) enum Work {
+    Obtained(Obtained),
+    Failed(Error),
+    /// A recheck found the same credentials that failed: the failure stays.
+    StillHeld,
+}
+
+/// What the fenced update under the lock decided.
+enum Step {
+    Adopt(StoredAccess, Option<RefreshToken>),
+    Mint(Option<RefreshToken>),
+}
+
 impl TokenCache {
-    /// A token for the flight that replaces `current`: through the store when it answers, on this
-    /// process's own when it does not.
-    pub(super) async fn obtain(&self, current: Option<&CachedToken>) -> Result<Obtained, Error> {
-        match self.obtain_shared(current).await {
+    /// A flight's work.
+    pub(super) async fn work(&self, job: &Job) -> Work {
+        if let Mode::Recheck(failed) = &job.mode {
+            match self.bounded("read", self.shared.store.load()).await {
+                Ok(set)
+                    if set.as_ref().and_then(|s| s.refresh_token.as_ref()) != failed.as_ref() =>
+                {
+                    tracing::info!("the token store holds new credentials; refreshing with them");
+                }
+                Ok(_) => return Work::StillHeld,
+                Err(error) => {
+                    tracing::debug!(error = %error, "could not read the token store again");
+                    return Work::StillHeld;
+                }
+            }
+        }
+        match self.obtain(job).await {
+            Ok(obtained) => Work::Obtained(obtained),
+            Err(error) => Work::Failed(error),
+        }
+    }
+
+    /// A token for the flight: through the store when it answers, on this process's own when it
+    /// does not.
+    async fn obtain(&self, job: &Job) -> Result<Obtained, Error> {
+        let current = job.current.as_deref();
+        match self.obtain_shared(job).await {
             Err(error) if error.is_store_unavailable() => {
+                let grant = self.lock().grant.clone();
+                if matches!(grant, Grant::RefreshToken { token: None, .. }) {
+                    // No refresh token to go on without the store: wait for it to come back.
+                    return Err(error);
+                }
                 tracing::warn!(
                     error = %error,
                     "token store unavailable: refreshing without it (this process only)"
                 );
-                let grant = self.lock().grant.clone();
+                self.take_budget()?;
                 let (mut response, sent_at) = self.mint(&grant).await?;
                 inherit_scopes(&mut response, current.map(|c| &c.scopes[..]));
                 Ok(Obtained::Minted { response, sent_at })
@@ -44,14 +92,31 @@ impl TokenCache {
         }
     }
 
-    async fn obtain_shared(&self, current: Option<&CachedToken>) -> Result<Obtained, Error> {
-        let store = &self.shared.store;
-        if let Some(access) = self.adoptable(store.load().await?.as_ref(), current) {
-            return Ok(Obtained::Adopted(access));
+    /// One store call within the configured bound: a store that does not answer is unavailable.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let bound = self.shared.config.store_timeout;
+        tokio::time::timeout(bound, call).await.unwrap_or_else(|_| {
+            Err(Error::store_unavailable(format!(
+                "the token store did not {what} within {}s",
+                bound.as_secs_f32()
+            )))
+        })
+    }
+
+    async fn obtain_shared(&self, job: &Job) -> Result<Obtained, Error> {
+        let store = &*self.shared.store;
+        let current = job.current.as_deref();
+        if let Some(obtained) = self.adopt(job, self.bounded("read", store.load()).await?) {
+            return Ok(obtained);
         }
         let deadline = Instant::now() + self.shared.config.max_wait;
         let lock = loop {
-            if let Some(lock) = store.try_lock().await? {
+            let ttl = self.shared.deadline;
+            if let Some(lock) = self.bounded("lock", store.try_lock(ttl)).await? {
                 break lock;
             }
             if Instant::now() >= deadline {
@@ -61,143 +126,209 @@ impl TokenCache {
                 ));
             }
             tokio::time::sleep(jitter(LOCK_POLL, 0.5, 1.5)).await;
-            if let Some(access) = self.adoptable(store.load().await?.as_ref(), current) {
-                return Ok(Obtained::Adopted(access));
+            if let Some(obtained) = self.adopt(job, self.bounded("read", store.load()).await?) {
+                return Ok(obtained);
             }
         };
-        let result = self.refresh_locked(current).await;
-        if let Err(error) = lock.release().await {
+        let result = self.refresh_locked(job, &*lock, current).await;
+        let release = lock.release();
+        if let Err(error) = self.bounded("release its lock", release).await {
             tracing::warn!(error = %error, "could not release the token store's refresh lock; it expires by itself");
         }
         result
     }
 
-    /// Under the store's lock: adopt, or check the fleet budget and a recorded failure, record the
-    /// request, mint, and save — never dropping the refresh token.
-    async fn refresh_locked(&self, current: Option<&CachedToken>) -> Result<Obtained, Error> {
-        let store = &self.shared.store;
-        let mut set = store.load().await?.unwrap_or_default();
-        if let Some(access) = self.adoptable(Some(&set), current) {
-            return Ok(Obtained::Adopted(access));
-        }
-        let grant = self.reconcile(&mut set)?;
-        if let Some(failure) = &set.failure {
-            return Err(failure.to_error());
-        }
-        let now = SystemTime::now();
+    /// Adopts the token in `set`, if [`adoptable`](Self::adoptable), with the set's refresh token.
+    fn adopt(&self, job: &Job, set: Option<TokenSet>) -> Option<Obtained> {
+        let set = set?;
+        let grant = self.lock().grant.clone();
+        let access = adoptable(&set, job.current.as_deref(), &grant, self)?;
+        self.commit_refresh_token(job, set.refresh_token);
+        Some(Obtained::Adopted(access))
+    }
+
+    /// Under the store's lock: in one fenced update, adopt, or check a recorded failure and the
+    /// fleet budget and record the request; then mint, and save the result fenced — merged into
+    /// whatever the store holds by then, so a newer refresh token is never reverted.
+    async fn refresh_locked(
+        &self,
+        job: &Job,
+        lock: &dyn StoreLock,
+        current: Option<&CachedToken>,
+    ) -> Result<Obtained, Error> {
+        let store = &*self.shared.store;
         let config = &self.shared.config;
-        set.prune_requests(now, config.budget_window);
-        if set.token_requests.len() >= config.budget_max.max(1) as usize {
-            let oldest = set.token_requests.iter().min().copied().unwrap_or(now);
-            let free_at = oldest + config.budget_window;
-            return Err(
-                self.budget_spent(free_at.duration_since(now).unwrap_or_default(), "the fleet")
-            );
-        }
-        set.token_requests.push(now);
-        // Recorded before the call, so a process that dies mid-refresh still counts it.
-        store.save(&set).await?;
+        let grant = self.lock().grant.clone();
+        let now = SystemTime::now();
+        let mut previous_scopes = Vec::new();
+        let decided = store.try_update(Some(lock), |set| {
+            if let Some(access) = adoptable(set, current, &grant, self) {
+                return Ok(Step::Adopt(access, set.refresh_token.clone()));
+            }
+            let token = choose(&grant, set)?;
+            if let Some(failure) = &set.failure {
+                return Err(failure.to_error());
+            }
+            set.prune_requests(now, config.budget_window);
+            if set.token_requests.len() >= config.budget_max as usize {
+                let oldest = set.token_requests.iter().min().copied().unwrap_or(now);
+                let free_at = oldest + config.budget_window;
+                let wait = free_at.duration_since(now).unwrap_or_default();
+                return Err(self.budget_spent(wait, "the fleet"));
+            }
+            // A request this process's own budget refuses must not take a fleet slot.
+            self.check_budget()?;
+            previous_scopes = set
+                .access
+                .as_ref()
+                .map(|a| a.scopes.clone())
+                .unwrap_or_default();
+            // Recorded before the call, so a process that dies mid-refresh still counts it.
+            set.token_requests.push(now);
+            Ok(Step::Mint(token))
+        });
+        let step = match self.bounded("save", decided).await? {
+            Some((step, _)) => step,
+            None => {
+                return Err(Error::transient(
+                    "lost the token store's refresh lock before calling Zoho; another process \
+                     may be refreshing",
+                ))
+            }
+        };
+        let used = match step {
+            Step::Adopt(access, refresh_token) => {
+                self.commit_refresh_token(job, refresh_token);
+                return Ok(Obtained::Adopted(access));
+            }
+            Step::Mint(token) => {
+                self.commit_refresh_token(job, token.clone());
+                // Checked just now; only a flight of this cache abandoned meanwhile can have
+                // taken the slot, and the fleet slot is already recorded.
+                let _ = self.take_budget();
+                token
+            }
+        };
+        let grant = match (&grant, &used) {
+            (Grant::RefreshToken { .. }, Some(token)) => Grant::RefreshToken {
+                token: Some(token.clone()),
+                prefer: false,
+            },
+            (grant, _) => grant.clone(),
+        };
         match self.mint(&grant).await {
             Ok((mut response, sent_at)) => {
-                let previous = set
-                    .access
-                    .as_ref()
-                    .map(|a| &a.scopes[..])
+                let previous = (!previous_scopes.is_empty())
+                    .then_some(&previous_scopes[..])
                     .or(current.map(|c| &c.scopes[..]));
                 inherit_scopes(&mut response, previous);
-                if let Some(new) = &response.refresh_token {
-                    set.refresh_token = Some(new.clone());
-                }
-                set.access = Some(StoredAccess {
-                    access_token: response.access_token.clone(),
-                    issued_at: now,
-                    expires_at: now + response.expires_in,
-                    api_domain: response.api_domain.clone(),
-                    scopes: response.scopes.clone(),
-                });
-                if let Err(error) = store.save(&set).await {
-                    // The refresh token did not change, so nothing is lost; others will refresh.
-                    tracing::warn!(error = %error, "minted a Zoho token but could not save it to the token store");
-                }
+                let access = StoredAccess::new(
+                    response.access_token.clone(),
+                    now,
+                    now + response.expires_in,
+                    response.api_domain.clone(),
+                    response.scopes.clone(),
+                );
+                let rotated = response.refresh_token.clone();
+                self.save_merged(lock, "the new token", |set| {
+                    // Another writer (a new consent, a login) may have replaced the refresh token
+                    // meanwhile: theirs stays.
+                    if let (Some(new), true) = (&rotated, set.refresh_token == used) {
+                        set.refresh_token = Some(new.clone());
+                    }
+                    // Ours only if what is stored is older.
+                    if set.access.as_ref().is_none_or(|a| a.issued_at < now) {
+                        set.access = Some(access.clone());
+                    }
+                })
+                .await;
                 Ok(Obtained::Minted { response, sent_at })
             }
-            Err(error) if error.is_invalid_grant() && set.refresh_token.is_some() => {
-                set.failure = Some(StoredFailure::from_error(&error));
-                if let Err(save) = store.save(&set).await {
-                    tracing::warn!(error = %save, "could not record the revoked refresh token in the token store");
-                }
+            Err(error) if error.is_invalid_grant() && used.is_some() => {
+                let failure = StoredFailure::from_error(&error);
+                self.save_merged(lock, "the revoked refresh token", |set| {
+                    // Only against the refresh token that failed, never a newer one.
+                    if set.refresh_token == used {
+                        set.failure = Some(failure.clone());
+                        set.access = None;
+                    }
+                })
+                .await;
                 Err(error)
             }
             Err(error) => Err(error),
         }
     }
 
-    /// Decides which refresh token to use — the store's, unless this process was given a newer
-    /// one (by [`set_refresh_token`](TokenCache::set_refresh_token), or to replace one the store
-    /// records as revoked) or the store has none — and puts it in `set`.
-    fn reconcile(&self, set: &mut TokenSet) -> Result<Grant, Error> {
-        let mut state = self.lock();
-        if let Grant::RefreshToken { token, prefer } = &mut state.grant {
-            let replace = match (&set.refresh_token, &*token) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(stored), Some(local)) => {
-                    stored != local && (*prefer || set.failure.is_some())
-                }
-            };
-            if replace {
-                set.refresh_token = token.clone();
-                set.failure = None;
-                set.access = None;
-            } else if set.refresh_token.is_some() {
-                *token = set.refresh_token.clone();
-            }
-            *prefer = false;
-            if set.refresh_token.is_none() {
-                return Err(Error::config(
-                    "no refresh token: none was configured and the token store holds none",
-                ));
-            }
-        }
-        Ok(state.grant.clone())
-    }
-
-    /// A usable token in `set` that is not the one being replaced — unless this process was given
-    /// a refresh token to use instead of the store's, whose tokens then belong to another grant.
-    /// Adopting a token also adopts the store's refresh token.
-    fn adoptable(
+    /// Saves a flight's result fenced, merged by `merge` into the latest set. A lock lost
+    /// meanwhile does not stop it — the merge never reverts another writer's save — but says so.
+    async fn save_merged(
         &self,
-        set: Option<&TokenSet>,
-        current: Option<&CachedToken>,
-    ) -> Option<StoredAccess> {
-        let set = set?;
-        let access = set.access.as_ref()?;
-        let remaining = access.expires_at.duration_since(SystemTime::now()).ok()?;
-        let lifetime = access
-            .expires_at
-            .duration_since(access.issued_at)
-            .unwrap_or(remaining);
-        let usable = remaining > self.shared.config.expiry_margin.min(lifetime / 10);
-        let replacing = current.is_some_and(|c| c.access_token == access.access_token);
-        if !usable || replacing {
-            return None;
-        }
-        match &mut self.lock().grant {
-            Grant::RefreshToken { prefer: true, .. } => return None,
-            Grant::RefreshToken { token, .. } if set.refresh_token.is_some() => {
-                token.clone_from(&set.refresh_token);
+        lock: &dyn StoreLock,
+        what: &str,
+        mut merge: impl FnMut(&mut TokenSet),
+    ) {
+        let store = &*self.shared.store;
+        let mut edit = |set: &mut TokenSet| {
+            merge(set);
+            Ok(())
+        };
+        let saved = match self
+            .bounded("save", store.try_update(Some(lock), &mut edit))
+            .await
+        {
+            Ok(None) => {
+                tracing::warn!(
+                    "the token store's refresh lock expired during the refresh; merging {what} \
+                     into what the store holds now"
+                );
+                self.bounded("save", store.try_update(None, &mut edit))
+                    .await
+                    .map(drop)
             }
-            _ => {}
+            other => other.map(drop),
+        };
+        if let Err(error) = saved {
+            // Nothing stored is lost: the refresh token did not change, and others will refresh.
+            tracing::warn!(error = %error, "could not save {what} to the token store");
         }
-        Some(access.clone())
     }
 
-    /// One call to Zoho's token endpoint, within this process's own budget.
+    /// Makes `token` (read from or written to the store) the one this process uses, unless new
+    /// credentials were set since `job` started.
+    fn commit_refresh_token(&self, job: &Job, token: Option<RefreshToken>) {
+        let mut state = self.lock();
+        if state.epoch != job.epoch {
+            return;
+        }
+        if let (
+            Grant::RefreshToken {
+                token: ours,
+                prefer,
+            },
+            Some(token),
+        ) = (&mut state.grant, token)
+        {
+            *ours = Some(token);
+            *prefer = false;
+        }
+    }
+
+    /// Takes a slot of this process's own budget.
+    fn take_budget(&self) -> Result<(), Error> {
+        let taken = self.lock().budget.try_take(Instant::now());
+        taken.map_err(|wait| self.budget_spent(wait, "this process"))
+    }
+
+    /// Whether this process's own budget has a slot free; takes none.
+    fn check_budget(&self) -> Result<(), Error> {
+        let checked = self.lock().budget.check(Instant::now());
+        checked.map_err(|wait| self.budget_spent(wait, "this process"))
+    }
+
+    /// One call to Zoho's token endpoint; the caller took a budget slot for it.
     async fn mint(&self, grant: &Grant) -> Result<(TokenResponse, Instant), Error> {
         let now = Instant::now();
-        if let Err(wait) = self.lock().budget.try_take(now) {
-            return Err(self.budget_spent(wait, "this process"));
-        }
         Counters::bump(&self.shared.counters.token_requests);
         tracing::debug!("requesting a Zoho access token");
         let client = &self.shared.client;
@@ -205,9 +336,7 @@ impl TokenCache {
             Grant::RefreshToken {
                 token: Some(token), ..
             } => client.refresh(token).await,
-            Grant::RefreshToken { token: None, .. } => Err(Error::config(
-                "no refresh token: none was configured and the token store cannot be read",
-            )),
+            Grant::RefreshToken { token: None, .. } => Err(not_connected()),
             Grant::ClientCredentials { scopes, soid } => {
                 let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
                 client.client_credentials(&scopes, soid).await
@@ -233,6 +362,58 @@ impl TokenCache {
         )
         .with_retry_after(retry_after)
     }
+}
+
+fn not_connected() -> Error {
+    Error::new(
+        Kind::NotConnected,
+        "no refresh token yet: none was configured and the token store holds none (connect a \
+         Zoho account, or run `zoho-auth login`)",
+    )
+}
+
+/// Which refresh token to use — the store's, unless this process was given one to replace it
+/// (by [`Seed::Replace`](super::Seed::Replace) or
+/// [`set_refresh_token`](TokenCache::set_refresh_token), or to replace one the store records as
+/// revoked) or the store has none — written into `set` when it replaces the store's.
+fn choose(grant: &Grant, set: &mut TokenSet) -> Result<Option<RefreshToken>, Error> {
+    let Grant::RefreshToken { token, prefer } = grant else {
+        return Ok(None);
+    };
+    let replace = match (&set.refresh_token, token) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(stored), Some(local)) => stored != local && (*prefer || set.failure.is_some()),
+    };
+    if replace {
+        set.refresh_token.clone_from(token);
+        set.failure = None;
+        set.access = None;
+    }
+    match &set.refresh_token {
+        Some(token) => Ok(Some(token.clone())),
+        None => Err(not_connected()),
+    }
+}
+
+/// A usable token in `set` that is not the one being replaced — unless this process was given a
+/// refresh token to use instead of the store's, whose tokens then belong to another grant.
+fn adoptable(
+    set: &TokenSet,
+    current: Option<&CachedToken>,
+    grant: &Grant,
+    cache: &TokenCache,
+) -> Option<StoredAccess> {
+    let access = set.access.as_ref()?;
+    let replacing = current.is_some_and(|c| c.access_token == access.access_token);
+    let foreign = matches!(grant, Grant::RefreshToken { prefer: true, .. });
+    if replacing
+        || foreign
+        || !still_usable(&cache.shared.config, access.issued_at, access.expires_at)
+    {
+        return None;
+    }
+    Some(access.clone())
 }
 
 /// Refresh answers name no scope; the grant's scopes have not changed since the last answer that

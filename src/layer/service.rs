@@ -52,6 +52,9 @@ impl Plan {
         match (token, verdict, usable) {
             (_, Verdict::Refuse, _) => Plan::Refuse,
             (Some(_), Verdict::PassThrough, _) => Plan::Pass,
+            // With the data centre known, the api_domain still to come is one of its hosts: a
+            // request elsewhere never gets the token, so it does not wait for one.
+            (None, Verdict::PassThrough, _) if config.hosts.dc.is_some() => Plan::Pass,
             (Some(token), Verdict::Attach, true) => {
                 Plan::Attach(Credential::new(token, target.as_ref(), config))
             }

@@ -15,6 +15,9 @@ pub(crate) const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize, Default)]
 pub(crate) struct Durable {
+    /// The set's revision, for fenced saves; sets written before revisions existed read as 0.
+    #[serde(default)]
+    pub(crate) revision: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +67,7 @@ fn from_ms(ms: u64) -> SystemTime {
 
 pub(crate) fn durable(set: &TokenSet) -> Durable {
     Durable {
+        revision: set.revision,
         refresh_token: set.refresh_token.as_ref().map(|t| t.expose().to_owned()),
         accounts_url: set.accounts_url.clone(),
         token_requests_ms: set.token_requests.iter().copied().map(to_ms).collect(),
@@ -95,6 +99,7 @@ pub(crate) fn document(set: &TokenSet) -> Document {
 /// Rebuilds a set from its parts.
 pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
     TokenSet {
+        revision: durable.revision,
         refresh_token: durable.refresh_token.map(RefreshToken::new),
         accounts_url: durable.accounts_url,
         access: access.map(|a| StoredAccess {
@@ -110,6 +115,28 @@ pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
             message: f.message,
         }),
     }
+}
+
+/// The public JSON form ([`TokenSet::to_json`]): the file store's document.
+pub(crate) fn to_json(set: &TokenSet) -> String {
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_string(&document(set)).unwrap_or_default()
+}
+
+pub(crate) fn from_json(json: &[u8]) -> Result<TokenSet, String> {
+    serde_json::from_slice::<Document>(json)
+        .map_err(|e| describe(&e))?
+        .into_set()
+}
+
+/// A JSON error without serde's message, which can quote the offending value (a token).
+pub(crate) fn describe(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 impl Document {
@@ -132,6 +159,7 @@ mod tests {
     #[test]
     fn a_set_round_trips_through_json() {
         let set = TokenSet {
+            revision: 7,
             refresh_token: Some(RefreshToken::new("1000.r.t")),
             accounts_url: Some("https://accounts.zoho.eu".into()),
             access: Some(StoredAccess {
@@ -150,6 +178,13 @@ mod tests {
         let json = serde_json::to_string(&document(&set)).unwrap();
         let back: Document = serde_json::from_str(&json).unwrap();
         assert_eq!(back.into_set().unwrap(), set);
+    }
+
+    #[test]
+    fn a_json_error_quotes_no_value() {
+        let error = from_json(br#"{"version":1,"refresh_token":1000.secret}"#).unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(error.contains("line 1"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! torn one, and a process killed at any point leaves the previous tokens intact (the lesson of
 //! yup-oauth2's and libcloud's truncate-then-write). The refresh lock is an OS lock on a separate
 //! `<file>.lock`, which the kernel frees when its holder dies.
+//!
+//! A save is fenced: under a second, short-lived OS lock on `<file>.save.lock` it re-reads the
+//! file and renames the new one into place only if the file still holds the revision the set was
+//! read at. (A second lock, because the refresh lock is held across a whole refresh, and an OS lock
+//! taken twice by one process through two files waits for itself.)
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -12,23 +17,32 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use super::codec::{self, Document};
-use super::{StoreFuture, StoreLock, TokenSet, TokenStore};
+use super::{Saved, StoreFuture, StoreLock, TokenSet, TokenStore};
 use crate::error::Error;
 
 /// Keeps the token set in a JSON file (mode 0600). Processes on one host that use the same path
 /// refresh once between them.
 ///
 /// ```
-/// use zoho_auth::store::{FileStore, TokenSet, TokenStore};
+/// use std::sync::Arc;
+/// use zoho_auth::store::{FileStore, TokenStore};
 /// use zoho_auth::RefreshToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), zoho_auth::Error> {
 /// let dir = std::env::temp_dir().join(format!("zoho-auth-doc-{}", std::process::id()));
-/// let store = FileStore::new(dir.join("tokens.json"));
-/// store.save(&TokenSet::new(RefreshToken::new("1000.r.t"))).await?;
+/// let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("tokens.json")));
+/// store
+///     .update(None, |set| {
+///         set.refresh_token = Some(RefreshToken::new("1000.r.t"));
+///         Ok(())
+///     })
+///     .await?;
 /// let loaded = store.load().await?.unwrap();
 /// assert_eq!(loaded.refresh_token.unwrap().expose(), "1000.r.t");
+/// assert_eq!(loaded.revision, 1);
 /// # std::fs::remove_dir_all(dir).unwrap(); Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -50,9 +64,10 @@ impl FileStore {
         &self.path
     }
 
-    fn lock_path(&self) -> PathBuf {
+    /// `<file><suffix>`, beside the token file.
+    fn sibling(&self, suffix: &str) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_owned();
-        name.push(".lock");
+        name.push(suffix);
         self.path.with_file_name(name)
     }
 
@@ -66,20 +81,59 @@ impl FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error("cannot read it", e)),
         };
-        let document: Document = serde_json::from_slice(&bytes)
-            .map_err(|e| self.error("not a zoho-auth token file (left untouched)", e))?;
+        let document: Document = serde_json::from_slice(&bytes).map_err(|e| {
+            self.error(
+                "not a zoho-auth token file (left untouched)",
+                codec::describe(&e),
+            )
+        })?;
         document
             .into_set()
             .map(Some)
             .map_err(|e| self.error("unsupported (left untouched)", e))
     }
 
-    fn write(&self, set: &TokenSet) -> Result<(), Error> {
+    /// The directory of the token file, created (mode 0700) if missing.
+    fn dir(&self) -> Result<PathBuf, Error> {
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
         create_private_dir(&dir).map_err(|e| self.error("cannot create its directory", e))?;
+        Ok(dir)
+    }
+
+    /// Opens (creating) the lock file `<file><suffix>`.
+    fn lock_file(&self, suffix: &str) -> Result<File, Error> {
+        self.dir()?;
+        private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.sibling(suffix))
+            .map_err(|e| self.error("cannot open its lock file", e))
+    }
+
+    /// The fenced save: compare the revision and rename, under the save lock.
+    fn save_fenced(&self, set: &TokenSet) -> Result<Saved, Error> {
+        let guard = self.lock_file(".save.lock")?;
+        guard
+            .lock()
+            .map_err(|e| self.error("cannot lock it for saving", e))?;
+        let current = self.read()?.map_or(0, |stored| stored.revision);
+        if current != set.revision {
+            return Ok(Saved::Conflict);
+        }
+        let mut next = set.clone();
+        next.revision += 1;
+        self.write(&next)?;
+        // Closing `guard` frees the save lock.
+        Ok(Saved::Stored)
+    }
+
+    fn write(&self, set: &TokenSet) -> Result<(), Error> {
+        let dir = self.dir()?;
         let json = serde_json::to_vec_pretty(&codec::document(set))
             .map_err(|e| self.error("cannot encode the tokens", e))?;
         let temp = dir.join(format!(
@@ -107,17 +161,7 @@ impl FileStore {
     }
 
     fn try_lock_file(&self) -> Result<Option<File>, Error> {
-        let path = self.lock_path();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|e| self.error("cannot create its directory", e))?;
-        }
-        let file = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| self.error("cannot open its lock file", e))?;
+        let file = self.lock_file(".lock")?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -152,12 +196,17 @@ impl TokenStore for FileStore {
         Box::pin(blocking(move || store.read()))
     }
 
-    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
+    fn save<'a>(
+        &'a self,
+        set: &'a TokenSet,
+        // An OS lock is held until its file is closed: it cannot be lost.
+        _lock: Option<&'a dyn StoreLock>,
+    ) -> StoreFuture<'a, Saved> {
         let (store, set) = (self.clone(), set.clone());
-        Box::pin(blocking(move || store.write(&set)))
+        Box::pin(blocking(move || store.save_fenced(&set)))
     }
 
-    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
+    fn try_lock(&self, _ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
         let store = self.clone();
         Box::pin(async move {
             let file = blocking(move || store.try_lock_file()).await?;

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use super::{StoreFuture, StoreLock, TokenSet, TokenStore};
+use std::time::Duration;
+
+use super::{Saved, StoreFuture, StoreLock, TokenSet, TokenStore};
 
 /// Keeps the token set in memory. Each [`TokenCache`](crate::TokenCache) has one unless given
 /// another store; caches that share one `Arc<MemoryStore>` share its token. Nothing survives a
@@ -48,12 +50,26 @@ impl TokenStore for MemoryStore {
         Box::pin(async move { Ok(set) })
     }
 
-    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
-        *self.set.lock().unwrap_or_else(|p| p.into_inner()) = Some(set.clone());
-        Box::pin(async { Ok(()) })
+    fn save<'a>(
+        &'a self,
+        set: &'a TokenSet,
+        // A mutex guard cannot be lost while held.
+        _lock: Option<&'a dyn StoreLock>,
+    ) -> StoreFuture<'a, Saved> {
+        let mut stored = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let current = stored.as_ref().map_or(0, |s| s.revision);
+        let saved = if current == set.revision {
+            let mut new = set.clone();
+            new.revision += 1;
+            *stored = Some(new);
+            Saved::Stored
+        } else {
+            Saved::Conflict
+        };
+        Box::pin(async move { Ok(saved) })
     }
 
-    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
+    fn try_lock(&self, _ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
         let held = self.refresh.clone().try_lock_owned().ok();
         Box::pin(async move {
             Ok(held.map(|guard| Box::new(Held { _guard: guard }) as Box<dyn StoreLock>))

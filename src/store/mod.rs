@@ -16,13 +16,27 @@
 //! If the store is unavailable (a Redis that is down), the cache warns and refreshes on its own
 //! with its local single flight and local budget, and uses the store again once it answers.
 //!
-//! | store | shared by | lock |
-//! |---|---|---|
-//! | [`MemoryStore`] (default) | the caches in one process that hold it | none needed |
-//! | [`FileStore`] | processes on one host | an OS file lock |
-//! | `RedisStore` (feature `redis`) | a fleet | `SET NX PX` with an owner value |
+//! ## Fenced saves
+//!
+//! Every stored set carries a [`revision`](TokenSet::revision), and every save is a
+//! compare-and-set against the revision that was read: [`TokenStore::save`] writes only if the
+//! store still holds that revision, and a save made under the refresh lock also checks that the
+//! lock is still held. Every writer — the cache, [`Connector`](crate::authorize::Connector), the
+//! command line — goes through [`update`](TokenStore::update), which re-reads and re-applies its
+//! edit when it lost the race. So a refresh that lands after a re-consent keeps the new refresh
+//! token (and takes its own access token only if the stored one is older), and no save ever
+//! reverts a newer one, in this process or anywhere in the fleet.
+//!
+//! | store | shared by | refresh lock | fenced save |
+//! |---|---|---|---|
+//! | [`MemoryStore`] (default) | the caches in one process that hold it | a Tokio mutex | under its mutex |
+//! | [`FileStore`] | processes on one host | an OS file lock | under a second OS lock, re-read before the rename |
+//! | `RedisStore` (feature `redis`) | a fleet | `SET NX PX` with an owner value | one Lua script that checks the revision and the lock owner |
 //!
 //! [`open`] reads the `ZOHO_TOKEN_STORE` syntax the quickstart and the command line use.
+//!
+//! The JSON form the file and Redis stores write is public ([`TokenSet::to_json`],
+//! [`TokenSet::from_json`]), for stores kept in an application's own database.
 
 mod codec;
 mod file;
@@ -50,6 +64,10 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Se
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenSet {
+    /// How many times this set was saved: `0` for a set never stored. [`TokenStore::load`] fills
+    /// it in; [`TokenStore::save`] stores a set only if the store still holds this revision, and
+    /// then holds `revision + 1`.
+    pub revision: u64,
     /// The refresh token; `None` for client-credentials caches.
     pub refresh_token: Option<RefreshToken>,
     /// The accounts server that issued the refresh token (its data centre's); refreshes must go
@@ -106,6 +124,36 @@ impl TokenSet {
     }
 }
 
+impl TokenSet {
+    /// The set in the JSON form the file and Redis stores write, for a [`TokenStore`] kept in an
+    /// application's own database. It holds the refresh token in clear: keep it where only the
+    /// application can read it.
+    ///
+    /// ```
+    /// use zoho_auth::store::TokenSet;
+    /// use zoho_auth::RefreshToken;
+    ///
+    /// let json = TokenSet::new(RefreshToken::new("1000.r.t")).to_json();
+    /// assert_eq!(json, r#"{"version":1,"revision":0,"refresh_token":"1000.r.t","token_requests_ms":[]}"#);
+    /// let back = TokenSet::from_json(json.as_bytes()).unwrap();
+    /// assert_eq!(back.refresh_token.unwrap().expose(), "1000.r.t");
+    /// ```
+    ///
+    /// Its fields: `version` (this form's version, `1`; a reader refuses another), `revision`, and when present
+    /// `refresh_token`, `accounts_url`, `token_requests_ms` (milliseconds since the Unix epoch),
+    /// `failure` (`{"code", "message"}`) and `access` (`{"access_token", "issued_at_ms",
+    /// "expires_at_ms", "api_domain", "scopes"}`). Readers ignore fields they do not know.
+    pub fn to_json(&self) -> String {
+        codec::to_json(self)
+    }
+
+    /// Reads a set from [its JSON form](Self::to_json). The error names what is wrong without
+    /// quoting the input, which may hold a token.
+    pub fn from_json(json: &[u8]) -> Result<Self, Error> {
+        codec::from_json(json).map_err(|e| Error::store(format!("not a zoho-auth token set: {e}")))
+    }
+}
+
 impl StoredAccess {
     /// An access token minted at `issued_at` that Zoho says expires at `expires_at`.
     pub fn new(
@@ -149,26 +197,135 @@ impl StoredFailure {
 
 /// A place to keep a [`TokenSet`] and a lock that one process at a time holds while refreshing.
 ///
-/// Implement it to keep tokens in your own database: `load` and `save` move the whole set,
-/// `try_lock` must give the lock to at most one caller at a time across every process sharing the
-/// store, and must free it by itself if its holder dies (a TTL, or an OS lock). Errors that mean
-/// "unreachable" should be [`Error::store_unavailable`] so the cache falls back to refreshing on
-/// its own; other errors (a corrupt file) surface to callers and nothing is overwritten.
+/// Implement it to keep tokens in your own database (the [JSON form](TokenSet::to_json) is there
+/// for that): `load` returns the set with its revision, `save` is a compare-and-set on it (in SQL,
+/// `UPDATE … SET data = ?, revision = revision + 1 WHERE revision = ?`, or an `INSERT` that fails
+/// when a row exists for revision 0), and `try_lock` must give the lock to at most one caller at a
+/// time across every process sharing the store, and must free it by itself if its holder dies (a
+/// TTL, or an OS lock). Errors that mean "unreachable" should be [`Error::store_unavailable`] so
+/// the cache falls back to refreshing on its own; other errors (a corrupt file) surface to callers
+/// and nothing is overwritten.
+///
+/// Write through [`update`](Self::update), never `save` alone: it re-reads and re-applies an edit
+/// that lost the race.
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
-    /// Reads the token set; `None` when nothing has been saved.
+    /// Reads the token set, with its [`revision`](TokenSet::revision); `None` when nothing has
+    /// been saved.
     fn load(&self) -> StoreFuture<'_, Option<TokenSet>>;
 
-    /// Replaces the token set, atomically: a reader sees the old set or the new one.
-    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()>;
+    /// Stores `set` if the store still holds revision `set.revision` (`0`: nothing stored), and,
+    /// when `lock` is given, only while that lock is still held; the stored set then has revision
+    /// `set.revision + 1`. Atomic: a reader sees the old set or the new one.
+    fn save<'a>(
+        &'a self,
+        set: &'a TokenSet,
+        lock: Option<&'a dyn StoreLock>,
+    ) -> StoreFuture<'a, Saved>;
 
-    /// Takes the refresh lock if it is free; `None` when another holder has it.
-    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>>;
+    /// Takes the refresh lock if it is free; `None` when another holder has it. `ttl` is how long
+    /// the holder may need it (the cache's whole refresh deadline): a lock that expires by itself
+    /// must live at least that long, or be renewed while held (as the Redis store's is).
+    fn try_lock(&self, ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>>;
+}
+
+/// What a fenced [`TokenStore::save`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Saved {
+    /// The set was stored.
+    Stored,
+    /// The store holds another revision than the one the set was read at: nothing was written.
+    Conflict,
+    /// The save was made under a refresh lock that is no longer held (it expired): nothing was
+    /// written.
+    LockLost,
 }
 
 /// A held refresh lock.
-pub trait StoreLock: Send + fmt::Debug {
+pub trait StoreLock: Send + Sync + fmt::Debug {
+    /// The value a store checks, on a save made under this lock, to tell that the lock is still
+    /// held (Redis: the owner value in the lock key). `None` for locks that cannot be lost while
+    /// held (an OS lock, a mutex).
+    fn fence(&self) -> Option<&str> {
+        None
+    }
+
     /// Frees the lock (only if this holder still owns it).
     fn release(self: Box<Self>) -> StoreFuture<'static, ()>;
+}
+
+/// How often [`update`](TokenStore::update) re-reads and re-applies an edit that lost the race
+/// before it gives up: the store is being rewritten faster than it can be read.
+const UPDATE_ATTEMPTS: usize = 8;
+
+impl dyn TokenStore {
+    /// Reads the set (empty if none), applies `edit` to it and saves it fenced; when another
+    /// writer saved in between, reads the newer set and applies `edit` to that instead, so the
+    /// edit always lands on the latest set and never reverts another writer's. `edit` may run
+    /// several times and returns an error to write nothing; an edit that changes nothing writes
+    /// nothing either. Returns what the last `edit` returned and the set as stored (with its new
+    /// revision).
+    ///
+    /// With `lock`, the save is also refused if the refresh lock was lost meanwhile: an
+    /// [`Error::is_store`] error, and nothing is written.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use zoho_auth::store::{MemoryStore, TokenStore};
+    /// use zoho_auth::RefreshToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), zoho_auth::Error> {
+    /// let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    /// let (_, set) = store
+    ///     .update(None, |set| {
+    ///         set.refresh_token = Some(RefreshToken::new("1000.r.t"));
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(set.revision, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn update<T>(
+        &self,
+        lock: Option<&dyn StoreLock>,
+        edit: impl FnMut(&mut TokenSet) -> Result<T, Error>,
+    ) -> Result<(T, TokenSet), Error> {
+        self.try_update(lock, edit).await?.ok_or_else(|| {
+            Error::store(
+                "the token store's refresh lock expired before the save; nothing was written \
+                 (the refresh took longer than the lock's lifetime)",
+            )
+        })
+    }
+
+    /// [`update`](Self::update), with `None` when the refresh lock was lost.
+    pub(crate) async fn try_update<T>(
+        &self,
+        lock: Option<&dyn StoreLock>,
+        mut edit: impl FnMut(&mut TokenSet) -> Result<T, Error>,
+    ) -> Result<Option<(T, TokenSet)>, Error> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let read = self.load().await?.unwrap_or_default();
+            let mut set = read.clone();
+            let value = edit(&mut set)?;
+            set.revision = read.revision;
+            if set == read {
+                return Ok(Some((value, set)));
+            }
+            match self.save(&set, lock).await? {
+                Saved::Stored => {
+                    set.revision += 1;
+                    return Ok(Some((value, set)));
+                }
+                Saved::Conflict => continue,
+                Saved::LockLost => return Ok(None),
+            }
+        }
+        Err(Error::store(format!(
+            "the token store changed {UPDATE_ATTEMPTS} times while one save was being made; \
+             nothing was written"
+        )))
+    }
 }
 
 /// Opens a store from the `ZOHO_TOKEN_STORE` syntax: `memory` (or empty), `file:PATH`, or a

@@ -1,9 +1,10 @@
 //! The Redis token store (feature `redis`): one token set shared by a fleet of processes.
 //!
 //! Everything a user needs to know is on [`RedisStore`], which `store` re-exports (this module is
-//! private). In short: two token keys written together in `MULTI`/`EXEC`, an access key that
-//! expires with its token, a `SET NX PX` lock with an owner value freed by a Lua
-//! compare-and-delete, a lazily created `ConnectionManager`, and a time bound on every operation.
+//! private). In short: two token keys written together by one Lua script that checks the set's
+//! revision and the lock's owner first, an access key that expires with its token, a `SET NX PX`
+//! lock with an owner value freed by a Lua compare-and-delete, a lazily created
+//! `ConnectionManager`, and a time bound on every operation.
 
 use std::fmt;
 use std::future::Future;
@@ -14,14 +15,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use super::codec::{self, Access, Durable};
-use super::{StoreFuture, StoreLock, TokenSet, TokenStore};
+use super::{Saved, StoreFuture, StoreLock, TokenSet, TokenStore};
 use crate::error::Error;
 
 /// The key prefix when none is given.
 const DEFAULT_PREFIX: &str = "zoho-auth";
 
-/// The lock's default lifetime. It must outlive a refresh, or a second holder could refresh while
-/// the first still waits for Zoho; the accounts client gives up after 20 s.
+/// The lock's default lifetime. It is renewed while held, so it only bounds how long a holder that
+/// died keeps the fleet from refreshing.
 const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
 
 /// How long one connection attempt may take. Short, because a request may be waiting behind it;
@@ -45,6 +46,49 @@ return 0"#,
     )
 });
 
+/// Extends the lock's TTL (ARGV[2] ms) only if it still holds the caller's owner value (ARGV[1]).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0"#,
+    )
+});
+
+/// The fenced save. KEYS: the refresh key, the access key, the lock key. ARGV: the revision the set
+/// was read at, the lock's owner value (empty: saved without the lock), the durable JSON, the
+/// access JSON (empty: none) and its TTL in milliseconds. Returns 1 when stored, 0 on a revision
+/// conflict, -1 when the lock is not held by that owner, -2 when the refresh key holds something
+/// that is not a token set. One script, so no other client's write can come between the checks
+/// and the writes.
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"local raw = redis.call("GET", KEYS[1])
+local revision = 0
+if raw then
+    local ok, stored = pcall(cjson.decode, raw)
+    if not ok or type(stored) ~= "table" then
+        return -2
+    end
+    revision = tonumber(stored["revision"]) or 0
+end
+if ARGV[2] ~= "" and redis.call("GET", KEYS[3]) ~= ARGV[2] then
+    return -1
+end
+if revision ~= tonumber(ARGV[1]) then
+    return 0
+end
+redis.call("SET", KEYS[1], ARGV[3])
+if ARGV[4] ~= "" then
+    redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5])
+else
+    redis.call("DEL", KEYS[2])
+end
+return 1"#,
+    )
+});
+
 /// Keeps the token set in Redis, so that a fleet of processes sharing one refresh token refreshes
 /// it once between them.
 ///
@@ -60,9 +104,11 @@ return 0"#,
 /// | `{prefix}:access` | the current access token with its expiry, API domain and scopes (JSON) | the token's remaining lifetime |
 /// | `{prefix}:lock` | the refresh lock: a random owner value | the lock's TTL |
 ///
-/// [`save`](TokenStore::save) writes both token keys in one `MULTI`/`EXEC`, so a reader never pairs
-/// a new refresh token with an old access token; an access token already expired is not written
-/// (and an older one is deleted). [`load`](TokenStore::load) reads both keys at once; a key that
+/// [`save`](TokenStore::save) is one Lua script: it checks that the refresh key still holds the
+/// revision the set was read at (and, for a save under the refresh lock, that the lock key still
+/// holds this holder's owner value), then writes both token keys, so a reader never pairs a new
+/// refresh token with an old access token and no save reverts a newer one; an access token already
+/// expired is not written (and an older one is deleted). [`load`](TokenStore::load) reads both keys at once; a key that
 /// holds something else than the JSON this store writes is an [`Error::is_store`] error naming the
 /// key, and is left as it is. The lock is `SET NX PX` with a random owner value; releasing it
 /// deletes the key only if it still holds that value, so a holder whose lock expired never frees
@@ -88,13 +134,16 @@ return 0"#,
 /// // Does not connect: Redis may still be starting.
 /// let store = RedisStore::open("redis://:password@redis.internal:6379/0?prefix=crm-sync")?
 ///     .lock_ttl(Duration::from_secs(45));
-/// store.save(&TokenSet::new(RefreshToken::new("1000.r.t"))).await?;
-/// if let Some(lock) = store.try_lock().await? {
+/// let store: Arc<dyn TokenStore> = Arc::new(store);
+/// store.update(None, |set| {
+///     set.refresh_token = Some(RefreshToken::new("1000.r.t"));
+///     Ok(())
+/// }).await?;
+/// if let Some(lock) = store.try_lock(Duration::from_secs(60)).await? {
 ///     // ... refresh, save ...
 ///     lock.release().await?;
 /// }
-/// let store: Arc<dyn TokenStore> = Arc::new(store); // what a TokenCache takes
-/// # let _ = store; Ok(()) }
+/// # Ok(()) }
 /// ```
 pub struct RedisStore {
     client: redis::Client,
@@ -137,7 +186,7 @@ impl Keys {
 impl RedisStore {
     /// A store at a `redis://` or `rediss://` URL (`redis://[user][:password@]host[:port][/db]`),
     /// with the optional query parameters `prefix=NAME` (the key prefix, default `zoho-auth`) and
-    /// `lock_ttl_ms=N` (the refresh lock's lifetime, default 30000; it must outlive a refresh).
+    /// `lock_ttl_ms=N` (how long the refresh lock outlives a holder that died, default 30000).
     ///
     /// Does not connect: the first operation does, and a failed connection is tried again by the
     /// next one. Fails only on a URL that cannot be used (a configuration error).
@@ -204,8 +253,8 @@ impl RedisStore {
         self
     }
 
-    /// Sets how long the refresh lock lives if its holder never releases it (it died). It must
-    /// outlive a refresh: the default, 30 s, covers the accounts client's 20 s timeout. Durations
+    /// Sets how long the refresh lock lives if its holder never releases it (it died); default
+    /// 30 s. A live holder renews it every third of this, so it outlives any refresh. Durations
     /// under a millisecond count as one millisecond.
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = ttl.max(Duration::from_millis(1));
@@ -266,14 +315,9 @@ impl RedisStore {
     }
 
     fn malformed(&self, key: &str, e: &serde_json::Error) -> Error {
-        // Only the category and position: serde's own message can quote the offending value,
-        // and the value may be a token.
         Error::store(self.describe(&format!(
-            "key {key:?} does not hold a zoho-auth token set (left untouched): \
-             {:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
+            "key {key:?} does not hold a zoho-auth token set (left untouched): {}",
+            codec::describe(e)
         )))
     }
 
@@ -307,13 +351,16 @@ impl RedisStore {
         Ok(Some(codec::set_from(durable, access)))
     }
 
-    async fn save_set(&self, set: &TokenSet) -> Result<(), Error> {
-        let durable =
-            serde_json::to_vec(&codec::durable(set)).map_err(|e| self.encoding_error(e))?;
+    async fn save_set(&self, set: &TokenSet, lock: Option<&dyn StoreLock>) -> Result<Saved, Error> {
+        // The stored set is the next revision.
+        let mut durable = codec::durable(set);
+        durable.revision = set.revision + 1;
+        let durable = serde_json::to_vec(&durable).map_err(|e| self.encoding_error(e))?;
         // The access key lives as long as the token, so Redis drops a dead token by itself; one
-        // already expired is not stored at all.
+        // already expired is not stored at all (and an older one must not linger for another
+        // process to adopt).
         let now = SystemTime::now();
-        let access = match (codec::access(set), &set.access) {
+        let (access, ttl_ms) = match (codec::access(set), &set.access) {
             (Some(json), Some(stored)) => {
                 let ttl_ms = stored
                     .expires_at
@@ -321,39 +368,41 @@ impl RedisStore {
                     .map_or(0, |left| left.as_millis());
                 if ttl_ms > 0 {
                     let json = serde_json::to_vec(&json).map_err(|e| self.encoding_error(e))?;
-                    Some((json, u64::try_from(ttl_ms).unwrap_or(u64::MAX)))
+                    (json, u64::try_from(ttl_ms).unwrap_or(u64::MAX))
                 } else {
-                    None
+                    (Vec::new(), 0)
                 }
             }
-            _ => None,
+            _ => (Vec::new(), 0),
         };
+        let owner = lock.and_then(|lock| lock.fence()).unwrap_or("");
 
-        let mut pipe = redis::pipe();
-        // MULTI/EXEC: a reader sees both keys old or both new.
-        pipe.atomic();
-        // A plain SET also clears any TTL someone put on the key: the refresh token never expires.
-        pipe.cmd("SET")
-            .arg(&self.keys.refresh)
-            .arg(durable)
-            .ignore();
-        match access {
-            Some((json, ttl_ms)) => pipe
-                .cmd("SET")
-                .arg(&self.keys.access)
-                .arg(json)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore(),
-            // No live token in the set: an older one must not linger for another process to adopt.
-            None => pipe.cmd("DEL").arg(&self.keys.access).ignore(),
-        };
-
-        self.run("cannot save", |mut con| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut con).await }
-        })
-        .await
+        let answer: i64 = self
+            .run("cannot save", |mut con| {
+                let (durable, access, keys) = (&durable, &access, &self.keys);
+                async move {
+                    SAVE.key(&keys.refresh)
+                        .key(&keys.access)
+                        .key(&keys.lock)
+                        .arg(set.revision)
+                        .arg(owner)
+                        .arg(durable)
+                        .arg(access)
+                        .arg(ttl_ms)
+                        .invoke_async(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        match answer {
+            1 => Ok(Saved::Stored),
+            0 => Ok(Saved::Conflict),
+            -1 => Ok(Saved::LockLost),
+            _ => Err(Error::store(self.describe(&format!(
+                "key {:?} does not hold a zoho-auth token set (left untouched)",
+                self.keys.refresh
+            )))),
+        }
     }
 
     async fn lock(&self) -> Result<Option<Box<dyn StoreLock>>, Error> {
@@ -382,11 +431,19 @@ impl RedisStore {
         }
         // The lock keeps its own handle on the connection: `release` returns a `'static` future.
         let (_, manager) = self.manager()?;
+        let renewal = tokio::spawn(renew(
+            manager.clone(),
+            self.keys.lock.clone(),
+            owner.clone(),
+            ttl_ms,
+        ))
+        .abort_handle();
         Ok(Some(Box::new(RedisLock {
             manager,
             key: self.keys.lock.clone(),
             owner,
             context: self.describe("cannot release the refresh lock"),
+            renewal,
         })))
     }
 }
@@ -406,11 +463,17 @@ impl TokenStore for RedisStore {
         Box::pin(self.load_set())
     }
 
-    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
-        Box::pin(self.save_set(set))
+    fn save<'a>(
+        &'a self,
+        set: &'a TokenSet,
+        lock: Option<&'a dyn StoreLock>,
+    ) -> StoreFuture<'a, Saved> {
+        Box::pin(self.save_set(set, lock))
     }
 
-    fn try_lock(&self) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
+    // The lock is renewed while held, so its TTL can stay short and a dead holder's lock is
+    // freed quickly, whatever the holder needs it for.
+    fn try_lock(&self, _ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
         Box::pin(self.lock())
     }
 }
@@ -421,6 +484,39 @@ struct RedisLock {
     key: String,
     owner: String,
     context: String,
+    /// The task that keeps the lock alive while it is held.
+    renewal: tokio::task::AbortHandle,
+}
+
+impl Drop for RedisLock {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+/// Extends the lock every third of its TTL while its holder lives, and stops once the lock is
+/// no longer ours. A holder that dies stops renewing, and its lock expires within one TTL.
+async fn renew(manager: ConnectionManager, key: String, owner: String, ttl_ms: u64) {
+    let every = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed: Result<i64, _> = bounded(&manager, |mut con| {
+            let (key, owner) = (&key, &owner);
+            async move {
+                RENEW
+                    .key(key)
+                    .arg(owner)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut con)
+                    .await
+            }
+        })
+        .await;
+        // A failed renewal is tried again; a lock another holder has is not ours to renew.
+        if let Ok(0) = renewed {
+            return;
+        }
+    }
 }
 
 impl fmt::Debug for RedisLock {
@@ -431,26 +527,31 @@ impl fmt::Debug for RedisLock {
 }
 
 impl StoreLock for RedisLock {
+    fn fence(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+
     fn release(self: Box<Self>) -> StoreFuture<'static, ()> {
         Box::pin(async move {
+            self.renewal.abort();
             let Self {
-                manager,
-                key,
-                owner,
-                context,
+                ref manager,
+                ref key,
+                ref owner,
+                ref context,
+                ..
             } = *self;
-            let deleted: i64 = bounded(&manager, |mut con| {
-                let (key, owner) = (&key, &owner);
-                async move { RELEASE.key(key).arg(owner).invoke_async(&mut con).await }
+            let deleted: i64 = bounded(manager, |mut con| async move {
+                RELEASE.key(key).arg(owner).invoke_async(&mut con).await
             })
             .await
-            .map_err(|failure| failure.into_error(context))?;
+            .map_err(|failure| failure.into_error(context.clone()))?;
             if deleted == 0 {
                 tracing::warn!(
                     key = %key,
-                    "the Redis refresh lock expired before it was released: the refresh took \
-                     longer than the lock's TTL, so another process may have refreshed as well; \
-                     raise lock_ttl_ms"
+                    "the Redis refresh lock expired before it was released: it could not be \
+                     renewed for a whole TTL (Redis unreachable?), so another process may have \
+                     refreshed as well; its saves were fenced"
                 );
             }
             Ok(())

@@ -33,7 +33,7 @@ pub fn cache_builder(zoho: &Simulator) -> TokenCacheBuilder {
 
 pub async fn start(builder: SimulatorBuilder) -> (Simulator, TokenCache) {
     let zoho = builder.start().await.unwrap();
-    let cache = cache_builder(&zoho).build();
+    let cache = cache_builder(&zoho).build().unwrap();
     (zoho, cache)
 }
 
@@ -378,4 +378,19 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.text).unwrap_or_else(|err| panic!("{err}: {self:?}"))
     }
+}
+
+/// Writes `set` over whatever `store` holds, through the fenced path every writer takes, and
+/// returns it as stored (with its new revision).
+pub async fn put(
+    store: &dyn zoho_auth::store::TokenStore,
+    set: &zoho_auth::store::TokenSet,
+) -> Result<zoho_auth::store::TokenSet, zoho_auth::Error> {
+    let ((), stored) = store
+        .update(None, |stored| {
+            *stored = set.clone();
+            Ok(())
+        })
+        .await?;
+    Ok(stored)
 }

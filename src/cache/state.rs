@@ -1,0 +1,365 @@
+//! The cache's state machine: which credentials it uses, the one flight, and the failure it holds
+//! or waits out. Every change of state happens here, under the state lock.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::budget::Budget;
+use super::flight::{Flight, FlightGuard, Launch};
+use super::policy::{self, After};
+use super::refresh::{Obtained, Work};
+use super::token::{CachedToken, Token};
+use super::{Outcome, TokenCache};
+use crate::error::Error;
+use crate::secret::RefreshToken;
+use crate::stats::Counters;
+
+/// How the cache mints tokens.
+#[derive(Clone)]
+pub(super) enum Grant {
+    /// From a refresh token: the one this process knows (given, or last read from the store), and
+    /// whether it should replace the store's.
+    RefreshToken {
+        token: Option<RefreshToken>,
+        prefer: bool,
+    },
+    ClientCredentials {
+        scopes: Vec<String>,
+        soid: String,
+    },
+}
+
+impl Grant {
+    pub(super) fn refresh_token(&self) -> Option<&RefreshToken> {
+        match self {
+            Grant::RefreshToken { token, .. } => token.as_ref(),
+            Grant::ClientCredentials { .. } => None,
+        }
+    }
+}
+
+/// A failure only new credentials cure, held until the store shows new ones.
+struct Held {
+    error: Error,
+    /// The refresh token that failed (`None`: there was none).
+    credentials: Option<RefreshToken>,
+    /// When the store is read again.
+    recheck_at: Instant,
+}
+
+pub(super) struct State {
+    pub(super) grant: Grant,
+    pub(super) flight: Option<Flight>,
+    pub(super) budget: Budget,
+    /// Consecutive transient failures, for the exponential back-off.
+    failures: u32,
+    /// The last transient failure and the time before which no new attempt is made.
+    blocked: Option<(Error, Instant)>,
+    held: Option<Held>,
+    generation: u64,
+    /// Bumped when new credentials are set from outside a flight: a flight started before carries
+    /// an older one, and its outcome is not recorded.
+    pub(super) epoch: u64,
+}
+
+impl State {
+    pub(super) fn new(grant: Grant, budget: Budget) -> Self {
+        Self {
+            grant,
+            flight: None,
+            budget,
+            failures: 0,
+            blocked: None,
+            held: None,
+            generation: 0,
+            epoch: 0,
+        }
+    }
+
+    /// The flight in progress, unless it is overdue: then it is abandoned (its outcome will not
+    /// be recorded) so the caller can start a new one.
+    fn live_flight(&mut self, now: Instant) -> Option<&Flight> {
+        if self.flight.as_ref().is_some_and(|f| f.overdue(now)) {
+            tracing::warn!(
+                "a Zoho token refresh passed its deadline (it hangs, or its runtime is blocked \
+                 or gone): starting a new one"
+            );
+            self.flight = None;
+        }
+        self.flight.as_ref()
+    }
+
+    /// Forgets every failure: new credentials were set.
+    pub(super) fn renew(&mut self) {
+        self.epoch += 1;
+        self.flight = None;
+        self.held = None;
+        self.blocked = None;
+        self.failures = 0;
+    }
+}
+
+/// What a flight does.
+#[derive(Clone)]
+pub(super) enum Mode {
+    /// Get a new token.
+    Refresh,
+    /// Read the store; get a new token only if it holds other credentials than the ones that
+    /// failed.
+    Recheck(Option<RefreshToken>),
+}
+
+/// One flight's orders, fixed when it starts.
+pub(super) struct Job {
+    pub(super) epoch: u64,
+    pub(super) mode: Mode,
+    /// The token the flight replaces, if any.
+    pub(super) current: Option<Arc<CachedToken>>,
+}
+
+/// What a caller of [`TokenCache::token`] does next.
+pub(super) enum Join {
+    Ready(Token),
+    Wait(Flight),
+}
+
+impl TokenCache {
+    /// The cached token, or the refresh to wait for, or why there is neither.
+    pub(super) fn join(&self, now: Instant) -> Result<Join, Error> {
+        if let Some(token) = self.cached() {
+            if now >= token.0.refresh_at {
+                self.refresh_ahead(now);
+            }
+            return Ok(Join::Ready(token));
+        }
+        let mut state = self.lock();
+        // Someone may have finished a refresh since the lock-free look.
+        if let Some(token) = self.cached() {
+            return Ok(Join::Ready(token));
+        }
+        if let Some(flight) = state.live_flight(now) {
+            return Ok(Join::Wait(flight.clone()));
+        }
+        let mode = self.next_mode(&state, now).map_err(|(error, _)| error)?;
+        let launch = self.begin(&mut state, now, mode)?;
+        let flight = launch.guard.own.clone();
+        drop(state);
+        launch.go();
+        Ok(Join::Wait(flight))
+    }
+
+    /// Starts one background refresh for a token in its stale window, unless one ran recently or
+    /// a back-off or the budget says no. The current token keeps being served either way.
+    pub(super) fn refresh_ahead(&self, now: Instant) {
+        let shared = &*self.shared;
+        let now_ms = self.ms(now);
+        let next = shared.next_ahead_ms.load(Relaxed);
+        let hold_off = self.ms(now + shared.config.max_wait);
+        if now_ms < next
+            || shared
+                .next_ahead_ms
+                .compare_exchange(next, hold_off, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut state = self.lock();
+        if state.live_flight(now).is_some() {
+            return;
+        }
+        // The stale token this caller saw may have been replaced since (a flight settled).
+        if let Some(current) = shared.current.load().as_deref() {
+            if current.usable(now) && now < current.refresh_at {
+                shared
+                    .next_ahead_ms
+                    .store(self.ms(current.refresh_at), Relaxed);
+                return;
+            }
+        }
+        let mode = match self.next_mode(&state, now) {
+            Ok(mode) => mode,
+            Err((_, until)) => {
+                shared.next_ahead_ms.store(self.ms(until), Relaxed);
+                return;
+            }
+        };
+        // Without a runtime there is no background; the token is still valid meanwhile.
+        if let Ok(launch) = self.begin(&mut state, now, mode) {
+            drop(state);
+            launch.go();
+        }
+    }
+
+    /// Called by the timer a held failure sets: reads the store again if nothing else did.
+    pub(super) fn recheck(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.live_flight(now).is_some() {
+            return;
+        }
+        if let Ok(mode @ Mode::Recheck(_)) = self.next_mode(&state, now) {
+            if let Ok(launch) = self.begin(&mut state, now, mode) {
+                drop(state);
+                launch.go();
+            }
+        }
+    }
+
+    /// What a new flight would do now, or the failure that forbids one and until when.
+    fn next_mode(&self, state: &State, now: Instant) -> Result<Mode, (Error, Instant)> {
+        if let Some(held) = &state.held {
+            if now < held.recheck_at {
+                return Err((held.error.clone(), held.recheck_at));
+            }
+            return Ok(Mode::Recheck(held.credentials.clone()));
+        }
+        match &state.blocked {
+            Some((error, until)) if now < *until => {
+                Err((error.clone().with_retry_after(*until - now), *until))
+            }
+            _ => Ok(Mode::Refresh),
+        }
+    }
+
+    /// Records a new flight; the caller spawns it once the state lock is released.
+    fn begin(&self, state: &mut State, now: Instant, mode: Mode) -> Result<Launch, Error> {
+        let runtime = match &self.shared.runtime {
+            Some(runtime) => runtime.clone(),
+            None => Handle::try_current()
+                .map_err(|_| Error::config("refreshing a Zoho token needs a Tokio runtime"))?,
+        };
+        let own = Flight::new(now + self.shared.deadline);
+        state.flight = Some(own.clone());
+        let job = Job {
+            epoch: state.epoch,
+            mode,
+            current: self.shared.current.load_full(),
+        };
+        Ok(Launch {
+            guard: FlightGuard {
+                cache: self.clone(),
+                own,
+                job,
+            },
+            runtime,
+        })
+    }
+
+    /// Records a flight's result — the new token, or the failure and what follows it — unless
+    /// the flight was abandoned or new credentials were set since it started: then its waiters
+    /// get its outcome and the cache records nothing. Returns the outcome, and when the store is
+    /// to be read again for a held failure.
+    pub(super) fn settle(&self, job: &Job, own: &Flight, work: Work) -> (Outcome, Option<Instant>) {
+        let shared = &*self.shared;
+        let mut state = self.lock();
+        let current = state.flight.as_ref().is_some_and(|f| f.same(own));
+        if current {
+            state.flight = None;
+        }
+        if !current || job.epoch != state.epoch {
+            drop(state);
+            tracing::debug!(
+                "a Zoho token refresh ended after new credentials were set or after its \
+                 deadline; its outcome is not recorded"
+            );
+            let outcome = match work {
+                Work::Obtained(obtained) => {
+                    CachedToken::new(obtained, 0, &shared.config).map(|t| Token(Arc::new(t)))
+                }
+                Work::Failed(error) => Err(error),
+                Work::StillHeld => Err(Error::transient(
+                    "the token store was read again while new credentials were being set",
+                )),
+            };
+            return (outcome, None);
+        }
+        let now = Instant::now();
+        let result = match work {
+            Work::StillHeld => {
+                let recheck = now + shared.config.store_recheck;
+                let Some(held) = state.held.as_mut() else {
+                    return (Err(Error::transient("no failure is held")), None);
+                };
+                held.recheck_at = recheck;
+                shared.next_ahead_ms.store(self.ms(recheck), Relaxed);
+                return (Err(held.error.clone()), Some(recheck));
+            }
+            Work::Obtained(obtained) => Ok(obtained),
+            Work::Failed(error) => Err(error),
+        };
+        let adopted = matches!(result, Ok(Obtained::Adopted(_)));
+        let result = result.and_then(|obtained| {
+            if let (Obtained::Minted { response, .. }, Grant::RefreshToken { token, .. }) =
+                (&obtained, &mut state.grant)
+            {
+                if let Some(new) = &response.refresh_token {
+                    *token = Some(new.clone());
+                }
+            }
+            CachedToken::new(obtained, state.generation + 1, &shared.config)
+        });
+        match result {
+            Ok(token) => {
+                state.generation = token.generation;
+                state.failures = 0;
+                state.blocked = None;
+                state.held = None;
+                let token = Arc::new(token);
+                shared.current.store(Some(token.clone()));
+                shared.next_ahead_ms.store(0, Relaxed);
+                Counters::bump(if adopted {
+                    &shared.counters.adopted
+                } else {
+                    &shared.counters.refreshes
+                });
+                tracing::info!(
+                    generation = token.generation,
+                    expires_in_secs = token.expires_at.saturating_duration_since(now).as_secs(),
+                    api_domain = token.api_domain.as_deref().unwrap_or(""),
+                    "{}",
+                    if adopted {
+                        "Zoho access token adopted from the token store"
+                    } else {
+                        "Zoho access token refreshed"
+                    }
+                );
+                (Ok(Token(token)), None)
+            }
+            Err(error) => {
+                Counters::bump(if error.is_rate_limited() && !error.is_throttled() {
+                    &shared.counters.rate_limited
+                } else {
+                    &shared.counters.failures
+                });
+                let failures = state.failures.saturating_add(1);
+                let (error, recheck) = match policy::after(&error, failures, &shared.config) {
+                    After::Hold => {
+                        let recheck_at = now + shared.config.store_recheck;
+                        state.held = Some(Held {
+                            error: error.clone(),
+                            credentials: state.grant.refresh_token().cloned(),
+                            recheck_at,
+                        });
+                        shared.next_ahead_ms.store(self.ms(recheck_at), Relaxed);
+                        (error, Some(recheck_at))
+                    }
+                    After::Wait(wait) => {
+                        state.failures = failures;
+                        state.blocked = Some((error.clone(), now + wait));
+                        shared.next_ahead_ms.store(self.ms(now + wait), Relaxed);
+                        (error.with_retry_after(wait), None)
+                    }
+                };
+                tracing::warn!(
+                    error = %error,
+                    permanent = error.is_permanent(),
+                    "Zoho token refresh failed"
+                );
+                (Err(error), recheck)
+            }
+        }
+    }
+}
