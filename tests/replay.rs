@@ -369,7 +369,10 @@ async fn a_body_whose_size_hint_says_empty_is_replayed_with_what_it_yielded() {
     let seen = inner.seen();
     assert_eq!(seen.len(), 2, "sent and replayed");
     assert_eq!(seen[0].body, &b"{\"data\":[]}"[..]);
-    assert_eq!(seen[1].body, seen[0].body, "the replay carried the same body");
+    assert_eq!(
+        seen[1].body, seen[0].body,
+        "the replay carried the same body"
+    );
 }
 
 /// A body whose size hint says `hint` bytes, whatever it yields: `chunks` copies of `chunk`.
