@@ -426,9 +426,16 @@ mod terminal {
             });
             writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
         }
-        let status = child.wait().unwrap();
+        let mut status = None;
+        if !wait_for(RUN_LIMIT, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }) {
+            child.kill().unwrap();
+            panic!("zoho-auth did not finish: {}", shown());
+        }
         reading.join().unwrap();
-        (shown(), status.success())
+        (shown(), status.is_some_and(|status| status.success()))
     }
 
     /// Polls `condition` until it holds (true) or `limit` passes (false).
