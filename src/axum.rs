@@ -214,7 +214,6 @@ struct Flow {
 }
 
 /// The pending cookie's name and attributes, fixed by the connector's redirect URI.
-#[derive(Debug, PartialEq, Eq)]
 struct PendingCookie {
     name: String,
     secure: bool,
@@ -227,15 +226,19 @@ impl PendingCookie {
         // so the name carries the mount point instead: routers mounted apart do not overwrite
         // each other's cookie. The callback's directory is the mount point as the browser sees
         // it, behind a proxy that rewrites paths too.
-        let mount = url::Url::parse(redirect_uri)
+        let suffix: String = url::Url::parse(redirect_uri)
             .ok()
-            .and_then(|url| Some(url.path().rsplit_once('/')?.0.to_owned()))
+            .and_then(|url| {
+                let (mount, _) = url.path().rsplit_once('/')?;
+                Some(
+                    mount
+                        .trim_matches('/')
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect(),
+                )
+            })
             .unwrap_or_default();
-        let suffix: String = mount
-            .trim_matches('/')
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
         let mut name = if secure { "__Host-" } else { "" }.to_owned();
         name.push_str(PENDING_COOKIE);
         if !suffix.is_empty() {
