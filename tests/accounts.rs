@@ -54,6 +54,24 @@ fn expect_err<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) -> Error
     }
 }
 
+/// Runs every call of `client` once, with throwaway credentials.
+async fn every_call(client: &AccountsClient) -> [(&'static str, Result<(), Error>); 4] {
+    let refresh = RefreshToken::new("1000.every.refresh");
+    let code = GrantCode::new("1000.every.code");
+    [
+        ("refresh", client.refresh(&refresh).await.map(drop)),
+        (
+            "exchange_code",
+            client.exchange_code(&code, None).await.map(drop),
+        ),
+        (
+            "client_credentials",
+            client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
+        ),
+        ("revoke", client.revoke(&refresh).await),
+    ]
+}
+
 fn assert_transient(err: &Error, what: &str) {
     assert!(
         err.is_transient(),
@@ -857,24 +875,11 @@ async fn a_slow_token_endpoint_times_out_as_transient() {
 async fn every_call_is_bounded_by_the_timeout() {
     let sim = sim().await;
     let client = quick_client(&sim);
-    let refresh = sim.mint_refresh_token(&[]);
-    let code = sim.issue_grant_code(&[], true, None);
     // Every answer of the accounts server, revoke included, is now late.
     sim.set_token_latency(Duration::from_secs(5));
 
     let started = Instant::now();
-    let results = [
-        ("refresh", client.refresh(&refresh).await.map(drop)),
-        (
-            "exchange_code",
-            client.exchange_code(&code, None).await.map(drop),
-        ),
-        (
-            "client_credentials",
-            client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
-        ),
-        ("revoke", client.revoke(&refresh).await),
-    ];
+    let results = every_call(&client).await;
     let elapsed = started.elapsed();
     for (what, result) in results {
         assert_transient(&expect_err(result, what), what);
@@ -993,22 +998,8 @@ async fn redirects_are_not_followed() {
         let location = format!("{}/oauth/v2/token", elsewhere.url);
         let redirecting = Recorder::start(Reply::Redirect(status, location)).await;
         let client = redirecting.client();
-        let refresh = RefreshToken::new("1000.redirected.refresh");
-        let code = GrantCode::new("1000.redirected.code");
 
-        let results = [
-            ("refresh", client.refresh(&refresh).await.map(drop)),
-            (
-                "exchange_code",
-                client.exchange_code(&code, None).await.map(drop),
-            ),
-            (
-                "client_credentials",
-                client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
-            ),
-            ("revoke", client.revoke(&refresh).await),
-        ];
-        for (what, result) in results {
+        for (what, result) in every_call(&client).await {
             expect_err(result, &format!("{status} {what}"));
         }
         assert_eq!(redirecting.seen().len(), 4);
@@ -1023,24 +1014,6 @@ async fn redirects_are_not_followed() {
 // ---------------------------------------------------------------------------------------------
 // The application's own reqwest::Client
 // ---------------------------------------------------------------------------------------------
-
-/// Runs every call of `client` once, with throwaway credentials.
-async fn every_call(client: &AccountsClient) -> [(&'static str, Result<(), Error>); 4] {
-    let refresh = RefreshToken::new("1000.every.refresh");
-    let code = GrantCode::new("1000.every.code");
-    [
-        ("refresh", client.refresh(&refresh).await.map(drop)),
-        (
-            "exchange_code",
-            client.exchange_code(&code, None).await.map(drop),
-        ),
-        (
-            "client_credentials",
-            client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
-        ),
-        ("revoke", client.revoke(&refresh).await),
-    ]
-}
 
 #[tokio::test]
 async fn the_applications_http_client_carries_every_call() {
