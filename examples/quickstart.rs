@@ -12,7 +12,9 @@
 //! With `ZOHO_CLIENT_ID`, `ZOHO_CLIENT_SECRET` and `ZOHO_REFRESH_TOKEN` set it talks to that Zoho
 //! account instead: `ZOHO_DC` (us, eu, in, au, cn, jp, ca, sa, uk; default us) picks the data
 //! centre, `ZOHO_ACCOUNTS_URL` overrides its accounts server, and `--url` names the API URL
-//! (default: the CRM current-user endpoint on the token's `api_domain`).
+//! (default: the CRM current-user endpoint on the token's `api_domain`). A passing failure of the
+//! first token request (a 502, a proxy's HTML page) is reported and retried when the cache's
+//! back-off ends, a few times at most.
 //!
 //! The last line is machine-readable:
 //! `summary: requests=N ok=N failed=N token_requests=N replays=N p50_ms=X p99_ms=Y`
@@ -34,7 +36,7 @@ use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::Simulator;
 use zoho_auth::{
     Accounts, ClientId, ClientSecret, DataCenter, Environment, RefreshToken, RequestBody, Seed,
-    TokenCache, ZohoAuth, ZohoAuthLayer,
+    Token, TokenCache, ZohoAuth, ZohoAuthLayer,
 };
 
 #[derive(Parser, Debug)]
@@ -113,8 +115,7 @@ async fn main() -> Result<(), BoxError> {
                 Seed::IfEmpty,
                 &args,
             )?;
-            let api_domain = cache
-                .token()
+            let api_domain = first_token(&cache)
                 .await?
                 .api_domain()
                 .unwrap_or(dc.api_domain(Environment::Production))
@@ -192,6 +193,31 @@ fn cache(
         builder = builder.refresh_ahead(Duration::from_secs(seconds));
     }
     Ok(builder.build()?)
+}
+
+/// The first token, waiting out failures that go away by themselves (a 502 or a proxy's HTML page
+/// from the accounts server): a first run should show the layer at work, not exit on a blip. The
+/// waits are the cache's own back-off (`retry_after`), and bounded: a few tries, none longer than
+/// `LONGEST_WAIT` (Zoho's throttling asks for minutes; that ends the run with its error).
+async fn first_token(cache: &TokenCache) -> Result<Token, BoxError> {
+    const TRIES: u32 = 5;
+    const LONGEST_WAIT: Duration = Duration::from_secs(30);
+    let mut attempt = 1;
+    loop {
+        let error = match cache.token().await {
+            Ok(token) => return Ok(token),
+            Err(error) => error,
+        };
+        let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
+        if error.is_permanent() || attempt == TRIES || wait > LONGEST_WAIT {
+            return Err(error.into());
+        }
+        attempt += 1;
+        println!(
+            "The first token request failed: {error}. Trying again (try {attempt} of {TRIES}) when the cache's back-off ends."
+        );
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Credentials from the environment, when all three are set.

@@ -2,10 +2,16 @@
 //! authorization-code flow, built on a [`Connector`].
 //!
 //! - **`GET /connect`** answers `303 See Other` to Zoho's consent page. The `state` and PKCE
-//!   verifier it sent ride in a cookie, `zoho_auth_pending` ([`PENDING_COOKIE`]): `HttpOnly`,
-//!   `SameSite=Lax` (Zoho's redirect back is a top-level navigation, which carries it), `Path=/`,
-//!   ten minutes, and `Secure` unless the connector's redirect URI is plain `http` on a loopback
-//!   host (a development machine).
+//!   verifier it sent ride in a cookie: `HttpOnly`, `SameSite=Lax` (Zoho's redirect back is a
+//!   top-level navigation, which carries it), ten minutes. Its name is [`PENDING_COOKIE`] followed
+//!   by the router's mount point as the redirect URI shows it (`zoho_auth_pending-zoho` for
+//!   `.../zoho/callback`), so that two routers on one host keep their sign-ins apart. With an
+//!   `https` redirect URI it is `Secure` and named with the `__Host-` prefix
+//!   (`__Host-zoho_auth_pending-zoho`), which browsers accept only from this very host, over
+//!   `https`, with `Path=/` and no `Domain`: a sibling subdomain, which may set cookies for the
+//!   whole parent domain, cannot plant a sign-in of its own making. Only on plain `http` to a
+//!   loopback host (a development machine) does it go without both. `Path=/` either way: the
+//!   prefix requires it, and the name already keeps each router to its own cookie.
 //! - **`GET /callback`** — the connector's redirect URI must point at it — checks Zoho's answer
 //!   against that cookie, exchanges the code at the accounts server the callback names (only if it
 //!   is Zoho's, or the connector's custom one: a forged `accounts-server` never receives the
@@ -51,6 +57,50 @@
 //! holds, which the whole app then acts as. Mount the router behind the app's own
 //! authentication, so that only its administrators can.
 //!
+//! **Binding a sign-in to the app's session.** The cookie ties a callback to the browser that
+//! started the sign-in, not to the person signed in to the app in it. To tie it to the app's own
+//! session (so that a callback completes only in the session that started it, and not after a
+//! sign-out or a change of user), wrap the router in a middleware that marks the session when
+//! `/connect` answers and requires, then clears, that mark on `/callback`:
+//!
+//! ```no_run
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::{IntoResponse, Response};
+//! use http::StatusCode;
+//! # use zoho_auth::axum::ConnectZoho;
+//! # #[derive(Clone)]
+//! # struct Session;
+//! # impl Session {
+//! #     fn set(&self, _: &str) {}
+//! #     fn take(&self, _: &str) -> bool { true }
+//! # }
+//! // `Session` stands for the app's own sessions (tower-sessions, a signed cookie, ...), put in the
+//! // request's extensions by the app's authentication layer, which only lets administrators by.
+//!
+//! async fn bound_to_session(request: Request, next: Next) -> Response {
+//!     let Some(session) = request.extensions().get::<Session>().cloned() else {
+//!         return StatusCode::UNAUTHORIZED.into_response();
+//!     };
+//!     let path = request.uri().path().to_owned();
+//!     if path.ends_with("/callback") && !session.take("zoho-connect-started") {
+//!         return StatusCode::FORBIDDEN.into_response();
+//!     }
+//!     let response = next.run(request).await;
+//!     if path.ends_with("/connect") && response.status() == StatusCode::SEE_OTHER {
+//!         session.set("zoho-connect-started");
+//!     }
+//!     response
+//! }
+//!
+//! # fn app(connect: ConnectZoho) -> axum::Router {
+//! axum::Router::new().nest(
+//!     "/zoho",
+//!     connect.into_router().layer(middleware::from_fn(bound_to_session)),
+//! )
+//! # }
+//! ```
+//!
 //! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
 //! the first tab's callback is then refused as not matching.
 
@@ -74,8 +124,8 @@ use crate::authorize::{Callback, Connected, Connector, PendingAuthorization};
 use crate::error::Error;
 use crate::hosts::is_loopback_host;
 
-/// The cookie that carries a pending sign-in's `state` and PKCE verifier from `/connect` to
-/// `/callback`.
+/// The start of the name of the cookie that carries a pending sign-in's `state` and PKCE verifier
+/// from `/connect` to `/callback`; the [module docs](self) say how the rest is made.
 pub const PENDING_COOKIE: &str = "zoho_auth_pending";
 
 /// How long a sign-in may take, consent page included.
@@ -133,12 +183,12 @@ impl ConnectZoho {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let secure = !is_plain_http_on_loopback(self.connector.redirect_uri());
+        let cookie = PendingCookie::new(self.connector.redirect_uri());
         let flow = Arc::new(Flow {
             connector: self.connector,
             home: self.home,
             on_connected: self.on_connected,
-            secure,
+            cookie,
         });
         Router::new()
             .route("/connect", get(connect))
@@ -160,29 +210,78 @@ struct Flow {
     connector: Connector,
     home: String,
     on_connected: Option<ConnectedHook>,
-    /// Whether the cookie gets `Secure`.
+    cookie: PendingCookie,
+}
+
+/// The pending cookie's name and attributes, fixed by the connector's redirect URI.
+struct PendingCookie {
+    name: String,
     secure: bool,
 }
 
-impl Flow {
-    /// `Set-Cookie` for the pending cookie; an empty `value` with zero `max_age` clears it.
-    fn cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
-        let secure = if self.secure { "; Secure" } else { "" };
+impl PendingCookie {
+    fn new(redirect_uri: &str) -> Self {
+        let secure = !is_plain_http_on_loopback(redirect_uri);
+        // `__Host-` (which keeps sibling subdomains from planting the cookie) requires `Path=/`,
+        // so the name carries the mount point instead: routers mounted apart do not overwrite
+        // each other's cookie. The callback's directory is the mount point as the browser sees
+        // it, behind a proxy that rewrites paths too.
+        let suffix: String = url::Url::parse(redirect_uri)
+            .ok()
+            .and_then(|url| {
+                let (mount, _) = url.path().rsplit_once('/')?;
+                Some(
+                    mount
+                        .trim_matches('/')
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        let mut name = if secure { "__Host-" } else { "" }.to_owned();
+        name.push_str(PENDING_COOKIE);
+        if !suffix.is_empty() {
+            name.push('-');
+            name.push_str(&suffix);
+        }
+        Self { name, secure }
+    }
+
+    /// `Set-Cookie` for the cookie; an empty `value` with zero `max_age` clears it.
+    fn set(&self, value: &str, max_age: Duration) -> HeaderValue {
+        let Self { name, secure } = self;
+        let secure = if *secure { "; Secure" } else { "" };
         let cookie = format!(
-            "{PENDING_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            "{name}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
             max_age.as_secs()
         );
         HeaderValue::try_from(cookie)
-            .expect("PendingAuthorization::to_cookie_value gives URL-safe ASCII only")
+            .expect("the cookie's name is ASCII letters, digits and `-_`; its value URL-safe ASCII")
     }
 
+    /// The cookie's value from the request's `Cookie` headers. Only the exact name counts: with
+    /// `__Host-` the browser vouches that this host set it.
+    fn find<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, value)| value.trim().trim_matches('"'))
+    }
+}
+
+impl Flow {
     /// Checks a callback against the browser's cookie, exchanges and saves.
     async fn complete(
         &self,
         headers: &HeaderMap,
         callback: &Callback,
     ) -> Result<Connected, Failure> {
-        let value = pending_cookie(headers).ok_or_else(|| {
+        let value = self.cookie.find(headers).ok_or_else(|| {
             let redirect_uri = self.connector.redirect_uri();
             Failure::new(Reason::NoCookie).detail(format!("The app's redirect URI: {redirect_uri}"))
         })?;
@@ -226,7 +325,7 @@ async fn connect(State(flow): State<Arc<Flow>>) -> Response {
     headers.insert(LOCATION, location);
     headers.insert(
         SET_COOKIE,
-        flow.cookie(&pending.to_cookie_value(), PENDING_MAX_AGE),
+        flow.cookie.set(&pending.to_cookie_value(), PENDING_MAX_AGE),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -249,20 +348,8 @@ async fn callback(State(flow): State<Arc<Flow>>, headers: HeaderMap, uri: Uri) -
     };
     response
         .headers_mut()
-        .append(SET_COOKIE, flow.cookie("", Duration::ZERO));
+        .append(SET_COOKIE, flow.cookie.set("", Duration::ZERO));
     response
-}
-
-/// The pending cookie's value from the request's `Cookie` headers.
-fn pending_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == PENDING_COOKIE)
-        .map(|(_, value)| value.trim().trim_matches('"'))
 }
 
 /// Whether a redirect URI is `http` to a loopback host, where browsers would not keep a
@@ -609,7 +696,7 @@ mod tests {
             .unwrap()
             .1
             .into_owned();
-        let value = pair.strip_prefix("zoho_auth_pending=").unwrap();
+        let value = pair.strip_prefix("zoho_auth_pending-zoho=").unwrap();
         assert_eq!(
             PendingAuthorization::from_cookie_value(value)
                 .unwrap()
@@ -617,7 +704,7 @@ mod tests {
             state
         );
         let set_cookie = set_cookie.to_str().unwrap();
-        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+        for attribute in ["HttpOnly", "SameSite=Lax", "; Path=/;", "Max-Age=600"] {
             assert!(set_cookie.contains(attribute), "{set_cookie}");
         }
         assert!(!set_cookie.contains("Secure"), "plain http on loopback");
@@ -628,11 +715,131 @@ mod tests {
             "https://127.0.0.1:3000/zoho/callback",
         ] {
             let (_, _, set_cookie) = start(&app_for(redirect)).await;
+            let set_cookie = set_cookie.to_str().unwrap();
+            assert!(set_cookie.ends_with("; Secure"), "{redirect}");
+            // What browsers require of a `__Host-` cookie: Secure, `Path=/`, no `Domain`.
             assert!(
-                set_cookie.to_str().unwrap().ends_with("; Secure"),
-                "{redirect}"
+                set_cookie.starts_with("__Host-zoho_auth_pending-zoho="),
+                "{set_cookie}"
+            );
+            assert!(set_cookie.contains("; Path=/;"), "{set_cookie}");
+            assert!(
+                !set_cookie.to_ascii_lowercase().contains("domain="),
+                "{set_cookie}"
             );
         }
+    }
+
+    #[test]
+    fn the_cookie_is_named_for_the_mount_point() {
+        let cases = [
+            (
+                "https://a.example/zoho/callback",
+                "__Host-zoho_auth_pending-zoho",
+            ),
+            ("https://a.example/callback", "__Host-zoho_auth_pending"),
+            (
+                "https://a.example/admin/zoho.eu/callback",
+                "__Host-zoho_auth_pending-admin-zoho-eu",
+            ),
+            (
+                "http://localhost:8080/zoho/callback",
+                "zoho_auth_pending-zoho",
+            ),
+            ("http://127.0.0.1:3000/callback", "zoho_auth_pending"),
+        ];
+        for (redirect, name) in cases {
+            assert_eq!(PendingCookie::new(redirect).name, name, "{redirect}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cookie_planted_without_the_host_prefix_is_ignored() {
+        // A sibling subdomain can set any cookie without `__Host-` for the whole domain: one
+        // holding a sign-in it started itself, whose state it knows.
+        let redirect = "https://app.example.com/zoho/callback";
+        let (_, planted) = connector(redirect, Arc::default()).authorize().unwrap();
+        let planted_value = planted.to_cookie_value();
+        let store = Arc::new(MemoryStore::new());
+        let app = app(connector(redirect, store.clone()));
+        for name in [
+            "zoho_auth_pending",
+            "zoho_auth_pending-zoho",
+            "__host-zoho_auth_pending-zoho",
+        ] {
+            let query = format!("state={}&code=1000.attacker", planted.state());
+            let (status, _, page) = get(
+                &app,
+                &format!("/zoho/callback?{query}"),
+                Some(&format!("{name}={planted_value}")),
+            )
+            .await;
+            assert_eq!(
+                (status, reason(&page)),
+                (StatusCode::BAD_REQUEST, "no-cookie"),
+                "{name}"
+            );
+        }
+        assert!(store.load().await.unwrap().is_none(), "nothing stored");
+    }
+
+    #[tokio::test]
+    async fn two_routers_on_one_host_keep_their_sign_ins_apart() {
+        let app = Router::new()
+            .nest(
+                "/a",
+                router(connector(
+                    "https://app.example.com/a/callback",
+                    Arc::default(),
+                )),
+            )
+            .nest(
+                "/b",
+                router(connector(
+                    "https://app.example.com/b/callback",
+                    Arc::default(),
+                )),
+            );
+        // A browser's cookie jar: a cookie replaces one of the same name (and path: all `/`).
+        let mut jar = std::collections::BTreeMap::new();
+        let mut states = Vec::new();
+        for mount in ["/a", "/b"] {
+            let (status, headers, _) = get(&app, &format!("{mount}/connect"), None).await;
+            assert_eq!(status, StatusCode::SEE_OTHER);
+            let location = url::Url::parse(headers[LOCATION].to_str().unwrap()).unwrap();
+            states.push(
+                location
+                    .query_pairs()
+                    .find(|(k, _)| k == "state")
+                    .unwrap()
+                    .1
+                    .into_owned(),
+            );
+            let set_cookie = headers[SET_COOKIE].to_str().unwrap();
+            let (name, value) = set_cookie
+                .split(';')
+                .next()
+                .unwrap()
+                .split_once('=')
+                .unwrap();
+            jar.insert(name.to_owned(), value.to_owned());
+        }
+        let cookies: Vec<String> = jar
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let cookies = cookies.join("; ");
+        // The first sign-in's callback still matches: it gets as far as the (unreachable) Zoho.
+        let (status, _, page) = get(
+            &app,
+            &format!("/a/callback?state={}&code=1000.c", states[0]),
+            Some(&cookies),
+        )
+        .await;
+        assert_eq!(
+            (status, reason(&page)),
+            (StatusCode::BAD_GATEWAY, "zoho-unavailable")
+        );
     }
 
     fn app_for(redirect: &str) -> Router {
@@ -645,7 +852,7 @@ mod tests {
         let app = app(connector(REDIRECT, store.clone()));
         let (_, cookie, _) = start(&app).await;
         let state = PendingAuthorization::from_cookie_value(
-            cookie.strip_prefix("zoho_auth_pending=").unwrap(),
+            cookie.strip_prefix("zoho_auth_pending-zoho=").unwrap(),
         )
         .unwrap()
         .state()
@@ -655,7 +862,7 @@ mod tests {
             (format!("state={state}&code=1000.c"), None, "no-cookie"),
             (
                 format!("state={state}&code=1000.c"),
-                Some("zoho_auth_pending=a.b.c"),
+                Some("zoho_auth_pending-zoho=a.b.c"),
                 "bad-cookie",
             ),
             (
@@ -687,7 +894,7 @@ mod tests {
             assert_eq!(reason(&page), expected, "{query}");
             let cleared = headers[SET_COOKIE].to_str().unwrap();
             assert!(
-                cleared.starts_with("zoho_auth_pending=; Path=/; Max-Age=0"),
+                cleared.starts_with("zoho_auth_pending-zoho=; Path=/; Max-Age=0"),
                 "{cleared}"
             );
             assert!(!page.contains("<script>"), "escaped: {page}");
@@ -698,17 +905,18 @@ mod tests {
 
     #[test]
     fn the_pending_cookie_is_found_among_others() {
+        let cookie = PendingCookie::new("https://app.example.com/zoho/callback");
         let mut headers = HeaderMap::new();
         headers.append(
             COOKIE,
-            HeaderValue::from_static("a=1; zoho_auth_pendingx=2"),
+            HeaderValue::from_static("a=1; __Host-zoho_auth_pending-zohox=2"),
         );
-        assert_eq!(pending_cookie(&headers), None);
+        assert_eq!(cookie.find(&headers), None);
         headers.append(
             COOKIE,
-            HeaderValue::from_static("b=2;zoho_auth_pending=\"s.v\" ; c=3"),
+            HeaderValue::from_static("b=2;__Host-zoho_auth_pending-zoho=\"s.v\" ; c=3"),
         );
-        assert_eq!(pending_cookie(&headers), Some("s.v"));
+        assert_eq!(cookie.find(&headers), Some("s.v"));
     }
 
     #[cfg(feature = "simulator")]

@@ -54,6 +54,24 @@ fn expect_err<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) -> Error
     }
 }
 
+/// Runs every call of `client` once, with throwaway credentials.
+async fn every_call(client: &AccountsClient) -> [(&'static str, Result<(), Error>); 4] {
+    let refresh = RefreshToken::new("1000.every.refresh");
+    let code = GrantCode::new("1000.every.code");
+    [
+        ("refresh", client.refresh(&refresh).await.map(drop)),
+        (
+            "exchange_code",
+            client.exchange_code(&code, None).await.map(drop),
+        ),
+        (
+            "client_credentials",
+            client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
+        ),
+        ("revoke", client.revoke(&refresh).await),
+    ]
+}
+
 fn assert_transient(err: &Error, what: &str) {
     assert!(
         err.is_transient(),
@@ -107,6 +125,10 @@ struct Seen {
     path: String,
     query: Option<String>,
     content_type: Option<String>,
+    content_length: Option<String>,
+    user_agent: Option<String>,
+    /// The `x-app` header an application's own client adds.
+    x_app: Option<String>,
     body: Vec<u8>,
 }
 
@@ -190,10 +212,10 @@ impl Recorder {
                             method: parts.method.clone(),
                             path: path.clone(),
                             query: parts.uri.query().map(str::to_owned),
-                            content_type: parts
-                                .headers
-                                .get(http::header::CONTENT_TYPE)
-                                .map(|v| v.to_str().unwrap_or("<binary>").to_owned()),
+                            content_type: header(&parts.headers, http::header::CONTENT_TYPE),
+                            content_length: header(&parts.headers, http::header::CONTENT_LENGTH),
+                            user_agent: header(&parts.headers, http::header::USER_AGENT),
+                            x_app: header(&parts.headers, "x-app"),
                             body,
                         });
                         Ok::<_, hyper::Error>(answer(&reply, &path))
@@ -217,10 +239,30 @@ impl Recorder {
         AccountsClient::new(
             Accounts::custom(&self.url).unwrap(),
             ClientId::new("1000.RECORDED"),
-            ClientSecret::new("recorded-client-secret/+&=?"),
+            ClientSecret::new(RECORDED_SECRET),
         )
         .unwrap()
     }
+
+    /// A client sending through the application's own `http`.
+    fn client_with(&self, http: reqwest::Client) -> AccountsClient {
+        AccountsClient::builder(
+            Accounts::custom(&self.url).unwrap(),
+            ClientId::new("1000.RECORDED"),
+            ClientSecret::new(RECORDED_SECRET),
+        )
+        .http_client(http)
+        .build()
+        .unwrap()
+    }
+}
+
+const RECORDED_SECRET: &str = "recorded-client-secret/+&=?";
+
+fn header(headers: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("<binary>").to_owned())
 }
 
 fn answer(reply: &Reply, path: &str) -> Response<BoxBody<Bytes, Infallible>> {
@@ -833,24 +875,11 @@ async fn a_slow_token_endpoint_times_out_as_transient() {
 async fn every_call_is_bounded_by_the_timeout() {
     let sim = sim().await;
     let client = quick_client(&sim);
-    let refresh = sim.mint_refresh_token(&[]);
-    let code = sim.issue_grant_code(&[], true, None);
     // Every answer of the accounts server, revoke included, is now late.
     sim.set_token_latency(Duration::from_secs(5));
 
     let started = Instant::now();
-    let results = [
-        ("refresh", client.refresh(&refresh).await.map(drop)),
-        (
-            "exchange_code",
-            client.exchange_code(&code, None).await.map(drop),
-        ),
-        (
-            "client_credentials",
-            client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
-        ),
-        ("revoke", client.revoke(&refresh).await),
-    ];
+    let results = every_call(&client).await;
     let elapsed = started.elapsed();
     for (what, result) in results {
         assert_transient(&expect_err(result, what), what);
@@ -878,6 +907,11 @@ fn assert_form_post(seen: &Seen, path: &str, expected: &[(&str, &str)]) {
         "application/x-www-form-urlencoded",
         "{seen:?}"
     );
+    assert_eq!(
+        seen.content_length,
+        Some(seen.body.len().to_string()),
+        "a length, not chunks: {seen:?}"
+    );
     let params = seen.params();
     for (name, value) in expected {
         assert_eq!(
@@ -892,7 +926,7 @@ fn assert_form_post(seen: &Seen, path: &str, expected: &[(&str, &str)]) {
 async fn secrets_travel_in_a_urlencoded_post_body_never_the_query() {
     let server = Recorder::start(Reply::Success).await;
     let client = server.client();
-    let secret = "recorded-client-secret/+&=?";
+    let secret = RECORDED_SECRET;
     let refresh = RefreshToken::new("1000.refresh+token/with=odd&chars");
     let code = GrantCode::new("1000.grant code.with%chars");
 
@@ -964,22 +998,8 @@ async fn redirects_are_not_followed() {
         let location = format!("{}/oauth/v2/token", elsewhere.url);
         let redirecting = Recorder::start(Reply::Redirect(status, location)).await;
         let client = redirecting.client();
-        let refresh = RefreshToken::new("1000.redirected.refresh");
-        let code = GrantCode::new("1000.redirected.code");
 
-        let results = [
-            ("refresh", client.refresh(&refresh).await.map(drop)),
-            (
-                "exchange_code",
-                client.exchange_code(&code, None).await.map(drop),
-            ),
-            (
-                "client_credentials",
-                client.client_credentials(CRM_SCOPES, SOID).await.map(drop),
-            ),
-            ("revoke", client.revoke(&refresh).await),
-        ];
-        for (what, result) in results {
+        for (what, result) in every_call(&client).await {
             expect_err(result, &format!("{status} {what}"));
         }
         assert_eq!(redirecting.seen().len(), 4);
@@ -988,6 +1008,114 @@ async fn redirects_are_not_followed() {
             "{status}: the redirect target received {:?}",
             elsewhere.seen()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application's own reqwest::Client
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_applications_http_client_carries_every_call() {
+    let server = Recorder::start(Reply::Success).await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-app", http::HeaderValue::from_static("billing"));
+    let http = reqwest::Client::builder()
+        .user_agent("billing/2.1")
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let client = server.client_with(http);
+
+    for (what, result) in every_call(&client).await {
+        result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    let seen = server.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for seen in &seen {
+        assert_eq!(seen.user_agent.as_deref(), Some("billing/2.1"), "{seen:?}");
+        assert_eq!(seen.x_app.as_deref(), Some("billing"), "{seen:?}");
+    }
+    // The form still travels as before.
+    assert_form_post(
+        &seen[0],
+        "/oauth/v2/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_secret", RECORDED_SECRET),
+        ],
+    );
+
+    // Built without one, the client names itself.
+    server
+        .client()
+        .refresh(&RefreshToken::new("1000.a.b"))
+        .await
+        .unwrap();
+    let own = server.seen().pop().unwrap();
+    assert!(own.user_agent.unwrap().starts_with("zoho-auth/"));
+    assert_eq!(own.x_app, None);
+}
+
+#[tokio::test]
+async fn an_application_client_without_a_timeout_is_bounded_by_the_accounts_timeout() {
+    let sim = sim().await;
+    // No timeout of its own: only the accounts client's can end a hung call.
+    let client = AccountsClient::builder(
+        Accounts::custom(&sim.url()).unwrap(),
+        sim.client_id(),
+        sim.client_secret(),
+    )
+    .http_client(reqwest::Client::new())
+    .timeout(Duration::from_millis(300))
+    .build()
+    .unwrap();
+    assert_eq!(client.timeout(), Duration::from_millis(300));
+    sim.set_token_latency(Duration::from_secs(120));
+
+    // Four calls of 300 ms each; the outer bound only keeps a failure from taking 8 minutes.
+    let results = tokio::time::timeout(Duration::from_secs(30), every_call(&client))
+        .await
+        .expect("the calls were bounded by the accounts client's timeout");
+    for (what, result) in results {
+        let err = expect_err(result, what);
+        assert_transient(&err, what);
+        assert!(err.to_string().contains("timed out"), "{what}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_application_client_that_follows_redirects_never_sends_the_secret_elsewhere() {
+    for status in [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ] {
+        let elsewhere = Recorder::start(Reply::Success).await;
+        let location = format!("{}/oauth/v2/token", elsewhere.url);
+        let redirecting = Recorder::start(Reply::Redirect(status, location)).await;
+        // reqwest's default policy follows up to 10 redirects.
+        let client = redirecting.client_with(reqwest::Client::new());
+
+        for (what, result) in every_call(&client).await {
+            let err = expect_err(result, &format!("{status} {what}"));
+            assert_transient(&err, what);
+            assert!(
+                err.to_string().contains("redirect"),
+                "{status} {what}: {err}"
+            );
+        }
+        assert_eq!(redirecting.seen().len(), 4);
+        // A 301-303 may be followed as a GET without the form; nothing may carry a secret.
+        for seen in elsewhere.seen() {
+            assert_eq!(seen.method, Method::GET, "{status}: {seen:?}");
+            assert!(
+                seen.body.is_empty() && seen.query.is_none(),
+                "{status}: the redirect target received {seen:?}"
+            );
+        }
     }
 }
 

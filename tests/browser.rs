@@ -33,7 +33,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
 const INSTALL: &str =
     "install chromium and chromium-driver (apt-get install chromium chromium-driver); .ci/run does";
-const PENDING_COOKIE: &str = "zoho_auth_pending";
+/// The sign-in cookie of the example app, which mounts the flow at `/zoho` on plain http.
+const PENDING_COOKIE: &str = "zoho_auth_pending-zoho";
 const FORGED_ACCOUNTS_SERVER: &str = "https://accounts.zoho.eu.evil.test";
 
 /// How long a page may take to show an element.

@@ -334,6 +334,123 @@ async fn exchange_reads_the_secret_and_the_code_from_stdin() {
     run.assert_hides(&hidden);
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_typed_at_a_terminal_are_not_echoed() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-tty", &sim);
+    env.unset("ZOHO_CLIENT_SECRET");
+    let code = sim.issue_grant_code(&[], true, None);
+    let secret = sim.client_secret().expose().to_owned();
+
+    // Blocking terminal I/O; the simulator goes on on the other worker.
+    let (screen, success) = tokio::task::block_in_place(|| {
+        terminal::run(
+            &env,
+            &["--client-secret-stdin", "exchange", "--code", "-"],
+            &[("Client secret", &secret), ("Grant code", code.expose())],
+        )
+    });
+    assert!(success, "{screen}");
+    assert!(screen.contains("refresh token:    stored"), "{screen}");
+    let set = env.stored().await;
+    assert!(set.refresh_token.is_some());
+    let mut hidden = secrets(&sim, &set);
+    hidden.push(code.expose().to_owned());
+    for value in &hidden {
+        assert!(
+            !screen.contains(value.as_str()),
+            "shown on the terminal: {screen}"
+        );
+    }
+}
+
+/// A person at a terminal, typing into a pseudo-terminal.
+#[cfg(unix)]
+mod terminal {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use nix::sys::termios::LocalFlags;
+    use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+
+    use super::{Env, BIN, RUN_LIMIT};
+
+    /// How long a prompt may stand before the command turns echo off. Generous: a command that
+    /// never does is typed at anyway, and its echo then shows.
+    const ECHO_OFF_LIMIT: Duration = Duration::from_secs(10);
+
+    /// Runs the command on a terminal and answers each `(prompt, answer)` in turn: after the
+    /// prompt shows and the terminal's echo is off (a password prompt is printed before echo is
+    /// turned off), as a person would. Returns everything the terminal showed, and whether the
+    /// command succeeded.
+    pub fn run(env: &Env, args: &[&str], answers: &[(&str, &str)]) -> (String, bool) {
+        let pty = native_pty_system().openpty(PtySize::default()).unwrap();
+        let mut command = CommandBuilder::new(BIN);
+        command.args(args);
+        command.env_clear();
+        for (name, value) in &env.vars {
+            command.env(name, value);
+        }
+        command.cwd(env.dir.path());
+        let mut child = pty.slave.spawn_command(command).unwrap();
+        drop(pty.slave);
+
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = pty.master.try_clone_reader().unwrap();
+        let reading = std::thread::spawn({
+            let screen = screen.clone();
+            move || {
+                let mut buffer = [0; 4096];
+                // Ends with an error (EIO) once the command has exited.
+                while let Ok(read @ 1..) = reader.read(&mut buffer) {
+                    screen.lock().unwrap().extend_from_slice(&buffer[..read]);
+                }
+            }
+        });
+        let shown = || String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+        let mut writer = pty.master.take_writer().unwrap();
+        let mut seen = 0;
+        for (prompt, answer) in answers {
+            assert!(
+                wait_for(RUN_LIMIT, || shown()[seen..].contains(prompt)),
+                "no {prompt:?} prompt: {}",
+                shown()
+            );
+            seen = shown().len();
+            wait_for(ECHO_OFF_LIMIT, || {
+                pty.master
+                    .get_termios()
+                    .is_some_and(|t| !t.local_flags.contains(LocalFlags::ECHO))
+            });
+            writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        let mut status = None;
+        if !wait_for(RUN_LIMIT, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }) {
+            child.kill().unwrap();
+            panic!("zoho-auth did not finish: {}", shown());
+        }
+        reading.join().unwrap();
+        (shown(), status.is_some_and(|status| status.success()))
+    }
+
+    /// Polls `condition` until it holds (true) or `limit` passes (false).
+    fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !condition() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_supplies_settings_and_the_secret_file() {
     let sim = Simulator::start().await.unwrap();

@@ -1,5 +1,6 @@
 //! Fleets of real processes — quickstart processes sharing one simulator and one token store —
-//! refresh once per expiry between them, and survive a lock holder killed mid-refresh.
+//! refresh once per expiry between them, and survive a lock holder killed mid-refresh; a single
+//! quickstart against "real Zoho" survives a transient failure at start.
 //!
 //! The multi-process runs are heavy for a 2-core machine, so they take turns.
 
@@ -72,6 +73,7 @@ struct Summary {
     requests: u64,
     ok: u64,
     failed: u64,
+    stdout: String,
 }
 
 async fn finish(child: Child) -> Summary {
@@ -97,6 +99,7 @@ async fn finish(child: Child) -> Summary {
         requests: field("requests"),
         ok: field("ok"),
         failed: field("failed"),
+        stdout: stdout.into_owned(),
     }
 }
 
@@ -242,6 +245,36 @@ async fn a_redis_lock_holder_killed_mid_refresh_loses_the_lock_at_its_ttl() {
         ttl.as_millis()
     );
     a_lock_holder_killed_mid_refresh_is_replaced(&store, ttl).await;
+}
+
+#[tokio::test]
+async fn a_quickstart_against_zoho_waits_out_a_502_and_an_html_page_at_start() {
+    let _turn = TURN.lock().await;
+    let zoho = Simulator::start().await.unwrap();
+    let dir = TempDir::new("first-token");
+    zoho.inject(Fault::Status(http::StatusCode::BAD_GATEWAY), 1);
+    zoho.inject(Fault::Html, 1);
+    let child = spawn_quickstart(
+        &zoho,
+        &zoho.mint_refresh_token(&[]),
+        &file_store(&dir),
+        &["--requests", "40", "--concurrency", "4"],
+    );
+    let summary = finish(child).await;
+    assert_eq!(
+        (summary.requests, summary.ok, summary.failed),
+        (40, 40, 0),
+        "{summary:?}"
+    );
+    let retries: Vec<_> = summary
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("The first token request failed"))
+        .collect();
+    assert_eq!(retries.len(), 2, "said what happened, twice: {summary:?}");
+    assert!(retries[0].contains("502"), "{retries:?}");
+    assert!(retries[1].contains("HTML"), "{retries:?}");
+    assert_eq!(zoho.counters().faults, 2);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -323,6 +324,97 @@ async fn a_user_rule_teaches_the_classifier_a_new_dialect() {
     assert_eq!(response.status(), 200);
     assert_eq!(inner.seen().len(), 2);
     assert_eq!(cache.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn a_body_longer_than_its_size_hint_fails_once_the_replay_buffer_is_full() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let inner = Recorder::ok();
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
+    cache.token().await.unwrap();
+
+    // Promises 16 bytes, would yield 4 MiB.
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let body = Lying::new(16, chunk.clone(), 64);
+    let pulled = body.pulled.clone();
+    let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
+        .body(body)
+        .unwrap();
+    let error = service.oneshot(request).await.unwrap_err();
+    let error = error
+        .downcast_ref::<zoho_auth::Error>()
+        .unwrap_or_else(|| panic!("a zoho_auth::Error, not {error:?}"));
+    assert!(error.is_body(), "{error:?}");
+    assert!(error.to_string().contains("size hint"), "{error}");
+    let pulled = pulled.load(Ordering::SeqCst);
+    assert!(
+        pulled <= zoho_auth::DEFAULT_MAX_REPLAY_BODY + chunk.len(),
+        "read {pulled} bytes: buffering stops at the replay limit"
+    );
+    assert!(inner.seen().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_body_whose_size_hint_says_empty_is_replayed_with_what_it_yielded() {
+    let (zoho, cache) = start(Simulator::builder()).await;
+    let inner = Recorder::new(|index, _| match index {
+        0 => (StatusCode::UNAUTHORIZED, CRM_INVALID_TOKEN.to_owned()),
+        _ => (StatusCode::OK, "{}".to_owned()),
+    });
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
+    let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
+        .body(Lying::new(0, Bytes::from_static(b"{\"data\":[]}"), 1))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = inner.seen();
+    assert_eq!(seen.len(), 2, "sent and replayed");
+    assert_eq!(seen[0].body, &b"{\"data\":[]}"[..]);
+    assert_eq!(
+        seen[1].body, seen[0].body,
+        "the replay carried the same body"
+    );
+}
+
+/// A body whose size hint says `hint` bytes, whatever it yields: `chunks` copies of `chunk`.
+struct Lying {
+    hint: u64,
+    chunk: Bytes,
+    chunks: usize,
+    /// Bytes yielded so far.
+    pulled: Arc<AtomicUsize>,
+}
+
+impl Lying {
+    fn new(hint: u64, chunk: Bytes, chunks: usize) -> Self {
+        Self {
+            hint,
+            chunk,
+            chunks,
+            pulled: Arc::default(),
+        }
+    }
+}
+
+impl http_body::Body for Lying {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.chunks == 0 {
+            return Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        self.pulled.fetch_add(self.chunk.len(), Ordering::SeqCst);
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.hint)
+    }
 }
 
 /// A body of unknown size, like a file or a channel: it cannot be buffered ahead.

@@ -5,6 +5,14 @@
 //! timeout; redirects are not followed, so a secret-carrying body is never re-sent to another
 //! host. Answers are read by [`TokenResponse::from_http`].
 //!
+//! The client builds its own `reqwest::Client` unless it is given the application's (for a
+//! corporate proxy, custom root certificates or a shared connection pool) through
+//! [`AccountsClient::builder`]. The guarantees above hold for either: the timeout bounds the whole
+//! call whatever the `reqwest::Client`'s own settings, the answer is read only up to a size cap,
+//! and a redirect is refused even by a client that follows redirects — the form is sent as a body
+//! that reqwest cannot replay, and an answer from any other URL than the one posted to is an
+//! error.
+//!
 //! ```no_run
 //! use zoho_auth::{accounts::AccountsClient, ClientId, ClientSecret, DataCenter, RefreshToken};
 //!
@@ -16,6 +24,27 @@
 //! )?;
 //! let token = client.refresh(&RefreshToken::new(std::env::var("ZOHO_REFRESH_TOKEN").unwrap())).await?;
 //! println!("token valid for {:?}, data at {:?}", token.expires_in, token.api_domain);
+//! # Ok(()) }
+//! ```
+//!
+//! With the application's own HTTP client:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use zoho_auth::{accounts::AccountsClient, ClientId, ClientSecret, DataCenter};
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let http = reqwest::Client::builder()
+//!     .proxy(reqwest::Proxy::https("http://proxy.corp.example:3128")?)
+//!     .build()?;
+//! let client = AccountsClient::builder(
+//!     DataCenter::Eu,
+//!     ClientId::new("1000.ABC"),
+//!     ClientSecret::new(std::env::var("ZOHO_CLIENT_SECRET")?),
+//! )
+//! .http_client(http)
+//! .timeout(Duration::from_secs(10))
+//! .build()?;
 //! # Ok(()) }
 //! ```
 
@@ -37,6 +66,66 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Token answers are a few hundred bytes; anything much larger is not one.
 const MAX_ANSWER: usize = 64 * 1024;
+
+/// Builds an [`AccountsClient`]; from [`AccountsClient::builder`].
+#[must_use]
+#[derive(Debug)]
+pub struct AccountsClientBuilder {
+    accounts: Accounts,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    http: Option<reqwest::Client>,
+    timeout: Duration,
+}
+
+impl AccountsClientBuilder {
+    /// The bound on each call, from connecting to reading the whole answer; default
+    /// [`DEFAULT_TIMEOUT`]. It applies to an [`http_client`](Self::http_client) too, whatever that
+    /// client's own timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends every call through the application's own client (its proxy, root certificates,
+    /// connection pool, default headers and user agent) instead of one built for this client.
+    ///
+    /// Redirects are refused even when `http` follows them; see the [module docs](self).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The client. Without an [`http_client`](Self::http_client) it builds one that follows no
+    /// redirects and names this crate as its user agent; that build is what can fail.
+    pub fn build(self) -> Result<AccountsClient, Error> {
+        // A day is far past any answer; the bound is added to the clock, so it must not overflow.
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(86_400) {
+            return Err(Error::config(format!(
+                "accounts client: a timeout of {:?} cannot work (more than zero, at most a day)",
+                self.timeout
+            )));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| {
+                    Error::config("could not build the HTTP client for Zoho's accounts server")
+                        .with_source(e)
+                })?,
+        };
+        Ok(AccountsClient {
+            accounts: self.accounts,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            http,
+            timeout: self.timeout,
+        })
+    }
+}
 
 /// A client for one Zoho accounts server and one OAuth client. Cheap to clone.
 #[derive(Clone)]
@@ -65,7 +154,7 @@ impl AccountsClient {
         client_id: ClientId,
         client_secret: ClientSecret,
     ) -> Result<Self, Error> {
-        Self::with_timeout(accounts, client_id, client_secret, DEFAULT_TIMEOUT)
+        Self::builder(accounts, client_id, client_secret).build()
     }
 
     /// Like [`new`](Self::new), with a bound on each call (connect, send and read).
@@ -75,23 +164,24 @@ impl AccountsClient {
         client_secret: ClientSecret,
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        Self::builder(accounts, client_id, client_secret)
             .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| {
-                Error::config("could not build the HTTP client for Zoho's accounts server")
-                    .with_source(e)
-            })?;
-        Ok(Self {
+    }
+
+    /// A builder, to set the timeout or bring the application's own `reqwest::Client`.
+    pub fn builder(
+        accounts: impl Into<Accounts>,
+        client_id: ClientId,
+        client_secret: ClientSecret,
+    ) -> AccountsClientBuilder {
+        AccountsClientBuilder {
             accounts: accounts.into(),
             client_id,
             client_secret,
-            http,
-            timeout,
-        })
+            http: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// The accounts server this client talks to.
@@ -186,8 +276,24 @@ impl AccountsClient {
         TokenResponse::from_http(status, &body)
     }
 
-    /// POSTs a urlencoded form and reads at most [`MAX_ANSWER`] bytes of the answer.
+    /// POSTs a urlencoded form and reads at most [`MAX_ANSWER`] bytes of the answer, all within
+    /// the timeout: a client the application built may have none of its own.
     async fn post(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes), Error> {
+        tokio::time::timeout(self.timeout, self.post_unbounded(path, params))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::transient(format!(
+                    "the request to Zoho's accounts server timed out after {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    async fn post_unbounded(
         &self,
         path: &str,
         params: &[(&str, &str)],
@@ -198,17 +304,35 @@ impl AccountsClient {
         let url = self.accounts.endpoint(path);
         let mut response = self
             .http
-            .post(url)
+            .post(url.clone())
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .header(http::header::ACCEPT, "application/json")
-            .body(form)
+            // A body reqwest cannot clone, so a client that follows redirects does not resend it
+            // on a 307/308 (and drops it on a 301-303); its exact size still sets Content-Length.
+            .body(reqwest::Body::wrap(http_body_util::Full::new(Bytes::from(
+                form,
+            ))))
             .send()
             .await
             .map_err(network_error)?;
         let status = response.status();
+        if status.is_redirection() || *response.url() != url {
+            // Zoho answers token requests itself; a redirect is a wrong URL or a proxy's doing,
+            // and its target is no place for the client secret, nor to take a token from.
+            let error = Error::transient(format!(
+                "the call to Zoho's accounts server was redirected (HTTP {status} from {}); calls \
+                 that carry the client secret never follow a redirect",
+                response.url().host_str().unwrap_or("an unnamed host")
+            ));
+            return Err(if status.is_redirection() {
+                error.with_status(status)
+            } else {
+                error
+            });
+        }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(network_error)? {
             if body.len() + chunk.len() > MAX_ANSWER {

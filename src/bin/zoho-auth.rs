@@ -21,7 +21,9 @@
 //! | `login --scopes` | `ZOHO_SCOPES` | `scopes` | |
 //! | `login --port` | `ZOHO_REDIRECT_PORT` | `redirect_port` | `8765` |
 //!
-//! The client secret is never accepted as an argument (arguments show in the process list).
+//! The client secret is never accepted as an argument (arguments show in the process list). A
+//! secret or grant code typed at a terminal (`--client-secret-stdin`, `--code -`) is not echoed;
+//! piped in, it is read as a line.
 //! Exit status: 0 success; 1 when Zoho, the network or the store fails (stderr says what happened
 //! and what to do); 2 for a missing or invalid setting.
 
@@ -261,7 +263,7 @@ async fn exchange(settings: &Settings, args: ExchangeArgs) -> Result<(), Problem
     // Before the code: with --client-secret-stdin and --code -, the secret is the first line.
     let secret = settings.client_secret()?;
     let code = if args.code.trim() == "-" {
-        settings::read_stdin_line("Grant code: ").map_err(|detail| {
+        settings::read_secret_line("Grant code (not shown as you type): ").map_err(|detail| {
             Problem::usage(
                 format!("--code -: no grant code on standard input ({detail})."),
                 "Pipe the code in, or pass it as --code CODE.",

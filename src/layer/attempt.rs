@@ -259,27 +259,9 @@ where
     R::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let body = BufferedBody::read(body).await.map_err(|e| {
-        Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e.into()))
-    })?;
+    let body = BufferedBody::read(body, config.max_replay_body).await?;
     let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
     let attempt = attach(&mut request, Some(body), credential, &replica, &config);
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await
-}
-
-/// Lets a boxed error be an [`Error`]'s source.
-#[derive(Debug)]
-struct BoxSource(BoxError);
-
-impl std::fmt::Display for BoxSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for BoxSource {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
 }

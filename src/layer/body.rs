@@ -7,9 +7,11 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower::BoxError;
+
+use crate::error::{Error, Kind};
 
 pin_project! {
     /// The request body the inner service receives: the caller's body as it was, or its bytes
@@ -131,12 +133,26 @@ pub(crate) struct BufferedBody {
 }
 
 impl BufferedBody {
-    /// Reads all of `body`.
-    pub(crate) async fn read<B>(body: B) -> Result<Self, B::Error>
+    /// Reads all of `body`, failing once it yields more than `limit` bytes: its size hint decided
+    /// that it was worth buffering, but only counting what it yields bounds the memory.
+    pub(crate) async fn read<B>(body: B, limit: usize) -> Result<Self, Error>
     where
         B: Body,
+        B::Error: Into<BoxError>,
     {
-        let collected = body.collect().await?;
+        let collected = Limited::new(body, limit).collect().await.map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                Error::new(
+                    Kind::Body,
+                    format!(
+                        "the request body is longer than its size hint said: it went past the \
+                         {limit}-byte replay buffer (max_replay_body)"
+                    ),
+                )
+            } else {
+                Error::new(Kind::Body, "reading the request body failed").with_source(BoxSource(e))
+            }
+        })?;
         let trailers = collected.trailers().cloned().map(Box::new);
         Ok(Self {
             data: collected.to_bytes(),
@@ -318,4 +334,20 @@ where
 
 fn frame_to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
     frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+}
+
+/// Lets a boxed error be an [`Error`]'s source.
+#[derive(Debug)]
+struct BoxSource(BoxError);
+
+impl std::fmt::Display for BoxSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }

@@ -12,6 +12,9 @@
 //!    and resends the request **once** when its body can be replayed (an empty body, or one of at
 //!    most [`max_replay_body`](ZohoAuthLayer::max_replay_body) bytes with a known size, which the
 //!    layer buffers). A response that cannot be replayed goes back to the caller unchanged.
+//!    Buffering counts the bytes the body yields, not the size it announced: a body that yields
+//!    more than the limit fails the request with an error for which
+//!    [`is_body`](crate::Error::is_body) holds, before anything is sent.
 //!
 //! Requests to any other host pass through without the token. Plain `http://` to a Zoho host is
 //! refused (except loopback, for tests and the simulator).
@@ -134,7 +137,8 @@ impl ZohoAuthLayer {
     }
 
     /// The largest request body (of known size) buffered so the request can be resent after a
-    /// token error; default 64 KiB. `0` replays only requests with empty bodies.
+    /// token error; default 64 KiB. `0` replays only requests with empty bodies. A body whose
+    /// size hint promised no more but that yields more fails with [`Error::is_body`].
     pub fn max_replay_body(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).max_replay_body = bytes;
         self

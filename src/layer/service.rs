@@ -207,9 +207,10 @@ where
 /// Whether a request can be sent again after a token error, read once from its body's size.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Replayable {
-    /// The body is known to be empty: resent with no copy of it.
+    /// The body has ended: resent with no copy of it.
     Empty,
-    /// A known, non-zero size within the replay limit: buffered first to be resent.
+    /// A known size within the replay limit: buffered first to be resent. The size is only a
+    /// hint, so buffering stops at the limit whatever it said.
     AfterBuffering,
     /// Unknown or too large: streamed once, never resent.
     No,
@@ -219,8 +220,9 @@ impl Replayable {
     fn of<B: Body>(request: &Request<B>, limit: usize) -> Self {
         let body = request.body();
         match body.size_hint().exact() {
+            // Only the end of the stream proves there is nothing to copy: a body whose hint says
+            // 0 may still yield data (or trailers), which a replay must not drop.
             _ if body.is_end_stream() => Self::Empty,
-            Some(0) => Self::Empty,
             Some(size) if size <= limit as u64 => Self::AfterBuffering,
             _ => Self::No,
         }

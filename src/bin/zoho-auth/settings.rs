@@ -3,7 +3,7 @@
 //! leave unset. Secrets never come from flags: the client secret comes from `ZOHO_CLIENT_SECRET`,
 //! the profile's `client_secret_file` or standard input.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,8 +41,8 @@ pub struct Flags {
     )]
     client_id: Option<String>,
 
-    /// Read the client secret from the first line of standard input (else ZOHO_CLIENT_SECRET, or
-    /// the file named by the profile's client_secret_file)
+    /// Read the client secret from the first line of standard input, not echoed when typed at a
+    /// terminal (else ZOHO_CLIENT_SECRET, or the file named by the profile's client_secret_file)
     #[arg(long, global = true)]
     client_secret_stdin: bool,
 
@@ -238,7 +238,7 @@ impl Settings {
     /// profile's `client_secret_file`.
     pub fn client_secret(&self) -> Result<ClientSecret, Problem> {
         let secret = if self.flags.client_secret_stdin {
-            read_stdin_line("Client secret (the input is echoed): ").map_err(|detail| {
+            read_secret_line("Client secret (not shown as you type): ").map_err(|detail| {
                 Problem::usage(
                     format!("--client-secret-stdin: no client secret on standard input ({detail})."),
                     "Pipe the secret in, e.g. `pass show zoho/secret | zoho-auth ... --client-secret-stdin`.",
@@ -430,19 +430,24 @@ fn env_var(name: &str) -> Option<String> {
     value.as_str().given().map(str::to_owned)
 }
 
-/// One line of standard input, trimmed; a prompt on stderr when a person is typing.
-pub fn read_stdin_line(prompt: &str) -> Result<String, String> {
+/// A secret (the client secret, a grant code) from standard input, trimmed. Typed at a terminal,
+/// it is read from the terminal with echo off, after a prompt, so that it never shows on screen,
+/// in a scrollback buffer or a screen recording; piped in, it is the next line, for scripts.
+pub fn read_secret_line(prompt: &str) -> Result<String, String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    match stdin.lock().read_line(&mut line) {
-        Ok(0) => Err("end of input".to_owned()),
-        Ok(_) if line.trim().is_empty() => Err("an empty line".to_owned()),
-        Ok(_) => Ok(line.trim().to_owned()),
-        Err(error) => Err(error.to_string()),
+    let line = if stdin.is_terminal() {
+        rpassword::prompt_password(prompt).map_err(|error| error.to_string())?
+    } else {
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) => return Err("end of input".to_owned()),
+            Ok(_) => line,
+            Err(error) => return Err(error.to_string()),
+        }
+    };
+    match line.trim() {
+        "" => Err("an empty line".to_owned()),
+        secret => Ok(secret.to_owned()),
     }
 }
 
