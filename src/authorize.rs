@@ -92,6 +92,7 @@ impl Connector {
     /// A connector for a client and the redirect URI registered for it in Zoho's API console.
     /// Defaults: offline access, `prompt=consent`, PKCE S256, consent starting at
     /// `accounts.zoho.com`, tokens kept in a [`MemoryStore`].
+    #[must_use]
     pub fn new(
         client_id: ClientId,
         client_secret: ClientSecret,
@@ -114,6 +115,7 @@ impl Connector {
     }
 
     /// The scopes to ask for, e.g. `ZohoCRM.modules.ALL`.
+    #[must_use]
     pub fn scopes<I, S>(mut self, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -124,6 +126,7 @@ impl Connector {
     }
 
     /// Offline (default) or online access.
+    #[must_use]
     pub fn access_type(mut self, access_type: AccessType) -> Self {
         self.access_type = access_type;
         self
@@ -131,12 +134,14 @@ impl Connector {
 
     /// Whether to send `prompt=consent` (default on): without it, a user who consented before
     /// gets no new refresh token.
+    #[must_use]
     pub fn prompt_consent(mut self, prompt: bool) -> Self {
         self.prompt_consent = prompt;
         self
     }
 
     /// Whether to use PKCE with S256 (default on).
+    #[must_use]
     pub fn pkce(mut self, pkce: bool) -> Self {
         self.pkce = pkce;
         self
@@ -144,6 +149,7 @@ impl Connector {
 
     /// The data centre whose consent page to start at (default US, which serves every DC but
     /// China for multi-DC clients). The DC that tokens come from is the one the callback names.
+    #[must_use]
     pub fn data_center(mut self, dc: DataCenter) -> Self {
         self.data_center = dc;
         self
@@ -151,12 +157,14 @@ impl Connector {
 
     /// A custom accounts server — the simulator, or a proxy — used for consent and accepted as
     /// the callback's `accounts-server` in addition to Zoho's own.
+    #[must_use]
     pub fn accounts(mut self, accounts: Accounts) -> Self {
         self.accounts = Some(accounts);
         self
     }
 
     /// The client secret for one data centre, for multi-DC clients whose secrets differ.
+    #[must_use]
     pub fn secret_for(mut self, dc: DataCenter, secret: ClientSecret) -> Self {
         self.dc_secrets.retain(|(known, _)| *known != dc);
         self.dc_secrets.push((dc, secret));
@@ -164,12 +172,14 @@ impl Connector {
     }
 
     /// Where the tokens go (default: a [`MemoryStore`] of this connector's own).
+    #[must_use]
     pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
         self.store = store;
         self
     }
 
     /// The bound on the code exchange (default 20 s).
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

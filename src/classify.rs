@@ -17,7 +17,7 @@
 //!
 //! let classifier = Classifier::zoho()
 //!     // A gateway in front of Zoho that has its own way of saying it.
-//!     .with_rule(Rule::json(StatusCode::UNAUTHORIZED, "/error/reason", "token_expired"));
+//!     .with_rule(Rule::json(StatusCode::UNAUTHORIZED, "/error/reason", "token_expired"))?;
 //!
 //! let crm = br#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
 //! assert!(classifier.is_token_error(StatusCode::UNAUTHORIZED, None, crm));
@@ -25,6 +25,7 @@
 //! assert!(!classifier.is_token_error(StatusCode::UNAUTHORIZED, None, scope));
 //! let gateway = br#"{"error":{"reason":"token_expired"}}"#;
 //! assert!(classifier.is_token_error(StatusCode::UNAUTHORIZED, None, gateway));
+//! # Ok::<(), zoho_auth::Error>(())
 //! ```
 
 use std::fmt;
@@ -32,6 +33,8 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::Value;
+
+use crate::error::Error;
 
 type Predicate = dyn Fn(StatusCode, &[u8]) -> bool + Send + Sync;
 
@@ -71,6 +74,7 @@ impl Rule {
     /// Matches when the response has `status` and its JSON body holds `value` at `pointer`
     /// (RFC 6901, e.g. `/data/errorCode`). Numbers match their decimal form, so `"57"` matches
     /// Books' `{"code":57}`.
+    #[must_use]
     pub fn json(status: StatusCode, pointer: &str, value: impl Into<String>) -> Self {
         Self {
             statuses: vec![status],
@@ -83,6 +87,7 @@ impl Rule {
     }
 
     /// Matches when the response has `status` and `predicate` accepts the status and the body.
+    #[must_use]
     pub fn custom(
         status: StatusCode,
         predicate: impl Fn(StatusCode, &[u8]) -> bool + Send + Sync + 'static,
@@ -95,6 +100,7 @@ impl Rule {
     }
 
     /// Also applies to responses with `status`.
+    #[must_use]
     pub fn or_status(mut self, status: StatusCode) -> Self {
         if !self.statuses.contains(&status) {
             self.statuses.push(status);
@@ -104,6 +110,7 @@ impl Rule {
 
     /// Applies only to requests whose host starts with `prefix` (e.g. `people.`), so that a rule
     /// for a success status does not make every product's responses be read.
+    #[must_use]
     pub fn for_host_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.host_prefix = Some(prefix.into());
         self
@@ -145,20 +152,24 @@ pub struct Classifier {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RuleMask(u64);
 
-/// At most this many rules: one bit each in a [`RuleMask`].
-const MAX_RULES: usize = 64;
+impl RuleMask {
+    const BITS: usize = u64::BITS as usize;
+}
 
 impl Classifier {
+    /// The most rules a classifier holds, [`zoho`](Self::zoho)'s own included: each rule is one bit
+    /// of the per-request mask that lets the response path skip host comparisons.
+    pub const MAX_RULES: usize = RuleMask::BITS;
+
     /// No rules: nothing is a token error.
+    #[must_use]
     pub fn empty() -> Self {
         Self::from_rules(Vec::new())
     }
 
     fn from_rules(rules: Vec<Rule>) -> Self {
-        assert!(
-            rules.len() <= MAX_RULES,
-            "a Classifier holds at most {MAX_RULES} rules"
-        );
+        // `with_rule` refuses more; past this, `1 << i` would overflow the mask.
+        debug_assert!(rules.len() <= Self::MAX_RULES);
         let mut by_status: Vec<(StatusCode, u64)> = Vec::new();
         let mut any_host = 0;
         let mut by_prefix = Vec::new();
@@ -185,6 +196,7 @@ impl Classifier {
     /// The dialects of Zoho's products (`zoho-wire.md` §7). Scope and org mismatches
     /// (`OAUTH_SCOPE_MISMATCH`, `SCOPE_MISMATCH`, `OAUTH_ORG_MISMATCH`, People 7218, WorkDrive
     /// F7004) are deliberately absent: a new token does not cure them.
+    #[must_use]
     pub fn zoho() -> Self {
         let unauthorized = StatusCode::UNAUTHORIZED;
         Self::from_rules(vec![
@@ -214,13 +226,20 @@ impl Classifier {
 
     /// Adds a rule, after the existing ones.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// With more than 128 rules.
-    pub fn with_rule(self, rule: Rule) -> Self {
+    /// An [`Error::is_config`] error when the classifier already holds
+    /// [`MAX_RULES`](Self::MAX_RULES) rules ([`zoho`](Self::zoho) uses 10 of them).
+    pub fn with_rule(self, rule: Rule) -> Result<Self, Error> {
+        if self.rules.len() >= Self::MAX_RULES {
+            return Err(Error::config(format!(
+                "a Classifier holds at most {} rules",
+                Self::MAX_RULES
+            )));
+        }
         let mut rules = self.rules.to_vec();
         rules.push(rule);
-        Self::from_rules(rules)
+        Ok(Self::from_rules(rules))
     }
 
     /// Whether a response with this status and body, to a request for `host`, says the token it
@@ -387,11 +406,55 @@ mod tests {
     }
 
     #[test]
+    fn the_rule_limit_is_the_mask_width_and_every_rule_up_to_it_is_consulted() {
+        let forbidden = StatusCode::FORBIDDEN;
+        let body = |i: usize| format!(r#"{{"rule":"{i}"}}"#);
+        let last = Classifier::MAX_RULES - 1;
+        let mut classifier = Classifier::zoho();
+        let first_added = classifier.rules.len();
+        for i in first_added..=last {
+            let rule = Rule::json(forbidden, "/rule", i.to_string());
+            // The last one is host-restricted, so its bit also goes through the prefix masks.
+            let rule = if i == last {
+                rule.for_host_prefix("gateway.")
+            } else {
+                rule
+            };
+            classifier = classifier.with_rule(rule).unwrap();
+        }
+        let refused = classifier
+            .clone()
+            .with_rule(Rule::json(forbidden, "/rule", "one too many"))
+            .unwrap_err();
+        assert!(refused.is_config(), "{refused:?}");
+        assert!(
+            refused.to_string().contains("at most 64 rules"),
+            "{refused}"
+        );
+
+        let crm = Some("www.zohoapis.com");
+        for i in first_added..last {
+            assert!(
+                classifier.is_token_error(forbidden, crm, body(i).as_bytes()),
+                "rule {i}"
+            );
+        }
+        assert!(classifier.is_token_error(
+            forbidden,
+            Some("gateway.example.com"),
+            body(last).as_bytes()
+        ));
+        assert!(!classifier.is_token_error(forbidden, crm, body(last).as_bytes()));
+        assert!(classifier.is_token_error(UNAUTHORIZED, crm, br#"{"code":"INVALID_TOKEN"}"#));
+    }
+
+    #[test]
     fn custom_rules_are_consulted() {
         let classifier = Classifier::empty()
             .with_rule(Rule::custom(StatusCode::FORBIDDEN, |_, body| {
                 body == b"expired"
-            }));
+            }))
+            .unwrap();
         assert!(classifier.is_token_error(StatusCode::FORBIDDEN, None, b"expired"));
         assert!(!classifier.is_token_error(StatusCode::FORBIDDEN, None, b"other"));
         assert!(!Classifier::empty().is_token_error(

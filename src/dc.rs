@@ -44,8 +44,9 @@ pub enum DataCenter {
     Uk,
 }
 
-/// Which of a data centre's API environments a token is used against.
+/// Which of a data centre's API environments a token is used against. Zoho may add more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Environment {
     /// Live data: `https://www.zohoapis.<tld>`.
     #[default]

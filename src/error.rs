@@ -121,6 +121,7 @@ impl Error {
 
     /// Attaches the underlying error, reported by [`source`](StdError::source). Its messages must
     /// not contain secrets.
+    #[must_use]
     pub fn with_source(self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.edit(|inner| inner.source = Some(Arc::new(source)))
     }

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod authorize;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod cache;
 pub mod classify;
@@ -16,6 +17,7 @@ mod hosts;
 mod layer;
 pub mod secret;
 #[cfg(feature = "simulator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
 pub mod sim;
 mod stats;
 pub mod store;

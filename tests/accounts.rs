@@ -31,8 +31,10 @@ const REDIRECT_URI: &str = "https://app.example.com/zoho/callback";
 const CRM_SCOPES: &[&str] = &["ZohoCRM.modules.ALL", "ZohoCRM.users.READ"];
 const SOID: &str = "ZohoCRM.600012345";
 
-/// A bound on calls that must fail fast; generous, so it is a bound and not a speed measurement.
-const FAST: Duration = Duration::from_secs(3);
+/// A bound on calls that must fail fast, at once or at a 300 ms timeout: generous, so a loaded
+/// machine cannot miss it, and still well below the default 20 s timeout or a slow answer, so a
+/// missing bound cannot pass.
+const FAST: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -857,7 +859,7 @@ async fn a_slow_token_endpoint_times_out_as_transient() {
     let sim = sim().await;
     let client = quick_client(&sim);
     let refresh = sim.mint_refresh_token(&[]);
-    sim.inject(Fault::Slow(Duration::from_secs(5)), 1);
+    sim.inject(Fault::Slow(Duration::from_secs(60)), 1);
 
     let started = Instant::now();
     let err = expect_err(client.refresh(&refresh).await, "slow refresh");
@@ -876,7 +878,7 @@ async fn every_call_is_bounded_by_the_timeout() {
     let sim = sim().await;
     let client = quick_client(&sim);
     // Every answer of the accounts server, revoke included, is now late.
-    sim.set_token_latency(Duration::from_secs(5));
+    sim.set_token_latency(Duration::from_secs(30));
 
     let started = Instant::now();
     let results = every_call(&client).await;
@@ -885,7 +887,7 @@ async fn every_call_is_bounded_by_the_timeout() {
         assert_transient(&expect_err(result, what), what);
     }
     assert!(
-        elapsed < Duration::from_secs(4),
+        elapsed < FAST,
         "four calls with a 300 ms timeout each took {elapsed:?}"
     );
 }

@@ -11,25 +11,28 @@ use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Language, Simulator};
 use zoho_auth::{Accounts, ClientId, RefreshToken, TokenCache, ZohoAuthLayer};
 
-use common::{accounts_client, cache_builder, get, start, wait_until, Logs, Recorder};
+use common::{
+    accounts_client, cache_builder, fast_forward, get, start, wait_until, Logs, Recorder,
+};
 
 #[tokio::test]
 async fn a_failed_background_refresh_keeps_serving_the_still_valid_token() {
     let zoho = Simulator::builder()
-        .token_lifetime(Duration::from_secs(6))
+        .token_lifetime(Duration::from_secs(600))
         .start()
         .await
         .unwrap();
     let cache = cache_builder(&zoho)
         .expiry_margin(Duration::ZERO)
-        .refresh_ahead(Duration::from_secs(2))
-        .backoff(Duration::from_secs(30), Duration::from_secs(60))
+        .refresh_ahead(Duration::from_secs(200))
+        .backoff(Duration::from_secs(300), Duration::from_secs(600))
         .build()
         .unwrap();
     let token = cache.token().await.unwrap();
-    // The stale window is capped at a quarter of the lifetime (1.5 s, plus up to 50 % jitter), so
-    // it starts between 3.75 s and 4.5 s; the token is usable until 6 s.
-    tokio::time::sleep(Duration::from_millis(4600)).await;
+    // The stale window is capped at a quarter of the lifetime (150 s, plus up to 50 % jitter), so
+    // it starts between 375 s and 450 s; the token is usable until 600 s, which leaves the rest of
+    // the test 140 s of real time.
+    fast_forward(Duration::from_secs(460)).await;
     zoho.inject(Fault::Status(StatusCode::BAD_GATEWAY), 1);
 
     let inner = Recorder::ok();
@@ -67,8 +70,9 @@ async fn a_failed_background_refresh_keeps_serving_the_still_valid_token() {
 #[tokio::test]
 async fn transient_failures_back_off_then_recover() {
     let zoho = Simulator::start().await.unwrap();
+    // A back-off of at least 30 s: the call "during" it cannot come too late on a loaded machine.
     let cache = cache_builder(&zoho)
-        .backoff(Duration::from_millis(400), Duration::from_secs(5))
+        .backoff(Duration::from_secs(60), Duration::from_secs(600))
         .build()
         .unwrap();
     zoho.inject(Fault::Status(StatusCode::INTERNAL_SERVER_ERROR), 1);
@@ -76,7 +80,7 @@ async fn transient_failures_back_off_then_recover() {
     assert!(first.is_transient(), "{first:?}");
     let wait = first.retry_after().expect("a back-off");
     assert!(
-        wait >= Duration::from_millis(200) && wait <= Duration::from_millis(400),
+        wait >= Duration::from_secs(30) && wait <= Duration::from_secs(60),
         "{wait:?}"
     );
 
@@ -88,7 +92,7 @@ async fn transient_failures_back_off_then_recover() {
         "no call during the back-off"
     );
 
-    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    fast_forward(wait + Duration::from_secs(1)).await;
     cache.token().await.unwrap();
     assert_eq!(zoho.counters().token_requests, 2);
     assert_eq!(cache.stats().failures, 1);
@@ -235,8 +239,9 @@ async fn the_budget_is_configurable_and_fails_fast() {
     let error = cache.token().await.unwrap_err();
     assert!(error.is_rate_limited(), "{error:?}");
     assert!(error.retry_after().unwrap() <= Duration::from_secs(60));
+    // Waiting for the slot would take `max_wait` (30 s).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(10),
         "fails fast, without waiting"
     );
     assert_eq!(zoho.counters().token_requests, 2);
@@ -249,12 +254,13 @@ async fn no_caller_waits_past_max_wait() {
         .max_wait(Duration::from_millis(300))
         .build()
         .unwrap();
-    zoho.inject(Fault::Slow(Duration::from_secs(10)), 1);
+    // Unbounded, the wait would last until the accounts client's timeout (20 s).
+    zoho.inject(Fault::Slow(Duration::from_secs(60)), 1);
     let started = Instant::now();
     let error = cache.token().await.unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "bounded by max_wait, not the slow server"
     );
 }
@@ -271,11 +277,12 @@ async fn the_accounts_call_itself_has_a_timeout() {
     )
     .unwrap();
     let cache = TokenCache::new(client, zoho.mint_refresh_token(&[]));
-    zoho.inject(Fault::Slow(Duration::from_secs(10)), 1);
+    // Without its timeout, the call would last until the cache's `max_wait` (30 s).
+    zoho.inject(Fault::Slow(Duration::from_secs(60)), 1);
     let started = Instant::now();
     let error = cache.token().await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]

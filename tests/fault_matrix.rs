@@ -46,16 +46,24 @@ use zoho_auth::sim::{Fault, Language, Simulator, SimulatorBuilder};
 use zoho_auth::store::{MemoryStore, StoredAccess, TokenSet};
 use zoho_auth::{Accounts, Error, RefreshToken, TokenCache, ZohoAuth, ZohoAuthLayer};
 
-use common::{accounts_client, get, header_for, refused_port, Spy};
+use common::{accounts_client, fast_forward, get, header_for, refused_port, Spy};
+
+// The bounds sit far from both what the cache should do and what a broken one would, so that a
+// loaded machine cannot cross them: a request with a valid token takes microseconds, one that
+// waited for the slow row's refresh would take `ACCOUNTS_TIMEOUT`; without a token a request takes
+// at most `ACCOUNTS_TIMEOUT`, one that outlived it would take `MAX_WAIT`.
 
 /// The bound on every call to the accounts server in these caches.
-const ACCOUNTS_TIMEOUT: Duration = Duration::from_millis(500);
+const ACCOUNTS_TIMEOUT: Duration = Duration::from_secs(8);
 /// Longer than `ACCOUNTS_TIMEOUT`, so a slow endpoint is cut by the accounts client's timeout.
-const MAX_WAIT: Duration = Duration::from_secs(5);
+const MAX_WAIT: Duration = Duration::from_secs(30);
 /// No request without a token waits longer than the accounts timeout plus generous slack.
-const COLD_BOUND: Duration = Duration::from_millis(2500);
+const COLD_BOUND: Duration = Duration::from_secs(15);
 /// A request with a valid token never waits for a refresh.
-const WARM_BOUND: Duration = Duration::from_secs(1);
+const WARM_BOUND: Duration = Duration::from_secs(3);
+/// The first back-off of the rows without a token is 30–60 s: long enough that the request right
+/// after the failure is certainly inside it; the clock is moved past it with [`fast_forward`].
+const COLD_BACKOFF: Duration = Duration::from_secs(60);
 /// Zoho's limit and the cache's default budget: 10 token requests per 10 minutes.
 const BUDGET: u64 = 10;
 
@@ -119,8 +127,8 @@ fn rows() -> Vec<Row> {
     let rejected: fn(&Error) -> bool = |e| e.zoho_code() == Some("unsupported_grant_type");
     vec![
         endpoint(
-            "token endpoint times out (answers after 5 s; accounts timeout 0.5 s)",
-            Fault::Slow(Duration::from_secs(5)),
+            "token endpoint times out (answers long after the accounts timeout)",
+            Fault::Slow(Duration::from_secs(600)),
             Expect::Transient,
         ),
         Row {
@@ -364,7 +372,7 @@ async fn no_token_yet(row: &Row) -> Option<(String, u64, Duration)> {
     let refresh = zoho.mint_refresh_token(&[]);
     let cache = TokenCache::builder(accounts_for(&row.trigger, &zoho), refresh.clone())
         .max_wait(MAX_WAIT)
-        .backoff(Duration::from_millis(100), Duration::from_millis(200))
+        .backoff(COLD_BACKOFF, 2 * COLD_BACKOFF)
         .build()
         .unwrap();
     match &row.trigger {
@@ -414,8 +422,8 @@ async fn no_token_yet(row: &Row) -> Option<(String, u64, Duration)> {
             let next = match expect {
                 Expect::Transient => {
                     let wait = error.retry_after().expect("a back-off");
-                    assert!(wait <= Duration::from_millis(200), "{wait:?}");
-                    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+                    assert!(wait >= COLD_BACKOFF / 2 && wait <= COLD_BACKOFF, "{wait:?}");
+                    fast_forward(wait + Duration::from_secs(1)).await;
                     let (after, waited) = send(&service, &url).await;
                     assert!(waited < COLD_BOUND, "waited {waited:?}");
                     longest = longest.max(waited);
@@ -470,7 +478,7 @@ async fn stale_cache(zoho: &Simulator, trigger: &Trigger) -> (TokenCache, Refres
         .store(store)
         .max_wait(MAX_WAIT)
         // Long enough that no second background attempt starts during the row.
-        .backoff(Duration::from_secs(30), Duration::from_secs(60))
+        .backoff(Duration::from_secs(600), Duration::from_secs(1200))
         .build()
         .unwrap();
     (cache, refresh, header_for(&minted.access_token))
@@ -493,7 +501,7 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
             // succeeds. The adoption counts as one; the background attempt as a refresh or a
             // failure.
             let mut longest = Duration::ZERO;
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + ACCOUNTS_TIMEOUT + Duration::from_secs(20);
             let mut sent = 0;
             loop {
                 let stats = cache.stats();
@@ -626,7 +634,8 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread, for `fast_forward`.
+#[tokio::test]
 async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_served() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -636,7 +645,11 @@ async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_s
 
     let started = Instant::now();
     let mut table = vec![
-        "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait (bounds 2.5 s / 1 s) |".to_owned(),
+        format!(
+            "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait (bounds {} / {}) |",
+            secs(COLD_BOUND),
+            secs(WARM_BOUND)
+        ),
         "|---|---|---|---|---|".to_owned(),
     ];
     let mut failed = Vec::new();

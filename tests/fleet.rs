@@ -126,11 +126,13 @@ async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
 /// 8 processes × 200 concurrent requests for as long as three tokens last.
 async fn eight_processes_refresh_once_per_expiry(store: &str) {
     let _turn = TURN.lock().await;
-    // 3 s tokens, refreshed only at expiry (less a 0.3 s margin): expiries at about 2.7 s, 5.4 s
-    // and 8.1 s after the seed; a fourth would come at 10.8 s, after every process has stopped.
+    // 8 s tokens, refreshed only at expiry (less a 0.8 s margin): expiries at about 7.2 s, 14.4 s
+    // and 21.6 s after the seed. Every process sends for 24.5 s from its own start: the last one
+    // is still sending 2.9 s after the third expiry, and all have stopped (their last 1 s requests
+    // answered) 3.3 s before a fourth at 28.8 s, less however late the last one started.
     let zoho = Simulator::builder()
-        .token_lifetime(Duration::from_secs(3))
-        .api_latency(Duration::from_millis(500))
+        .token_lifetime(Duration::from_secs(8))
+        .api_latency(Duration::from_secs(1))
         .start()
         .await
         .unwrap();
@@ -140,7 +142,7 @@ async fn eight_processes_refresh_once_per_expiry(store: &str) {
         "--concurrency",
         "200",
         "--duration",
-        "8.8",
+        "24.5",
         "--refresh-ahead",
         "0",
     ];

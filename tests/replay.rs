@@ -310,11 +310,13 @@ async fn a_user_rule_teaches_the_classifier_a_new_dialect() {
         ),
         _ => (StatusCode::OK, "{}".to_owned()),
     });
-    let classifier = Classifier::zoho().with_rule(Rule::json(
-        StatusCode::FORBIDDEN,
-        "/error/reason",
-        "token_expired",
-    ));
+    let classifier = Classifier::zoho()
+        .with_rule(Rule::json(
+            StatusCode::FORBIDDEN,
+            "/error/reason",
+            "token_expired",
+        ))
+        .unwrap();
     let layer = ZohoAuthLayer::new(cache.clone()).classifier(classifier);
     let service = tower::Layer::layer(&layer, inner.clone());
     let response = service

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use zoho_auth::sim::{self, Fault, Language, Simulator};
 use zoho_auth::RefreshToken;
 
-use common::{Reply, Zoho};
+use common::{fast_forward, Reply, Zoho};
 
 const JSON: &str = "application/json;charset=UTF-8";
 
@@ -343,12 +343,11 @@ async fn grant_code_is_single_use_and_bound_to_its_redirect_uri() {
 
 #[tokio::test]
 async fn grant_code_expires() {
-    let zoho =
-        Zoho::with(Simulator::builder().grant_code_lifetime(Duration::from_millis(150))).await;
+    let zoho = Zoho::with(Simulator::builder().grant_code_lifetime(Duration::from_secs(60))).await;
     let fresh = zoho.sim.issue_grant_code(&[], false, None);
     let stale = zoho.sim.issue_grant_code(&[], false, None);
     zoho.exchange(fresh.expose(), None).await.access_token();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    fast_forward(Duration::from_secs(61)).await;
     zoho.exchange(stale.expose(), None)
         .await
         .assert_error("invalid_code");
@@ -409,14 +408,14 @@ async fn throttles_after_ten_tokens_in_the_window() {
 
 #[tokio::test]
 async fn rate_limit_window_slides() {
-    let zoho = Zoho::with(Simulator::builder().rate_limit(2, Duration::from_millis(300))).await;
+    let zoho = Zoho::with(Simulator::builder().rate_limit(2, Duration::from_secs(60))).await;
     let refresh = zoho.sim.mint_refresh_token(&[]);
     zoho.access(&refresh).await;
     zoho.access(&refresh).await;
     zoho.refresh(&refresh)
         .await
         .assert_throttled(StatusCode::OK, Language::English);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    fast_forward(Duration::from_secs(61)).await;
     zoho.access(&refresh).await;
 }
 
@@ -779,14 +778,14 @@ async fn handle_can_revoke_and_invalidate() {
 
 #[tokio::test]
 async fn access_tokens_expire() {
-    let zoho = Zoho::with(Simulator::builder().token_lifetime(Duration::from_millis(300))).await;
+    let zoho = Zoho::with(Simulator::builder().token_lifetime(Duration::from_secs(60))).await;
     let refresh = zoho.sim.mint_refresh_token(&[]);
     let reply = zoho.refresh(&refresh).await;
     let access = reply.access_token();
-    assert_eq!(reply.json()["expires_in"], 0);
+    assert_eq!(reply.json()["expires_in"], 60);
     assert_eq!(zoho.get("/crm/v8/Leads", Some(&access)).await.status, 200);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fast_forward(Duration::from_secs(61)).await;
     assert!(!zoho.sim.is_access_token_live(&access));
     assert_eq!(zoho.sim.live_tokens(&refresh), 0);
     let reply = zoho.get("/crm/v8/Leads", Some(&access)).await;
@@ -921,14 +920,16 @@ async fn latencies_delay_answers() {
     let token = zoho.access(&refresh).await;
     assert!(started.elapsed() >= Duration::from_millis(200));
 
+    // Long enough that a token request, which it must not delay, cannot take as long.
+    let api_latency = Duration::from_secs(3);
     zoho.sim.set_token_latency(Duration::ZERO);
-    zoho.sim.set_api_latency(Duration::from_millis(200));
+    zoho.sim.set_api_latency(api_latency);
     let started = Instant::now();
     zoho.access(&refresh).await;
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < api_latency);
     let started = Instant::now();
     assert_eq!(zoho.get("/crm/v8/Leads", Some(&token)).await.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(started.elapsed() >= api_latency);
 }
 
 #[tokio::test]
@@ -965,13 +966,13 @@ async fn dropping_the_simulator_stops_the_server() {
     let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
     drop(sim);
 
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
         assert!(Instant::now() < deadline, "still accepting connections");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(2), kept.read(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf))
         .await
         .expect("the connection was closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");

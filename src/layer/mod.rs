@@ -103,6 +103,7 @@ pub struct ZohoAuthLayer {
 impl ZohoAuthLayer {
     /// A layer using `cache`, attaching the token to hosts of the cache's data centre and of the
     /// token's `api_domain`.
+    #[must_use]
     pub fn new(cache: TokenCache) -> Self {
         let hosts = HostPolicy {
             dc: cache.data_center(),
@@ -131,6 +132,7 @@ impl ZohoAuthLayer {
 
     /// Replaces the classifier that recognises dead-token responses (default:
     /// [`Classifier::zoho`]). Add rules to it rather than starting from empty.
+    #[must_use]
     pub fn classifier(mut self, classifier: Classifier) -> Self {
         Arc::make_mut(&mut self.config).classifier = classifier;
         self
@@ -139,6 +141,7 @@ impl ZohoAuthLayer {
     /// The largest request body (of known size) buffered so the request can be resent after a
     /// token error; default 64 KiB. `0` replays only requests with empty bodies. A body whose
     /// size hint promised no more but that yields more fails with [`Error::is_body`].
+    #[must_use]
     pub fn max_replay_body(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).max_replay_body = bytes;
         self
@@ -146,6 +149,7 @@ impl ZohoAuthLayer {
 
     /// The largest error response read to classify it; default 16 KiB. Larger or streaming
     /// responses pass through unread once they exceed it.
+    #[must_use]
     pub fn max_error_body(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).max_error_body = bytes;
         self

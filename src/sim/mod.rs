@@ -154,8 +154,10 @@ pub enum Language {
     Chinese,
 }
 
-/// What the simulator has seen, as a snapshot from [`Simulator::counters`].
+/// What the simulator has seen, as a snapshot from [`Simulator::counters`]. Non-exhaustive: the
+/// simulator may count more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Every hit on `/oauth/v2/token`, faults included.
     pub token_requests: u64,

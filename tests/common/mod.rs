@@ -142,6 +142,17 @@ where
     }
 }
 
+/// Lets `duration` pass at once on tokio's clock, which the token cache and the simulator read
+/// (a current-thread runtime only). Call it only while nothing is in flight: the clock is paused
+/// just for the sleep because a paused clock also jumps to its next timer while the runtime waits
+/// for a socket, so a request over loopback could meet its own timeout. The stores' `SystemTime`
+/// does not move.
+pub async fn fast_forward(duration: Duration) {
+    tokio::time::pause();
+    tokio::time::sleep(duration).await;
+    tokio::time::resume();
+}
+
 /// Polls `condition` every 20 ms until it holds, failing the test after `limit`.
 pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
