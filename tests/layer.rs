@@ -217,3 +217,34 @@ async fn below_a_redirect_layer_a_redirect_to_another_host_loses_the_token() {
         "the token did not follow the redirect"
     );
 }
+
+/// Before the first token, a request to a host that can never get it (not a host of the cache's
+/// data centre, not allowed) goes out at once: it neither waits for Zoho nor fails when Zoho is
+/// down, nor spends the token budget.
+#[tokio::test]
+async fn a_request_that_never_gets_the_token_does_not_wait_for_one() {
+    // The US accounts server: unreachable from here, so a token would never come.
+    let client = zoho_auth::accounts::AccountsClient::new(
+        zoho_auth::DataCenter::Us,
+        zoho_auth::ClientId::new("1000.client"),
+        zoho_auth::ClientSecret::new("secret"),
+    )
+    .unwrap();
+    let cache = zoho_auth::TokenCache::new(client, zoho_auth::RefreshToken::new("1000.r.t"));
+    let inner = Recorder::ok();
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        service.oneshot(get("https://cdn.example.com/file.pdf")),
+    )
+    .await
+    .expect("the request waited for a token it would never carry")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(inner.seen()[0].authorization.is_none());
+    assert_eq!(
+        cache.stats().token_requests,
+        0,
+        "Zoho was asked for a token"
+    );
+}

@@ -76,3 +76,32 @@ impl TokenStore for MemoryStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::RefreshToken;
+
+    /// A save from a stale read is refused; `update` re-applies its edit on the newer set.
+    #[tokio::test]
+    async fn a_save_from_a_stale_read_is_refused_and_update_merges() {
+        let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+        let read = store.load().await.unwrap().unwrap_or_default();
+        let newer = TokenSet::new(RefreshToken::new("1000.newer"));
+        assert_eq!(store.save(&newer, None).await.unwrap(), Saved::Stored);
+        let mut stale = read.clone();
+        stale.refresh_token = Some(RefreshToken::new("1000.older"));
+        assert_eq!(store.save(&stale, None).await.unwrap(), Saved::Conflict);
+
+        let (_, set) = store
+            .update(None, |set| {
+                set.accounts_url = Some("https://accounts.zoho.eu".into());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(set.revision, 2);
+        assert_eq!(set.refresh_token.unwrap().expose(), "1000.newer");
+        assert_eq!(store.load().await.unwrap().unwrap().revision, 2);
+    }
+}

@@ -256,7 +256,7 @@ pub trait StoreLock: Send + Sync + fmt::Debug {
 
 /// How often [`update`](TokenStore::update) re-reads and re-applies an edit that lost the race
 /// before it gives up: the store is being rewritten faster than it can be read.
-const UPDATE_ATTEMPTS: usize = 8;
+const UPDATE_ATTEMPTS: u64 = 16;
 
 impl dyn TokenStore {
     /// Reads the set (empty if none), applies `edit` to it and saves it fenced; when another
@@ -304,7 +304,12 @@ impl dyn TokenStore {
         lock: Option<&dyn StoreLock>,
         mut edit: impl FnMut(&mut TokenSet) -> Result<T, Error>,
     ) -> Result<Option<(T, TokenSet)>, Error> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            if attempt > 0 {
+                // Writers that keep colliding back off at random, so one of them gets through.
+                let wait = fastrand::u64(1..=2 * attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             let read = self.load().await?.unwrap_or_default();
             let mut set = read.clone();
             let value = edit(&mut set)?;

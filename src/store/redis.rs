@@ -247,6 +247,7 @@ impl RedisStore {
 
     /// Sets the key prefix: the store uses `{prefix}:refresh`, `{prefix}:access` and
     /// `{prefix}:lock`. Stores with different prefixes on one Redis do not see each other.
+    #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self.keys = Keys::new(&self.prefix);
@@ -256,6 +257,7 @@ impl RedisStore {
     /// Sets how long the refresh lock lives if its holder never releases it (it died); default
     /// 30 s. A live holder renews it every third of this, so it outlives any refresh. Durations
     /// under a millisecond count as one millisecond.
+    #[must_use]
     pub fn lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = ttl.max(Duration::from_millis(1));
         self
