@@ -339,13 +339,7 @@ impl Connector {
                  earlier consent without prompt=consent; the app can act only for an hour"
             );
         }
-        let access = StoredAccess::new(
-            response.access_token.clone(),
-            now,
-            now + response.expires_in,
-            response.api_domain.clone(),
-            response.scopes.clone(),
-        );
+        let access = StoredAccess::from_response(&response, now);
         self.store
             .update(None, |set| {
                 if let Some(refresh_token) = &response.refresh_token {

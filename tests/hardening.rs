@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use zoho_auth::sim::{Fault, Simulator};
 use zoho_auth::store::{MemoryStore, StoreLock, TokenSet, TokenStore};
-use zoho_auth::{Error, RefreshToken, Seed, TokenCache};
+use zoho_auth::{Error, Seed, TokenCache};
 
 use common::{accounts_client, wait_until};
 
@@ -39,6 +39,25 @@ async fn token_within(cache: &TokenCache, limit: Duration) -> Result<zoho_auth::
     }
 }
 
+/// Starts `cache.token()` with Zoho's next token answer held back 2 s, and returns once the token
+/// request reached Zoho: a refresh in flight.
+async fn refresh_in_flight(
+    zoho: &Simulator,
+    cache: &TokenCache,
+) -> tokio::task::JoinHandle<Result<zoho_auth::Token, Error>> {
+    let before = zoho.counters().token_requests;
+    zoho.inject(Fault::Slow(Duration::from_secs(2)), 1);
+    let refresh = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    wait_until(Duration::from_secs(10), "the refresh reached Zoho", || {
+        zoho.counters().token_requests == before + 1
+    })
+    .await;
+    refresh
+}
+
 /// A re-consent that lands while a refresh waits for Zoho: the refresh's save must keep the new
 /// refresh token (and the new consent's newer access token), not write back the set it read.
 #[tokio::test]
@@ -50,15 +69,7 @@ async fn a_refresh_in_flight_never_reverts_a_new_consent() {
         .store(store.clone())
         .build()
         .unwrap();
-    zoho.inject(Fault::Slow(Duration::from_secs(2)), 1);
-    let refresh = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    wait_until(Duration::from_secs(10), "the refresh reached Zoho", || {
-        zoho.counters().token_requests == 1
-    })
-    .await;
+    let refresh = refresh_in_flight(&zoho, &cache).await;
 
     // Meanwhile a consent elsewhere (another process, `zoho-auth login`) stores a new grant.
     let new = zoho.mint_refresh_token(&["ZohoCRM.modules.ALL", "ZohoBooks.fullaccess.all"]);
@@ -100,15 +111,7 @@ async fn a_refresh_keeps_a_newer_stored_access_token() {
         .store(store.clone())
         .build()
         .unwrap();
-    zoho.inject(Fault::Slow(Duration::from_secs(2)), 1);
-    let refresh = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    wait_until(Duration::from_secs(10), "the refresh reached Zoho", || {
-        zoho.counters().token_requests == 1
-    })
-    .await;
+    let refresh = refresh_in_flight(&zoho, &cache).await;
     // Another process mints and saves a token after this refresh was sent.
     let other = accounts_client(&zoho)
         .refresh(&refresh_token)
@@ -147,17 +150,7 @@ async fn new_credentials_beat_an_old_flight_that_fails() {
     let cache = TokenCache::builder(accounts_client(&zoho), old)
         .build()
         .unwrap();
-    zoho.inject(Fault::Slow(Duration::from_secs(2)), 1);
-    let doomed = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.token().await }
-    });
-    wait_until(
-        Duration::from_secs(10),
-        "the old refresh reached Zoho",
-        || zoho.counters().token_requests == 1,
-    )
-    .await;
+    let doomed = refresh_in_flight(&zoho, &cache).await;
     cache.set_refresh_token(zoho.mint_refresh_token(&[]));
     let old_outcome = doomed.await.unwrap().unwrap_err();
     assert!(old_outcome.is_invalid_grant(), "{old_outcome:?}");
@@ -521,7 +514,3 @@ async fn a_refresh_records_its_request_on_the_latest_set() {
     assert_eq!(set.token_requests.len(), 1);
     assert!(set.access.is_some());
 }
-
-/// `RefreshToken` is used by value in the tests above; keep the import honest.
-#[allow(dead_code)]
-fn _uses(_: RefreshToken) {}

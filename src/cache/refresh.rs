@@ -222,13 +222,7 @@ impl TokenCache {
                     .then_some(&previous_scopes[..])
                     .or(current.map(|c| &c.scopes[..]));
                 inherit_scopes(&mut response, previous);
-                let access = StoredAccess::new(
-                    response.access_token.clone(),
-                    now,
-                    now + response.expires_in,
-                    response.api_domain.clone(),
-                    response.scopes.clone(),
-                );
+                let access = StoredAccess::from_response(&response, now);
                 let rotated = response.refresh_token.clone();
                 self.save_merged(lock, "the new token", |set| {
                     // Another writer (a new consent, a login) may have replaced the refresh token

@@ -173,6 +173,22 @@ impl StoredAccess {
     }
 }
 
+impl StoredAccess {
+    /// The access token of a token answer whose request was sent at `issued_at`.
+    pub(crate) fn from_response(
+        response: &crate::accounts::TokenResponse,
+        issued_at: SystemTime,
+    ) -> Self {
+        Self::new(
+            response.access_token.clone(),
+            issued_at,
+            issued_at + response.expires_in,
+            response.api_domain.clone(),
+            response.scopes.clone(),
+        )
+    }
+}
+
 impl StoredFailure {
     /// A failure with Zoho's error `code` (e.g. `invalid_code`) and a message for people.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
