@@ -204,7 +204,6 @@ mod tests {
                 })
                 .await;
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(outcome);
             })
         };
         tokio::task::yield_now().await;
