@@ -22,7 +22,7 @@
 //! compare-and-set against the revision that was read: [`TokenStore::save`] writes only if the
 //! store still holds that revision, and a save made under the refresh lock also checks that the
 //! lock is still held. Every writer — the cache, [`Connector`](crate::authorize::Connector), the
-//! command line — goes through [`update`](TokenStore::update), which re-reads and re-applies its
+//! command line — goes through `update` (on `dyn TokenStore`), which re-reads and re-applies its
 //! edit when it lost the race. So a refresh that lands after a re-consent keeps the new refresh
 //! token (and takes its own access token only if the stored one is older), and no save ever
 //! reverts a newer one, in this process or anywhere in the fleet.
@@ -222,7 +222,7 @@ impl StoredFailure {
 /// the cache falls back to refreshing on its own; other errors (a corrupt file) surface to callers
 /// and nothing is overwritten.
 ///
-/// Write through [`update`](Self::update), never `save` alone: it re-reads and re-applies an edit
+/// Write through `update` (on `dyn TokenStore`), never `save` alone: it re-reads and re-applies an edit
 /// that lost the race.
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// Reads the token set, with its [`revision`](TokenSet::revision); `None` when nothing has
@@ -270,7 +270,7 @@ pub trait StoreLock: Send + Sync + fmt::Debug {
     fn release(self: Box<Self>) -> StoreFuture<'static, ()>;
 }
 
-/// How often [`update`](TokenStore::update) re-reads and re-applies an edit that lost the race
+/// How often `update` (on `dyn TokenStore`) re-reads and re-applies an edit that lost the race
 /// before it gives up: the store is being rewritten faster than it can be read.
 const UPDATE_ATTEMPTS: u64 = 16;
 
@@ -314,7 +314,7 @@ impl dyn TokenStore {
         })
     }
 
-    /// [`update`](Self::update), with `None` when the refresh lock was lost.
+    /// `update` (on `dyn TokenStore`), with `None` when the refresh lock was lost.
     pub(crate) async fn try_update<T>(
         &self,
         lock: Option<&dyn StoreLock>,
