@@ -14,7 +14,7 @@ use zoho_auth::sim::{Fault, Simulator};
 use zoho_auth::store::{MemoryStore, StoreLock, TokenSet, TokenStore};
 use zoho_auth::{Error, Seed, TokenCache};
 
-use common::{accounts_client, wait_until};
+use common::{accounts_client, cache_on, wait_until};
 
 /// A generous bound for "within a few seconds" on a loaded 2-core machine.
 const RECOVERY: Duration = Duration::from_secs(20);
@@ -65,10 +65,7 @@ async fn a_refresh_in_flight_never_reverts_a_new_consent() {
     let zoho = Simulator::start().await.unwrap();
     let old = zoho.mint_refresh_token(&[]);
     let store = memory();
-    let cache = TokenCache::builder(accounts_client(&zoho), old.clone())
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&zoho, &old, store.clone());
     let refresh = refresh_in_flight(&zoho, &cache).await;
 
     // Meanwhile a consent elsewhere (another process, `zoho-auth login`) stores a new grant.
@@ -107,10 +104,7 @@ async fn a_refresh_keeps_a_newer_stored_access_token() {
     let zoho = Simulator::start().await.unwrap();
     let refresh_token = zoho.mint_refresh_token(&[]);
     let store = memory();
-    let cache = TokenCache::builder(accounts_client(&zoho), refresh_token.clone())
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&zoho, &refresh_token, store.clone());
     let refresh = refresh_in_flight(&zoho, &cache).await;
     // Another process mints and saves a token after this refresh was sent.
     let other = accounts_client(&zoho)
@@ -450,10 +444,7 @@ async fn the_seed_says_which_refresh_token_wins() {
         .await
         .unwrap();
 
-    let keep = TokenCache::builder(accounts_client(&zoho), given.clone())
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let keep = cache_on(&zoho, &given, store.clone());
     keep.token().await.unwrap();
     assert_eq!(keep.refresh_token().as_ref(), Some(&in_store));
     assert_eq!(stored(&store).await.refresh_token.as_ref(), Some(&in_store));
@@ -478,14 +469,8 @@ async fn stats_tell_minted_from_adopted() {
     let zoho = Simulator::start().await.unwrap();
     let refresh_token = zoho.mint_refresh_token(&[]);
     let store = memory();
-    let minter = TokenCache::builder(accounts_client(&zoho), refresh_token.clone())
-        .store(store.clone())
-        .build()
-        .unwrap();
-    let adopter = TokenCache::builder(accounts_client(&zoho), refresh_token)
-        .store(store)
-        .build()
-        .unwrap();
+    let minter = cache_on(&zoho, &refresh_token, store.clone());
+    let adopter = cache_on(&zoho, &refresh_token, store.clone());
     minter.token().await.unwrap();
     adopter.token().await.unwrap();
     assert_eq!((minter.stats().refreshes, minter.stats().adopted), (1, 0));
@@ -503,10 +488,7 @@ async fn a_refresh_records_its_request_on_the_latest_set() {
     let mut seeded = TokenSet::new(refresh_token.clone());
     seeded.accounts_url = Some(zoho.url());
     let seeded = common::put(&*store, &seeded).await.unwrap();
-    let cache = TokenCache::builder(accounts_client(&zoho), refresh_token)
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let cache = cache_on(&zoho, &refresh_token, store.clone());
     cache.token().await.unwrap();
     let set = stored(&store).await;
     assert_eq!(set.accounts_url, Some(zoho.url()), "a field was lost");

@@ -144,13 +144,10 @@ async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
     zoho.invalidate_all_tokens();
 
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
-        .body(Chunks(
-            vec![
-                Bytes::from_static(b"{\"data\":"),
-                Bytes::from_static(b"[]}"),
-            ]
-            .into(),
-        ))
+        .body(Chunks::new(vec![
+            Bytes::from_static(b"{\"data\":"),
+            Bytes::from_static(b"[]}"),
+        ]))
         .unwrap();
     let response = service.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), 401);
@@ -162,7 +159,7 @@ async fn a_streaming_body_is_not_replayed_and_the_error_comes_back_unchanged() {
 
     // The dead token was dropped all the same: the next request gets a fresh one, no replay.
     let next = Request::get(format!("{}/crm/v8/Leads", zoho.url()))
-        .body(Chunks(VecDeque::new()))
+        .body(Chunks::new(VecDeque::new()))
         .unwrap();
     let response = service.oneshot(next).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -337,7 +334,7 @@ async fn a_body_longer_than_its_size_hint_fails_once_the_replay_buffer_is_full()
 
     // Promises 16 bytes, would yield 4 MiB.
     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-    let body = Lying::new(16, chunk.clone(), 64);
+    let body = Chunks::lying(16, chunk.clone(), 64);
     let pulled = body.pulled.clone();
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
         .body(body)
@@ -365,7 +362,7 @@ async fn a_body_whose_size_hint_says_empty_is_replayed_with_what_it_yielded() {
     });
     let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), inner.clone());
     let request = Request::post(format!("{}/crm/v8/Leads", zoho.url()))
-        .body(Lying::new(0, Bytes::from_static(b"{\"data\":[]}"), 1))
+        .body(Chunks::lying(0, Bytes::from_static(b"{\"data\":[]}"), 1))
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -378,49 +375,32 @@ async fn a_body_whose_size_hint_says_empty_is_replayed_with_what_it_yielded() {
     );
 }
 
-/// A body whose size hint says `hint` bytes, whatever it yields: `chunks` copies of `chunk`.
-struct Lying {
-    hint: u64,
-    chunk: Bytes,
-    chunks: usize,
+/// A streaming body yielding `queue`, of unknown size (like a file or a channel: it cannot be
+/// buffered ahead) or, for a body that lies, of the size `hint` says, whatever it yields.
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    hint: Option<u64>,
     /// Bytes yielded so far.
     pulled: Arc<AtomicUsize>,
 }
 
-impl Lying {
-    fn new(hint: u64, chunk: Bytes, chunks: usize) -> Self {
+impl Chunks {
+    fn new(queue: impl Into<VecDeque<Bytes>>) -> Self {
         Self {
-            hint,
-            chunk,
-            chunks,
+            queue: queue.into(),
+            hint: None,
             pulled: Arc::default(),
         }
     }
-}
 
-impl http_body::Body for Lying {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if self.chunks == 0 {
-            return Poll::Ready(None);
+    /// `chunks` copies of `chunk`, under a size hint of exactly `hint` bytes.
+    fn lying(hint: u64, chunk: Bytes, chunks: usize) -> Self {
+        Self {
+            hint: Some(hint),
+            ..Self::new(vec![chunk; chunks])
         }
-        self.chunks -= 1;
-        self.pulled.fetch_add(self.chunk.len(), Ordering::SeqCst);
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.hint)
     }
 }
-
-/// A body of unknown size, like a file or a channel: it cannot be buffered ahead.
-struct Chunks(VecDeque<Bytes>);
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
@@ -430,7 +410,18 @@ impl http_body::Body for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+        let chunk = self.queue.pop_front();
+        if let Some(chunk) = &chunk {
+            self.pulled.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+        Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint.map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
     }
 }
 

@@ -10,20 +10,9 @@ use std::time::{Duration, SystemTime};
 use tower::ServiceExt;
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{FileStore, MemoryStore, TokenSet, TokenStore};
-use zoho_auth::{RefreshToken, TokenCache};
+use zoho_auth::TokenCache;
 
-use common::{accounts_client, TempDir};
-
-fn cache_on(
-    zoho: &Simulator,
-    refresh_token: &RefreshToken,
-    store: Arc<dyn TokenStore>,
-) -> TokenCache {
-    TokenCache::builder(accounts_client(zoho), refresh_token.clone())
-        .store(store)
-        .build()
-        .unwrap()
-}
+use common::{accounts_client, cache_on, TempDir};
 
 #[tokio::test]
 async fn a_second_process_adopts_the_token_the_first_saved() {

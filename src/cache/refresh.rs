@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::builder::Config;
 use super::policy::jitter;
 use super::state::{Grant, Job, Mode};
 use super::token::{still_usable, CachedToken};
@@ -109,13 +110,13 @@ impl TokenCache {
 
     async fn obtain_shared(&self, job: &Job) -> Result<Obtained, Error> {
         let store = &*self.shared.store;
-        let current = job.current.as_deref();
         if let Some(obtained) = self.adopt(job, self.bounded("read", store.load()).await?) {
             return Ok(obtained);
         }
         let deadline = Instant::now() + self.shared.config.max_wait;
+        // The lock must outlive the whole refresh.
+        let ttl = self.shared.deadline;
         let lock = loop {
-            let ttl = self.shared.deadline;
             if let Some(lock) = self.bounded("lock", store.try_lock(ttl)).await? {
                 break lock;
             }
@@ -130,7 +131,7 @@ impl TokenCache {
                 return Ok(obtained);
             }
         };
-        let result = self.refresh_locked(job, &*lock, current).await;
+        let result = self.refresh_locked(job, &*lock).await;
         let release = lock.release();
         if let Err(error) = self.bounded("release its lock", release).await {
             tracing::warn!(error = %error, "could not release the token store's refresh lock; it expires by itself");
@@ -142,7 +143,7 @@ impl TokenCache {
     fn adopt(&self, job: &Job, set: Option<TokenSet>) -> Option<Obtained> {
         let set = set?;
         let grant = self.lock().grant.clone();
-        let access = adoptable(&set, job.current.as_deref(), &grant, self)?;
+        let access = adoptable(&set, job.current.as_deref(), &grant, &self.shared.config)?;
         self.commit_refresh_token(job, set.refresh_token);
         Some(Obtained::Adopted(access))
     }
@@ -150,19 +151,15 @@ impl TokenCache {
     /// Under the store's lock: in one fenced update, adopt, or check a recorded failure and the
     /// fleet budget and record the request; then mint, and save the result fenced — merged into
     /// whatever the store holds by then, so a newer refresh token is never reverted.
-    async fn refresh_locked(
-        &self,
-        job: &Job,
-        lock: &dyn StoreLock,
-        current: Option<&CachedToken>,
-    ) -> Result<Obtained, Error> {
+    async fn refresh_locked(&self, job: &Job, lock: &dyn StoreLock) -> Result<Obtained, Error> {
         let store = &*self.shared.store;
         let config = &self.shared.config;
+        let current = job.current.as_deref();
         let grant = self.lock().grant.clone();
         let now = SystemTime::now();
         let mut previous_scopes = Vec::new();
         let decided = store.try_update(Some(lock), |set| {
-            if let Some(access) = adoptable(set, current, &grant, self) {
+            if let Some(access) = adoptable(set, current, &grant, config) {
                 return Ok(Step::Adopt(access, set.refresh_token.clone()));
             }
             let token = choose(&grant, set)?;
@@ -396,15 +393,12 @@ fn adoptable(
     set: &TokenSet,
     current: Option<&CachedToken>,
     grant: &Grant,
-    cache: &TokenCache,
+    config: &Config,
 ) -> Option<StoredAccess> {
     let access = set.access.as_ref()?;
     let replacing = current.is_some_and(|c| c.access_token == access.access_token);
     let foreign = matches!(grant, Grant::RefreshToken { prefer: true, .. });
-    if replacing
-        || foreign
-        || !still_usable(&cache.shared.config, access.issued_at, access.expires_at)
-    {
+    if replacing || foreign || !still_usable(config, access.issued_at, access.expires_at) {
         return None;
     }
     Some(access.clone())

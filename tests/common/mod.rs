@@ -31,6 +31,18 @@ pub fn cache_builder(zoho: &Simulator) -> TokenCacheBuilder {
     TokenCache::builder(accounts_client(zoho), zoho.mint_refresh_token(&[]))
 }
 
+/// A cache minting from `refresh_token`, keeping its tokens in `store`.
+pub fn cache_on(
+    zoho: &Simulator,
+    refresh_token: &zoho_auth::RefreshToken,
+    store: Arc<dyn zoho_auth::store::TokenStore>,
+) -> TokenCache {
+    TokenCache::builder(accounts_client(zoho), refresh_token.clone())
+        .store(store)
+        .build()
+        .unwrap()
+}
+
 pub async fn start(builder: SimulatorBuilder) -> (Simulator, TokenCache) {
     let zoho = builder.start().await.unwrap();
     let cache = cache_builder(&zoho).build().unwrap();
