@@ -199,3 +199,46 @@ async fn a_self_client_code_is_exchanged_and_stored() {
         .unwrap_err();
     assert!(again.is_invalid_grant(), "codes are one-time: {again:?}");
 }
+
+/// A re-consent completed while the cache's refresh waits for Zoho: the refresh lands after it
+/// and must keep the consent's refresh token and its newer access token (the save is fenced),
+/// not write back the set the refresh read.
+#[tokio::test]
+async fn a_consent_that_lands_during_a_refresh_is_not_reverted() {
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(zoho_auth::store::MemoryStore::new());
+    let cache = common::cache_on(&zoho, &zoho.mint_refresh_token(&[]), store.clone());
+    zoho.inject(
+        zoho_auth::sim::Fault::Slow(std::time::Duration::from_secs(2)),
+        1,
+    );
+    let refresh = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.token().await }
+    });
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the refresh reached Zoho",
+        || zoho.counters().token_requests == 1,
+    )
+    .await;
+
+    let code = zoho.issue_grant_code(&SCOPES, true, None);
+    connector(&zoho, store.clone())
+        .exchange_self_client(&code, Accounts::custom(&zoho.url()).unwrap())
+        .await
+        .unwrap();
+    let consented = store.load().await.unwrap().unwrap();
+
+    refresh.await.unwrap().unwrap();
+    let after = store.load().await.unwrap().unwrap();
+    assert_eq!(
+        after.refresh_token, consented.refresh_token,
+        "the refresh reverted the new consent's refresh token"
+    );
+    assert_eq!(
+        after.access, consented.access,
+        "the newer access token stays"
+    );
+    assert_eq!(after.accounts_url, consented.accounts_url);
+}

@@ -102,3 +102,54 @@ async fn with_redis_killed_mid_run_requests_keep_succeeding() {
     assert_eq!(saved.refresh_token, cache.refresh_token());
     assert_eq!(zoho.counters().token_requests, 3);
 }
+
+/// A service whose refresh token lives only in Redis, started while Redis is down: requests fail
+/// as unavailable, never as a permanent "no refresh token", and the service recovers by itself
+/// within seconds of Redis coming back, without a restart.
+#[tokio::test]
+async fn a_store_only_cache_started_while_redis_is_down_recovers_once_it_is_up() {
+    let mut redis = RedisServer::start();
+    let zoho = Simulator::start().await.unwrap();
+    let spec = format!("{}?prefix=store-only", redis.url());
+    let refresh_token = zoho.mint_refresh_token(&[]);
+    common::put(
+        &*zoho_auth::store::open(&spec).unwrap(),
+        &zoho_auth::store::TokenSet::new(refresh_token.clone()),
+    )
+    .await
+    .unwrap();
+    redis.kill();
+
+    let cache = TokenCache::from_store(
+        accounts_client(&zoho),
+        zoho_auth::store::open(&spec).unwrap(),
+    )
+    .build()
+    .unwrap();
+    let error = cache.token().await.unwrap_err();
+    assert!(
+        error.is_store_unavailable() && !error.is_permanent(),
+        "{error:?}"
+    );
+
+    redis.restart();
+    // The restarted Redis kept nothing: fill it again, as a login would.
+    common::put(
+        &*zoho_auth::store::open(&spec).unwrap(),
+        &zoho_auth::store::TokenSet::new(refresh_token.clone()),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        match cache.token().await {
+            Ok(token) => break token,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "never recovered: {error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(zoho.is_access_token_live(token.access_token().expose()));
+    assert_eq!(cache.refresh_token(), Some(refresh_token));
+}

@@ -141,11 +141,14 @@ impl Chaos {
                     && token.expires_in() > LIFETIME / 2
                     && self.first_use.has_seen(value)
                 {
-                    let value = value.to_owned();
-                    self.zoho.invalidate_all_tokens();
+                    // Checked before invalidating, not after: the invalidation's own refresh
+                    // may start at once, before this task runs again (under load it did, and
+                    // was mistaken for a refresh racing the injection).
                     if self.cache.stats().token_requests != requests {
                         return Err("a refresh ran while invalidating".to_owned());
                     }
+                    let value = value.to_owned();
+                    self.zoho.invalidate_all_tokens();
                     self.last_injection.store(requests, Relaxed);
                     break value;
                 }
@@ -305,6 +308,9 @@ async fn a_million_requests_across_expiries_and_invalidations_fail_none_and_refr
     let stats = cache.stats();
     let counters = zoho.counters();
     let killed = chaos.killed.lock().unwrap().clone();
+    // A run that could not inject its invalidations says why, before its tokens are analysed.
+    let broken = chaos.broken.lock().unwrap().clone();
+    assert_eq!(broken, None, "the run could not inject its invalidations");
     let tokens = first_use.sequence();
     let invalidations = killed.len() as u64;
     let mut expiries = 0;
@@ -339,8 +345,6 @@ async fn a_million_requests_across_expiries_and_invalidations_fail_none_and_refr
         stats.replays,
     );
 
-    let broken = chaos.broken.lock().unwrap().clone();
-    assert_eq!(broken, None, "the run could not inject its invalidations");
     assert_eq!(failed, 0, "every request succeeded");
     assert!(sent >= REQUESTS, "{sent} requests");
     assert_eq!(invalidations, INVALIDATIONS);
