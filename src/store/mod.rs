@@ -308,8 +308,8 @@ impl dyn TokenStore {
     ) -> Result<(T, TokenSet), Error> {
         self.try_update(lock, edit).await?.ok_or_else(|| {
             Error::store(
-                "the token store's refresh lock expired before the save; nothing was written \
-                 (the refresh took longer than the lock's lifetime)",
+                "the token store's refresh lock expired before the save (it could not be renewed \
+                 in time); nothing was written",
             )
         })
     }
@@ -324,7 +324,7 @@ impl dyn TokenStore {
             if attempt > 0 {
                 // Writers that keep colliding back off at random, so one of them gets through.
                 let wait = fastrand::u64(1..=2 * attempt);
-                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             let read = self.load().await?.unwrap_or_default();
             let mut set = read.clone();
