@@ -486,3 +486,83 @@ async fn a_replay_goes_through_the_inner_service_as_changed_by_get_mut() {
         (1, 2)
     );
 }
+
+/// A late dead-token answer is replayed with the token that had already replaced the dead one
+/// (minted ahead of any rejection). If Zoho killed that one too — every live token invalidated at
+/// once — its rejection is news, not a sign that refreshing cannot help: it is invalidated and
+/// the next request gets a new token, instead of 401s for the next two minutes.
+#[tokio::test]
+async fn a_replacement_killed_too_is_refreshed_not_distrusted() {
+    let zoho = Arc::new(
+        Simulator::builder()
+            .token_lifetime(Duration::from_secs(1))
+            .start()
+            .await
+            .unwrap(),
+    );
+    let cache = cache_builder(&zoho).build().unwrap();
+    let first = cache.token().await.unwrap();
+
+    // CRM as far as tokens go; the first request is held until `release`.
+    let release = Arc::new(Notify::new());
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let api = tower::service_fn({
+        let (zoho, release, held) = (zoho.clone(), release.clone(), held.clone());
+        move |request: Request<zoho_auth::RequestBody<Empty<Bytes>>>| {
+            let (zoho, release, held) = (zoho.clone(), release.clone(), held.clone());
+            async move {
+                if held.swap(false, Ordering::SeqCst) {
+                    release.notified().await;
+                }
+                let token = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+                    .unwrap_or_default()
+                    .to_owned();
+                let (status, body) = if zoho.is_access_token_live(&token) {
+                    (StatusCode::OK, "{}")
+                } else {
+                    (StatusCode::UNAUTHORIZED, CRM_INVALID_TOKEN)
+                };
+                let response = http::Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        }
+    });
+    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), api);
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+
+    // A request goes out with the first token and waits at the server.
+    let late = tokio::spawn(service.clone().oneshot(get(&url)));
+    while held.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    // The first token expires and is replaced ahead of any rejection, by a long-lived one.
+    zoho.set_token_lifetime(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replacement = cache.token().await.unwrap();
+    assert_ne!(replacement.access_token(), first.access_token());
+    // Zoho kills every live token; the late request's 401 arrives now.
+    zoho.invalidate_all_tokens();
+    release.notify_one();
+    let response = late.await.unwrap().unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "replayed with the replacement, dead too"
+    );
+
+    // The next request gets a new, live token.
+    let response = service.clone().oneshot(get(&url)).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the killed replacement was distrusted instead of refreshed"
+    );
+    assert_eq!(zoho.counters().token_requests, 3);
+}

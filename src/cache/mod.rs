@@ -274,15 +274,16 @@ impl TokenCache {
     }
 
     /// Called when a replay with the fresh token `generation` met a token error too. A token this
-    /// process minted for that very replay is not cured by minting another (a wrong data centre,
-    /// Books' code 57 for a scope), so its errors are not trusted for a while; a token adopted from
-    /// the store may simply have died since another process saved it, so it is dropped.
+    /// process minted because the one before it was rejected is not cured by minting another (a
+    /// wrong data centre, Books' code 57 for a scope), so its errors are not trusted for a while.
+    /// Any other token — adopted from the store, or minted ahead of expiry before the rejection —
+    /// may simply have died since (Zoho invalidated it too), so it is dropped like any dead token.
     pub(crate) fn replay_failed(&self, generation: u64) {
         let guard = self.shared.current.load();
         let Some(token) = guard.as_deref().filter(|t| t.generation == generation) else {
             return;
         };
-        if !token.minted {
+        if !token.answers_rejection {
             self.invalidate_generation(generation);
             return;
         }

@@ -118,6 +118,8 @@ pub(super) struct Job {
     pub(super) mode: Mode,
     /// The token the flight replaces, if any.
     pub(super) current: Option<Arc<CachedToken>>,
+    /// Whether that token had been declared dead when the flight started.
+    pub(super) after_rejection: bool,
 }
 
 /// What a caller of [`TokenCache::token`] does next.
@@ -233,10 +235,12 @@ impl TokenCache {
         };
         let own = Flight::new(now + self.shared.deadline);
         state.flight = Some(own.clone());
+        let current = self.shared.current.load_full();
         let job = Job {
             epoch: state.epoch,
             mode,
-            current: self.shared.current.load_full(),
+            after_rejection: current.as_ref().is_some_and(|c| c.dead.load(Relaxed)),
+            current,
         };
         Ok(Launch {
             guard: FlightGuard {
@@ -267,7 +271,8 @@ impl TokenCache {
             );
             let outcome = match work {
                 Work::Obtained(obtained) => {
-                    CachedToken::new(obtained, 0, &shared.config).map(|t| Token(Arc::new(t)))
+                    CachedToken::new(obtained, 0, job.after_rejection, &shared.config)
+                        .map(|t| Token(Arc::new(t)))
                 }
                 Work::Failed(error) => Err(error),
                 Work::StillHeld => Err(Error::transient(
@@ -299,7 +304,12 @@ impl TokenCache {
                     *token = Some(new.clone());
                 }
             }
-            CachedToken::new(obtained, state.generation + 1, &shared.config)
+            CachedToken::new(
+                obtained,
+                state.generation + 1,
+                job.after_rejection,
+                &shared.config,
+            )
         });
         match result {
             Ok(token) => {

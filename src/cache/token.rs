@@ -54,13 +54,20 @@ pub(crate) struct CachedToken {
     pub(super) dead: AtomicBool,
     /// Until when (ms after the cache's origin) token errors do not invalidate this token.
     pub(super) suspect_until_ms: AtomicU64,
-    /// Minted by this process just now, rather than adopted from the store.
-    pub(super) minted: bool,
+    /// Minted by this process by a refresh that started because the token before it was declared
+    /// dead — rather than adopted from the store, or minted ahead of expiry.
+    pub(super) answers_rejection: bool,
 }
 
 impl CachedToken {
-    pub(super) fn new(obtained: Obtained, generation: u64, config: &Config) -> Result<Self, Error> {
-        let minted = matches!(obtained, Obtained::Minted { .. });
+    /// `after_rejection`: the refresh started because the token before it was declared dead.
+    pub(super) fn new(
+        obtained: Obtained,
+        generation: u64,
+        after_rejection: bool,
+        config: &Config,
+    ) -> Result<Self, Error> {
+        let answers_rejection = after_rejection && matches!(obtained, Obtained::Minted { .. });
         let (access_token, lifetime, expires_at, api_domain, scopes) = match obtained {
             Obtained::Minted { response, sent_at } => (
                 response.access_token,
@@ -114,7 +121,7 @@ impl CachedToken {
             scopes,
             dead: AtomicBool::new(false),
             suspect_until_ms: AtomicU64::new(0),
-            minted,
+            answers_rejection,
         })
     }
 
