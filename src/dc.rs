@@ -197,6 +197,18 @@ impl DataCenter {
         })
     }
 
+    /// The DC whose products `host` serves (see [`owns_host`](Self::owns_host)), if any.
+    pub fn from_host(host: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|dc| dc.owns_host(host))
+    }
+
+    /// The host of a Zoho product that lives on its own domain rather than the API domain, in
+    /// this DC: `DataCenter::Eu.product_host("desk")` is `desk.zoho.eu`, and Canada's is under
+    /// `zohocloud.ca`.
+    pub fn product_host(self, product: &str) -> String {
+        format!("{product}.{}", self.info().domains[1])
+    }
+
     /// Whether `host` serves this DC's products: any subdomain of its `zohoapis` domain or its
     /// Zoho product domain (`desk.zoho.eu`, `mail.zoho.eu`, `www.zohoapis.eu`, ...).
     pub fn owns_host(self, host: &str) -> bool {

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use http::uri::{Authority, InvalidUriParts, Parts, PathAndQuery, Scheme};
 use http::Uri;
 
 use crate::dc::DataCenter;
@@ -189,6 +190,100 @@ impl HostPolicy {
         } else {
             Verdict::Refuse
         }
+    }
+}
+
+impl HostPolicy {
+    /// Why a request to `target` does not get the token, in words that point at the fix: the
+    /// near misses first (the right host spelt otherwise, on another port, in another DC).
+    pub(crate) fn why_not(&self, target: &Target<'_>, api_domain: Option<&HostPattern>) -> String {
+        let host = target.host;
+        if let Some(api) = api_domain {
+            if is_loopback_host(host) && api.loopback && !host.eq_ignore_ascii_case(&api.host) {
+                return format!(
+                    "`{host}` is not `{}`, the host of the token's api_domain: the token goes \
+                     only to hosts spelt as its api_domain spells them (or passed to allow_host)",
+                    api.host
+                );
+            }
+            if host.eq_ignore_ascii_case(&api.host) {
+                return format!(
+                    "the token's api_domain is on port {}, this request goes to port {}",
+                    api.port
+                        .map_or_else(|| "(default)".to_owned(), |p| p.to_string()),
+                    target
+                        .port()
+                        .map_or_else(|| "(unreadable)".to_owned(), |p| p.to_string()),
+                );
+            }
+        }
+        if let (Some(other), Some(dc)) = (DataCenter::from_host(host), self.dc) {
+            return format!(
+                "{host} serves Zoho's {} data centre, but the token is from {}: a token works \
+                 only in the data centre that minted it",
+                other.location(),
+                dc.location()
+            );
+        }
+        let api = api_domain.map_or_else(
+            || "none was sent".to_owned(),
+            |api| api.host_port.clone().unwrap_or_else(|| api.host.clone()),
+        );
+        let dc = self.dc.map_or_else(
+            || "the accounts server is not Zoho's".to_owned(),
+            |dc| dc.location().to_owned(),
+        );
+        format!(
+            "{host} is none of the hosts the token goes to: the token's api_domain ({api}), its \
+             data centre's Zoho hosts ({dc}), or a host passed to ZohoAuthLayer::allow_host"
+        )
+    }
+}
+
+/// The scheme and authority of a base URL (an `api_domain`, a route's URL): where a relative
+/// request goes.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Origin {
+    /// `http(s)://host[:port]`, with no path beyond `/`, no query and no user info.
+    pub(crate) fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.trim().parse().ok()?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| matches!(s.as_str(), "http" | "https"))?;
+        let authority = uri.authority().filter(|a| !a.as_str().contains('@'))?;
+        let bare = uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/");
+        bare.then(|| Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        })
+    }
+
+    /// `https://host`.
+    pub(crate) fn https(host: &str) -> Option<Self> {
+        Some(Self {
+            scheme: Scheme::HTTPS,
+            authority: host.parse().ok()?,
+        })
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// This origin with `path` (a path and query from a relative URI).
+    pub(crate) fn join(&self, path: PathAndQuery) -> Result<Uri, InvalidUriParts> {
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts)
     }
 }
 

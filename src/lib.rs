@@ -11,6 +11,9 @@ pub mod authorize;
 pub mod axum;
 mod cache;
 pub mod classify;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod dc;
 mod error;
 mod hosts;
@@ -26,8 +29,8 @@ pub use cache::{Seed, Token, TokenCache, TokenCacheBuilder};
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
 pub use layer::{
-    RequestBody, ResponseBody, ResponseFuture, ZohoAuth, ZohoAuthLayer, DEFAULT_MAX_ERROR_BODY,
-    DEFAULT_MAX_REPLAY_BODY,
+    ConvertBody, RequestBody, ResponseBody, ResponseFuture, TokenWithheld, ZohoAuth, ZohoAuthLayer,
+    DEFAULT_MAX_ERROR_BODY, DEFAULT_MAX_REPLAY_BODY,
 };
 pub use secret::{AccessToken, ClientId, ClientSecret, GrantCode, RefreshToken};
 pub use stats::Stats;

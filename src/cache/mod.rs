@@ -238,6 +238,11 @@ impl TokenCache {
         self.shared.client.accounts().data_center()
     }
 
+    /// Runs `f` on the current token, if any, without side effects.
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&CachedToken>) -> R) -> R {
+        f(self.shared.current.load().as_deref())
+    }
+
     /// Runs `f` on the current token (usable or not) and whether it is usable now, starting a
     /// background refresh when a usable token is in its stale window. The layer's hot path.
     pub(crate) fn lookup<R>(&self, f: impl FnOnce(Option<&CachedToken>, bool) -> R) -> R {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::builder::Config;
 use super::refresh::Obtained;
 use crate::error::Error;
-use crate::hosts::HostPattern;
+use crate::hosts::{HostPattern, Origin};
 use crate::secret::AccessToken;
 
 /// How long before Zoho's stated expiry a token of `lifetime` stops being used: the configured
@@ -49,6 +49,8 @@ pub(crate) struct CachedToken {
     pub(super) refresh_at: Instant,
     pub(super) api_domain: Option<String>,
     api_host: Option<HostPattern>,
+    /// Where relative requests go.
+    api_origin: Option<Origin>,
     pub(super) scopes: Vec<String>,
     /// Zoho called this token dead.
     pub(super) dead: AtomicBool,
@@ -117,6 +119,7 @@ impl CachedToken {
             usable_until,
             refresh_at: usable_until.checked_sub(stale).unwrap_or(usable_until),
             api_host: api_domain.as_deref().and_then(HostPattern::parse),
+            api_origin: api_domain.as_deref().and_then(Origin::parse),
             api_domain,
             scopes,
             dead: AtomicBool::new(false),
@@ -139,6 +142,10 @@ impl CachedToken {
 
     pub(crate) fn api_host(&self) -> Option<&HostPattern> {
         self.api_host.as_ref()
+    }
+
+    pub(crate) fn api_origin(&self) -> Option<&Origin> {
+        self.api_origin.as_ref()
     }
 }
 

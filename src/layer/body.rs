@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
@@ -79,6 +79,27 @@ impl<B> RequestBody<B> {
                     trailers: copy.trailers.as_deref().cloned(),
                 }),
             },
+        }
+    }
+}
+
+/// The caller's body, streamed through: lets a service typed for `RequestBody<B>` — a hyper-util
+/// `Client<_, RequestBody<Full<Bytes>>>` behind the layer — also send requests that bypass the
+/// layer, `request.map(RequestBody::from)`, over the same connection pool.
+impl<B> From<B> for RequestBody<B> {
+    fn from(body: B) -> Self {
+        Self::stream(body)
+    }
+}
+
+/// Back to the caller's body type, for an inner service that takes `Full<Bytes>` (see
+/// [`ConvertBody`](crate::ConvertBody)). Nothing is lost: a streamed `Full` is handed back as it
+/// was, and a buffered copy of one holds only data, since a `Full` has no trailers.
+impl From<RequestBody<Full<Bytes>>> for Full<Bytes> {
+    fn from(body: RequestBody<Full<Bytes>>) -> Self {
+        match body.kind {
+            RequestKind::Stream { body } => body,
+            RequestKind::Buffered { frames } => Full::new(frames.data.unwrap_or_default()),
         }
     }
 }

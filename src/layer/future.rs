@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::attempt::Attempt;
 use super::body::{RequestBody, ResponseBody};
 use super::service::{Plan, Replica};
+use super::withheld::Withheld;
 use super::Config;
 use crate::cache::Token;
 use crate::error::Error;
@@ -41,6 +42,12 @@ pin_project! {
             future: F,
             attempt: Option<Attempt<S, B>>,
         },
+        // Sent without the token.
+        Passed {
+            #[pin]
+            future: F,
+            withheld: Option<Withheld>,
+        },
         Waiting {
             token: TokenFuture,
             parked: Option<(Request<B>, S, Replica<S>)>,
@@ -60,6 +67,12 @@ impl<F, S, B, R> ResponseFuture<F, S, B, R> {
     pub(super) fn direct(future: F, attempt: Option<Attempt<S, B>>) -> Self {
         Self {
             state: State::Direct { future, attempt },
+        }
+    }
+
+    pub(super) fn passed(future: F, withheld: Option<Withheld>) -> Self {
+        Self {
+            state: State::Passed { future, withheld },
         }
     }
 
@@ -127,15 +140,22 @@ where
                         _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
                     }
                 }
+                StateProj::Passed { future, withheld } => {
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if let Some(withheld) = withheld.take() {
+                        withheld.inspect(&mut response);
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
                 StateProj::Waiting {
                     token,
                     parked,
                     config,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
-                    let (request, mut inner, replica) =
+                    let (mut request, mut inner, replica) =
                         parked.take().expect("parked until the token came");
-                    let plan = Plan::new(Some(token.cached()), true, request.uri(), config);
+                    let plan = Plan::new(Some(token.cached()), true, request.uri_mut(), config);
                     plan.start(request, &mut inner, &replica, config).state
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),

@@ -62,14 +62,21 @@
 
 mod attempt;
 mod body;
+mod convert;
 mod future;
+mod relative;
 mod service;
+mod withheld;
 
 use std::sync::Arc;
 
 pub use self::body::{RequestBody, ResponseBody};
+pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
+use self::relative::Routes;
 pub use self::service::ZohoAuth;
+use self::withheld::Reported;
+pub use self::withheld::TokenWithheld;
 use crate::cache::TokenCache;
 use crate::classify::Classifier;
 use crate::error::Error;
@@ -90,6 +97,8 @@ pub(crate) struct Config {
     pub(crate) classifier: Classifier,
     pub(crate) max_replay_body: usize,
     pub(crate) max_error_body: usize,
+    pub(crate) routes: Routes,
+    pub(crate) reported: Arc<Reported>,
 }
 
 /// A [`tower::Layer`] that authenticates requests to Zoho with tokens from a [`TokenCache`].
@@ -116,6 +125,8 @@ impl ZohoAuthLayer {
                 classifier: Classifier::zoho(),
                 max_replay_body: DEFAULT_MAX_REPLAY_BODY,
                 max_error_body: DEFAULT_MAX_ERROR_BODY,
+                routes: Routes::default(),
+                reported: Arc::default(),
             }),
         }
     }
@@ -127,6 +138,30 @@ impl ZohoAuthLayer {
             Error::config(format!("cannot read {host:?} as a host, host:port or URL"))
         })?;
         Arc::make_mut(&mut self.config).hosts.allow.push(pattern);
+        Ok(self)
+    }
+
+    /// Sends relative requests (a URI without a host, such as `/api/v1/tickets`) whose path
+    /// starts with `path_prefix` somewhere other than the token's `api_domain`, where all other
+    /// relative requests go: `to` is the host name of a Zoho product that lives on its own
+    /// domain — `"desk"`, `"mail"`, `"people"` — in the account's data centre (`desk.zoho.eu`
+    /// for an account in the EU), or a base URL used as given (`https://gateway.example.com`).
+    /// The longest matching prefix wins.
+    ///
+    /// Routing only decides where a request goes: the token is attached by the usual rule, so a
+    /// URL that is neither a host of the account's data centre nor passed to
+    /// [`allow_host`](Self::allow_host) gets none.
+    ///
+    /// ```
+    /// # fn layer(cache: zoho_auth::TokenCache) -> Result<zoho_auth::ZohoAuthLayer, zoho_auth::Error> {
+    /// // `/crm/v8/Leads` → the token's api_domain; `/api/v1/tickets` → desk.zoho.<the account's DC>
+    /// let layer = zoho_auth::ZohoAuthLayer::new(cache).route("/api/v1/", "desk")?;
+    /// # Ok(layer) }
+    /// ```
+    pub fn route(mut self, path_prefix: &str, to: &str) -> Result<Self, Error> {
+        Arc::make_mut(&mut self.config)
+            .routes
+            .add(path_prefix, to)?;
         Ok(self)
     }
 

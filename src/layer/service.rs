@@ -1,7 +1,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
@@ -9,8 +9,11 @@ use tower_service::Service;
 use super::attempt::{self, Credential};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
+use super::relative;
+use super::withheld::Withheld;
 use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
+use crate::error::Error;
 use crate::hosts::Verdict;
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
@@ -31,8 +34,8 @@ pub struct ZohoAuth<S> {
 pub(super) enum Plan {
     /// Not a host of the token: forward untouched.
     Pass,
-    /// A Zoho host over plain `http`: refuse.
-    Refuse,
+    /// Refuse before sending: a Zoho host over plain `http`, a relative URL with nowhere to go.
+    Fail(Error),
     /// A usable token for a Zoho host.
     Attach(Credential),
     /// No usable token yet: wait for one, then decide.
@@ -41,16 +44,29 @@ pub(super) enum Plan {
 
 impl Plan {
     /// Decides for a request to `uri` given the current token, if any, and whether it is usable.
+    /// A relative `uri` is made absolute against the token first.
     #[inline]
     pub(super) fn new(
         token: Option<&CachedToken>,
         usable: bool,
-        uri: &http::Uri,
+        uri: &mut Uri,
         config: &Config,
     ) -> Self {
+        if relative::is_relative(uri) {
+            let Some(token) = token.filter(|_| usable) else {
+                return Plan::Wait;
+            };
+            match config
+                .routes
+                .resolve(uri, token.api_origin(), config.hosts.dc)
+            {
+                Ok(absolute) => *uri = absolute,
+                Err(error) => return Plan::Fail(error),
+            }
+        }
         let (verdict, target) = config.hosts.route(uri, token.and_then(|t| t.api_host()));
         match (token, verdict, usable) {
-            (_, Verdict::Refuse, _) => Plan::Refuse,
+            (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(uri)),
             (Some(_), Verdict::PassThrough, _) => Plan::Pass,
             // With the data centre known, the api_domain still to come is one of its hosts: a
             // request elsewhere never gets the token, so it does not wait for one.
@@ -85,9 +101,10 @@ impl Plan {
     {
         match self {
             Plan::Pass => {
-                ResponseFuture::direct(inner.call(request.map(RequestBody::stream)), None)
+                let withheld = Withheld::new(request.uri(), config);
+                ResponseFuture::passed(inner.call(request.map(RequestBody::stream)), withheld)
             }
-            Plan::Refuse => ResponseFuture::failed(attempt::insecure(request.uri())),
+            Plan::Fail(error) => ResponseFuture::failed(error),
             Plan::Attach(credential) => match Replayable::of(&request, config.max_replay_body) {
                 Replayable::AfterBuffering => {
                     let send = attempt::send_buffered(
@@ -194,11 +211,11 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
         let plan = config
             .cache
-            .lookup(|token, usable| Plan::new(token, usable, request.uri(), config));
+            .lookup(|token, usable| Plan::new(token, usable, request.uri_mut(), config));
         let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
         plan.start(request, &mut self.inner, replica, config)
     }
