@@ -113,7 +113,7 @@ impl Example {
 
     /// Runs `zoho-auth token` as printed, and calls the printed `URL` with the token it prints.
     async fn assert_token_works(&self, env: &Env) {
-        let run = run(env, &self.command(env, "token")).await;
+        let run = env.run(&strs(&self.command(env, "token"))).await;
         run.assert_code(0);
         let answer = http()
             .get(self.value("URL"))
@@ -128,9 +128,9 @@ impl Example {
     }
 }
 
-async fn run(env: &Env, args: &[String]) -> cli_runner::Run {
-    env.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .await
+/// Arguments as [`Env::run`] and [`Login::start`] take them.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,11 +150,11 @@ async fn exchange_takes_the_printed_code_and_fetched_ones() {
     let code = example.value("GRANT_CODE");
     let args = example.command(&env, "exchange --code 1000.");
     assert_eq!(args.last().map(String::as_str), Some(code));
-    run(&env, &args).await.assert_code(0);
+    env.run(&strs(&args)).await.assert_code(0);
     let first = env.stored().await.refresh_token.expect("a refresh token");
     example.assert_token_works(&env).await;
     // One-time: the printed code is spent.
-    run(&env, &args).await.assert_code(1);
+    env.run(&strs(&args)).await.assert_code(1);
 
     // The printed way to another code, fetched as its `curl -s` would.
     let code_url = example.value("GRANT_CODE_URL");
@@ -166,7 +166,7 @@ async fn exchange_takes_the_printed_code_and_fetched_ones() {
     let another = another.text().await.unwrap();
     let mut args = args.to_vec();
     args.push(another.trim().to_owned());
-    run(&env, &args).await.assert_code(0);
+    env.run(&strs(&args)).await.assert_code(0);
     let second = env.stored().await.refresh_token.expect("a refresh token");
     assert_ne!(first.expose(), second.expose());
     example.assert_token_works(&env).await;
@@ -183,7 +183,7 @@ async fn login_through_its_consent_page() {
     let mut args = example.command(&env, &format!("login --port {port} --scopes "));
     // A test has no one to look at a browser window.
     args.push("--no-browser".to_owned());
-    let login = Login::start(&env, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let login = Login::start(&env, &strs(&args)).await;
     // Consent starts at the simulator, not at accounts.zoho.com.
     assert!(
         login.url.starts_with(&format!("{accounts}/oauth/v2/auth?")),
