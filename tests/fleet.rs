@@ -8,7 +8,6 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,19 +24,6 @@ use redis_server::RedisServer;
 /// One multi-process run at a time.
 static TURN: Mutex<()> = Mutex::const_new(());
 
-/// The quickstart binary `cargo test` built beside this test.
-fn quickstart() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join("examples").join("quickstart");
-    assert!(
-        path.exists(),
-        "{} not built: run the tests with `cargo test`",
-        path.display()
-    );
-    path
-}
-
 /// A file store in `dir`, in `ZOHO_TOKEN_STORE` syntax.
 fn file_store(dir: &TempDir) -> String {
     format!("file:{}", dir.join("tokens.json").display())
@@ -50,7 +36,7 @@ fn spawn_quickstart(
     store: &str,
     args: &[&str],
 ) -> Child {
-    Command::new(quickstart())
+    Command::new(common::example("quickstart"))
         .args(["--url", &format!("{}/crm/v8/Leads", zoho.url())])
         .args(args)
         .env("ZOHO_CLIENT_ID", zoho.client_id().as_str())

@@ -31,19 +31,6 @@ impl Reply {
         assert!(self.text.contains(message), "{message}: {self:?}");
     }
 
-    /// Asserts a consent page and returns its one-time `request_id`.
-    fn request_id(&self) -> String {
-        assert_eq!(self.status, StatusCode::OK, "{self:?}");
-        assert!(self.content_type.starts_with("text/html"), "{self:?}");
-        let start = self
-            .text
-            .find(r#"name="request_id" value=""#)
-            .unwrap_or_else(|| panic!("no request_id: {self:?}"))
-            + r#"name="request_id" value=""#.len();
-        let len = self.text[start..].find('"').unwrap();
-        self.text[start..start + len].to_owned()
-    }
-
     /// Asserts a `302 Found` and returns its `Location`'s query parameters.
     fn callback(&self) -> HashMap<String, String> {
         assert_eq!(self.status, StatusCode::FOUND, "{self:?}");

@@ -354,6 +354,46 @@ async fn grant_code_expires() {
 }
 
 #[tokio::test]
+async fn sim_grant_code_endpoint_mints_self_client_codes() {
+    let zoho = Zoho::with(Simulator::builder().grant_code_lifetime(Duration::from_secs(60))).await;
+    let get = |query: &'static str| {
+        let url = zoho.url(&format!("/sim/grant-code{query}"));
+        async { Reply::read(zoho.http.get(url).send().await.unwrap()).await }
+    };
+
+    // Scoped, offline, bound to no redirect URI: the exchange needs none and gets a refresh token.
+    let reply = get("?scope=ZohoCRM.modules.ALL,ZohoCRM.users.READ").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(reply.content_type.starts_with("text/plain"), "{reply:?}");
+    let code = reply.text.strip_suffix('\n').expect("a line");
+    assert_zoho_token(code);
+    let exchanged = zoho.exchange(code, None).await;
+    exchanged.access_token();
+    assert_eq!(
+        exchanged.json()["scope"],
+        "ZohoCRM.modules.ALL ZohoCRM.users.READ"
+    );
+    let refresh = RefreshToken::new(exchanged.json()["refresh_token"].as_str().unwrap());
+    assert_eq!(zoho.sim.live_tokens(&refresh), 1);
+    zoho.exchange(code, None).await.assert_error("invalid_code");
+
+    // Without a scope: every simulated product's; each request a new code, which expires.
+    let all = get("").await.text;
+    let other = get("").await.text;
+    assert_ne!(all, other);
+    let scopes = zoho.exchange(all.trim(), None).await.json()["scope"].clone();
+    assert_eq!(scopes, sim::DEFAULT_SCOPES.join(" "));
+    fast_forward(Duration::from_secs(61)).await;
+    zoho.exchange(other.trim(), None)
+        .await
+        .assert_error("invalid_code");
+
+    let bad = get("?scope=ZohoCRM.modules.ALL%20ZohoCRM.users.READ").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    assert!(bad.text.contains("Invalid OAuth Scope"), "{bad:?}");
+}
+
+#[tokio::test]
 async fn client_credentials_grant() {
     let zoho = Zoho::start().await;
     let params = zoho.params(&[

@@ -212,7 +212,7 @@ fn is_redirectable(uri: &str) -> bool {
 /// Zoho's comma-separated scopes, each `Service.scope.OPERATION`-like; `None` when empty or when
 /// one is malformed (a space-separated list is one malformed scope, which is how a client that
 /// joins with spaces finds out).
-fn scope_list(scope: &str) -> Option<Vec<String>> {
+pub(super) fn scope_list(scope: &str) -> Option<Vec<String>> {
     let valid = |scope: &str| {
         !scope.is_empty()
             && scope

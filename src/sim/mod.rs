@@ -62,6 +62,12 @@
 //!   answering a dead token, a missing token and a scope mismatch in its own dialect. A request
 //!   with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
 //!   `body_sha` = [`body_sha`] of the body), so a test can check what reached the API.
+//! - `/sim/grant-code` (simulator-only, not Zoho's): a fresh one-time offline grant code as
+//!   `text/plain`, for `scope` (comma-separated; default [`DEFAULT_SCOPES`]) and without a
+//!   redirect URI, as a Self Client's "Generate Code" makes one, so that a simulator running in
+//!   another process (`cargo run --example simulator`) can hand codes to a script or the CLI:
+//!   `zoho-auth exchange --code "$(curl -s <url>/sim/grant-code)"`. The in-process equivalent
+//!   is [`Simulator::issue_grant_code`].
 //!
 //! Tests drive the server from outside: [`Simulator::inject`] queues [`Fault`]s for the token
 //! endpoint, [`Simulator::invalidate_all_tokens`] kills every access token, and
@@ -69,6 +75,7 @@
 //! follows a paused tokio clock.
 
 mod accounts;
+mod admin;
 mod consent;
 mod products;
 mod state;
@@ -576,6 +583,7 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
         "/oauth/v2/token/revoke" => accounts::revoke(&shared, request).await,
         consent::AUTHORIZE_PATH => consent::authorize(&shared, request).await,
         consent::DECISION_PATH => consent::decide(&shared, request).await,
+        admin::GRANT_CODE_PATH => admin::grant_code(&shared, request).await,
         _ => products::api(&shared, request).await,
     }
 }

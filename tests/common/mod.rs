@@ -180,6 +180,20 @@ pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut()
 pub const CRM_INVALID_TOKEN: &str =
     r#"{"code":"INVALID_TOKEN","details":{},"message":"invalid oauth token","status":"error"}"#;
 
+/// The example binary `name` that `cargo test` (or `cargo build --examples`) built beside this
+/// test's binary; `cargo test --test X` alone builds no examples.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run the tests with `cargo test`, or `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
 /// A fresh directory under the system temp dir, removed with everything in it on drop.
 pub struct TempDir(std::path::PathBuf);
 
@@ -400,6 +414,25 @@ impl Reply {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.text).unwrap_or_else(|err| panic!("{err}: {self:?}"))
+    }
+
+    /// Asserts a consent page and returns its one-time `request_id`.
+    pub fn request_id(&self) -> String {
+        assert_eq!(self.status, StatusCode::OK, "{self:?}");
+        assert!(self.content_type.starts_with("text/html"), "{self:?}");
+        self.value_after(r#"name="request_id" value=""#)
+    }
+
+    /// The text from after `marker` up to the next `"`: an HTML attribute's value, when `marker`
+    /// ends with its opening quote.
+    pub fn value_after(&self, marker: &str) -> String {
+        let start = self
+            .text
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker}: {self:?}"))
+            + marker.len();
+        let len = self.text[start..].find('"').unwrap();
+        self.text[start..start + len].to_owned()
     }
 }
 
