@@ -16,8 +16,14 @@
 //!    more than the limit fails the request with an error for which
 //!    [`is_body`](crate::Error::is_body) holds, before anything is sent.
 //!
-//! Requests to any other host pass through without the token. Plain `http://` to a Zoho host is
-//! refused (except loopback, for tests and the simulator).
+//! A relative URI (`/crm/v8/Leads`, no scheme or host) is first made absolute against the token's
+//! `api_domain`, or against the product host or URL [`route`](ZohoAuthLayer::route) names for its
+//! path; an absolute URI is used as given.
+//!
+//! Requests to any other host pass through without the token; the first to each host is logged
+//! at `debug` with the reason, and a `401 Unauthorized` answer to one carries a
+//! [`TokenWithheld`] extension saying why (and is logged at `warn`, once per host). Plain
+//! `http://` to a Zoho host is refused (except loopback, for tests and the simulator).
 //!
 //! The service's error type is [`tower::BoxError`]: the inner service's errors pass through, and
 //! the crate's own are a [`crate::Error`] (downcast to read it).

@@ -17,6 +17,25 @@ use crate::error::Error;
 use crate::hosts::Verdict;
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
+///
+/// # What the inner service receives
+///
+/// For a caller's `Request<B>` the inner service receives a `Request<RequestBody<B>>`: the
+/// caller's body streamed through, or a buffered copy the layer can send a second time after a
+/// token error. So `ZohoAuth<S>` is a `Service<Request<B>>` only when
+/// `S: Service<Request<RequestBody<B>>>`. A service typed for the caller's own body — a
+/// hyper-util `Client<_, Full<Bytes>>` — does not fit, and the compiler says only *"the method
+/// `oneshot` exists for struct `ZohoAuth<Client<…, Full<Bytes>>>`, but its trait bounds were
+/// not satisfied"*. Two fixes:
+///
+/// - wrap the client: `ZohoAuth::new(ConvertBody::new(client.clone()), cache)` (see
+///   [`ConvertBody`](crate::ConvertBody)); the client keeps its connection pool and its other
+///   callers;
+/// - or type the client for `RequestBody<Full<Bytes>>` and send requests that skip the layer
+///   through it with `request.map(RequestBody::from)`.
+///
+/// Relative URIs (`/crm/v8/Leads`) are made absolute against the token's `api_domain` (or a
+/// [`route`](ZohoAuthLayer::route)) before the inner service sees them.
 #[derive(Clone, Debug)]
 pub struct ZohoAuth<S> {
     inner: S,
