@@ -25,12 +25,16 @@
 //!   are items, so bare statements fail. Only `#![allow(dead_code)]` is added (nothing calls the
 //!   snippets' functions).
 //!
-//! Each snippet's crate is `<target>/tmp/readme-snippets/<readme>/snippet-<line>`, with the
-//! repository's Cargo.lock copied in (the versions this repository is tested with; cargo adds
-//! what is new) and `cargo check` run one at a time into one shared target directory,
-//! `<target>/tmp/readme-snippets/target`, so common dependencies build once. Cargo runs online:
-//! a crate the README names that this repository does not use has to be downloaded, and
-//! `CARGO_NET_OFFLINE` still applies if set.
+//! A feature that zoho-auth's own dependencies turn on is on in the reader's crate too (reqwest
+//! turns on hyper-util's `client-legacy`, hyper-rustls's `ring` and tower's `util`), so a snippet
+//! that forgets to name it builds here as it does there: name the features a snippet uses anyway.
+//!
+//! Each snippet's crate is `<target>/tmp/readme-snippets/<readme's folder>/snippet-<line>`, with
+//! the repository's Cargo.lock copied in (the versions this repository is tested with; cargo
+//! adds what is new), and `cargo check` runs for one snippet at a time into one shared target
+//! directory, `<target>/tmp/readme-snippets/target`, so common dependencies build once. Cargo
+//! runs online: a crate the README names that this repository does not use has to be
+//! downloaded; `CARGO_NET_OFFLINE` still applies if set.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -142,21 +146,22 @@ fn plan(readme: &str) -> Plan {
                 }
             },
             None | Some("rust") if !words.any(|w| w == "ignore" || w == "compile_fail") => {
-                match &in_force {
-                    None => plan.errors.push(format!(
-                    "the snippet at line {line} names no dependencies: put a ```toml block with a \
-                     [dependencies] table before it"
-                )),
-                    Some((deps_line, deps)) => plan.snippets.push(Snippet {
-                        line,
-                        code: body
-                            .into_iter()
-                            .map(|l| format!("{}\n", unhide(l)))
-                            .collect(),
-                        deps_line: *deps_line,
-                        deps: deps.clone(),
-                    }),
-                }
+                let Some((deps_line, deps)) = &in_force else {
+                    plan.errors.push(format!(
+                        "the snippet at line {line} names no dependencies: put a ```toml block with a \
+                         [dependencies] table before it"
+                    ));
+                    continue;
+                };
+                plan.snippets.push(Snippet {
+                    line,
+                    code: body
+                        .into_iter()
+                        .map(|l| format!("{}\n", unhide(l)))
+                        .collect(),
+                    deps_line: *deps_line,
+                    deps: deps.clone(),
+                });
             }
             _ => {}
         }
@@ -232,10 +237,6 @@ fn from_outer_build(name: &OsStr) -> bool {
         || [
             "CARGO_MANIFEST_DIR",
             "CARGO_MANIFEST_PATH",
-            "CARGO_CRATE_NAME",
-            "CARGO_BIN_NAME",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
             "CARGO_TARGET_DIR",
             "CARGO_BUILD_TARGET_DIR",
             "RUSTFLAGS",
@@ -294,7 +295,7 @@ fn build(readme: &str, snippet: &Snippet, scratch: &Path) -> Result<(), String> 
         "as src/lib.rs, since it has no `fn main`: a snippet must be items, such as functions, or define `fn main`"
     };
     Err(format!(
-        "the snippet at {readme} line {} does not build with the dependencies of the toml block at line {} \
+        "{readme}: the snippet at line {} does not build with the dependencies of the toml block at line {} \
          (built {kind}; crate in {}):\n{section}\ncargo check says:\n{}",
         snippet.line,
         snippet.deps_line,
@@ -314,9 +315,9 @@ fn check_readme(readme: &Path) -> Result<usize, String> {
         mut errors,
     } = plan(&text);
     errors = errors.into_iter().map(|e| format!("{name}: {e}")).collect();
-    if snippets.is_empty() && errors.is_empty() {
+    if snippets.is_empty() {
         errors.push(format!(
-            "{name}: no Rust snippet found: the fence parser or the README broke"
+            "{name}: no Rust snippet to check: the fence parser or the README broke"
         ));
     }
     let scratch = readme_scratch(readme);
@@ -347,6 +348,46 @@ fn readme_snippets_build_with_the_dependencies_they_name() {
         Ok(checked) => println!("{checked} README snippets build with the dependencies they name"),
         Err(errors) => panic!("{errors}"),
     }
+}
+
+/// The check itself, end to end: a snippet using a crate its block does not name fails, and so
+/// do bare statements; naming the crate makes it build.
+#[test]
+fn a_snippet_fails_without_the_crates_it_uses() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-fixture");
+    fs::create_dir_all(&dir).unwrap();
+    let readme = dir.join("README.md");
+    let fixture = |deps: &str| {
+        format!(
+            "```toml\n[dependencies]\nzoho-auth = \"0.1\"\n{deps}```\n\n\
+             ```rust\nfn same(cache: zoho_auth::TokenCache) -> zoho_auth::TokenCache {{\n    cache\n}}\n```\n\n\
+             ```rust,no_run\nfn request() -> http::Request<()> {{\n    http::Request::new(())\n}}\n```\n"
+        )
+    };
+
+    fs::write(
+        &readme,
+        fixture("") + "\n```rust\nlet statement = 1;\n```\n",
+    )
+    .unwrap();
+    let errors = check_readme(&readme).expect_err("`http` and a bare statement are not fine");
+    assert!(
+        !errors.contains("line 6 "),
+        "the snippet using only zoho-auth builds: {errors}"
+    );
+    assert!(
+        errors.contains("README.md: the snippet at line 12 does not build"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("`http`"),
+        "cargo's error names the missing crate: {errors}"
+    );
+    assert!(errors.contains("line 18 does not build"), "{errors}");
+    assert!(errors.contains("a snippet must be items"), "{errors}");
+
+    fs::write(&readme, fixture("http = \"1\"\n")).unwrap();
+    assert_eq!(check_readme(&readme), Ok(2));
 }
 
 /// Two dependency blocks, a dev-dependency-only block, a hidden line, an ignored snippet and
