@@ -1,5 +1,5 @@
 //! A small web app with a "Connect Zoho" button: `zoho_auth::axum`'s consent flow, then calls to
-//! Zoho CRM through a hyper-util client wrapped with `ZohoAuthLayer`, held in axum state.
+//! Zoho CRM through a `ZohoClient` (hyper-util behind `ZohoAuthLayer`) held in axum state.
 //!
 //! ```text
 //! cargo run --example axum_app                  # against the embedded simulator: open the URL it prints
@@ -41,19 +41,15 @@ use axum::Router;
 use bytes::Bytes;
 use clap::Parser;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use http_body_util::{BodyExt, Full};
+use tower::BoxError;
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::authorize::{Connected, Connector};
 use zoho_auth::axum::ConnectZoho;
+use zoho_auth::client::ZohoClient;
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{TokenSet, TokenStore};
-use zoho_auth::{
-    Accounts, ClientId, ClientSecret, DataCenter, Environment, RequestBody, TokenCache, ZohoAuth,
-    ZohoAuthLayer,
-};
+use zoho_auth::{Accounts, ClientId, ClientSecret, DataCenter, TokenCache};
 
 #[derive(Parser, Debug)]
 #[command(about = "A web app that connects a Zoho account and calls Zoho CRM with it")]
@@ -63,17 +59,8 @@ struct Args {
     listen: SocketAddr,
 }
 
-/// CRM's "who am I" endpoint, below an `api_domain`.
+/// CRM's "who am I" endpoint: relative, so it goes to the connected account's `api_domain`.
 const CURRENT_USER: &str = "/crm/v8/users?type=CurrentUser";
-
-type Api = ZohoAuth<Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody<Empty<Bytes>>>>;
-
-/// The app's Zoho client: a token cache on the store, and an HTTP client layered with it.
-#[derive(Clone)]
-struct Zoho {
-    cache: TokenCache,
-    api: Api,
-}
 
 /// The axum state.
 #[derive(Clone)]
@@ -85,10 +72,8 @@ struct Inner {
     client_secret: ClientSecret,
     /// Where refreshes go when the store does not say which server issued its refresh token.
     accounts: Accounts,
-    /// Where CRM lives when the token does not say.
-    api_domain: String,
     /// `None` until an account is connected; replaced on every new connection.
-    zoho: RwLock<Option<Zoho>>,
+    zoho: RwLock<Option<ZohoClient>>,
 }
 
 #[tokio::main]
@@ -150,7 +135,6 @@ async fn main() -> Result<(), BoxError> {
         client_id,
         client_secret,
         accounts: custom_accounts.unwrap_or(Accounts::dc(dc)),
-        api_domain: dc.api_domain(Environment::Production).to_owned(),
         zoho: RwLock::new(None),
     }));
     app.use_stored_account().await?;
@@ -219,18 +203,18 @@ impl App {
                 return;
             }
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http() // the simulator is plain http on loopback; the layer allows only that
-            .enable_http1()
-            .build();
-        let api = ServiceBuilder::new()
-            .layer(ZohoAuthLayer::new(cache.clone()))
-            .service(Client::builder(TokioExecutor::new()).build(https));
-        *inner.zoho.write().unwrap_or_else(PoisonError::into_inner) = Some(Zoho { cache, api });
+        // Plain http only to loopback (the simulator): the layer refuses it anywhere else.
+        let zoho = match ZohoClient::new(cache) {
+            Ok(zoho) => zoho,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the Zoho client");
+                return;
+            }
+        };
+        *inner.zoho.write().unwrap_or_else(PoisonError::into_inner) = Some(zoho);
     }
 
-    fn zoho(&self) -> Option<Zoho> {
+    fn zoho(&self) -> Option<ZohoClient> {
         self.0
             .zoho
             .read()
@@ -241,22 +225,12 @@ impl App {
     /// Asks CRM who the connected user is. The text is for people; it holds no token.
     async fn who_am_i(&self) -> Result<String, String> {
         let zoho = self.zoho().ok_or("No Zoho account is connected.")?;
-        // The layer gets its token from the same cache; asking first gives the token's api_domain.
-        let token = zoho
-            .cache
-            .token()
-            .await
-            .map_err(|error| format!("No Zoho access token: {error}"))?;
-        let url = format!(
-            "{}{CURRENT_USER}",
-            token.api_domain().unwrap_or(&self.0.api_domain)
-        );
-        let request = Request::get(&url)
-            .body(Empty::new())
+        let url = CURRENT_USER;
+        let request = Request::get(url)
+            .body(Full::new(Bytes::new()))
             .map_err(|error| format!("Bad URL {url}: {error}"))?;
         let response = zoho
-            .api
-            .oneshot(request)
+            .request(request)
             .await
             .map_err(|error| format!("Calling {url} failed: {error}"))?;
         let status = response.status();

@@ -1,71 +1,20 @@
-//! A new user's first hour (issue 10): a client type to name and hold in state, an existing
-//! hyper-util client wrapped, relative URLs, and a layer that says why a request went without the
-//! token (`tests/withheld.rs`).
+//! A new user's first hour (issue 10): an existing hyper-util client wrapped, and relative URLs.
+//! The client type held in state and called from many tasks is proven on the README's own
+//! snippets (`tests/readme/state.rs`, `stack.rs`, run by `tests/readme_snippets.rs`), and the
+//! layer saying why a request went without the token in `tests/withheld.rs`.
 
 mod common;
 
-use axum::extract::State;
-use axum::routing::get as route_get;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service, ServiceExt};
-use zoho_auth::client::ZohoClient;
 use zoho_auth::sim::{body_sha, Simulator};
 use zoho_auth::{ConvertBody, RequestBody, ZohoAuthLayer};
 
 use common::{body_text, get, http_service, start, Recorder};
-
-#[derive(Clone)]
-struct AppState {
-    zoho: ZohoClient,
-}
-
-async fn current_user(State(state): State<AppState>) -> Result<String, StatusCode> {
-    let request = Request::get("/crm/v8/users?type=CurrentUser")
-        .body(Full::default())
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let response = state
-        .zoho
-        .request(request)
-        .await
-        .map_err(|_| StatusCode::BAD_GATEWAY)?;
-    if response.status() != StatusCode::OK {
-        return Err(StatusCode::BAD_GATEWAY);
-    }
-    Ok(body_text(response).await)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zoho_client_is_held_in_axum_state_and_called_from_many_tasks() {
-    fn shareable<T: Clone + Send + Sync + 'static>(_: &T) {}
-    let (zoho, cache) = start(Simulator::builder()).await;
-    let client = ZohoClient::new(cache.clone()).unwrap();
-    shareable(&client);
-    let app = axum::Router::new()
-        .route("/me", route_get(current_user))
-        .with_state(AppState { zoho: client });
-
-    let calls: Vec<_> = (0..64)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                let request = Request::get("/me").body(axum::body::Body::empty()).unwrap();
-                let response = app.oneshot(request).await.unwrap();
-                (response.status(), body_text(response).await)
-            })
-        })
-        .collect();
-    for call in calls {
-        let (status, body) = call.await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(body.starts_with("{\"users\""), "{body}");
-    }
-    assert_eq!(cache.stats().token_requests, 1);
-    assert_eq!(zoho.counters().api_requests, 64);
-}
 
 #[tokio::test]
 async fn an_existing_full_bytes_client_is_wrapped_and_keeps_serving_plain_calls() {

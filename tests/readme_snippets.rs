@@ -25,6 +25,13 @@
 //!   are items, so bare statements fail. Only `#![allow(dead_code)]` is added (nothing calls the
 //!   snippets' functions).
 //!
+//! A snippet can also be *run*: an HTML comment `<!-- exercised by tests/readme/NAME.rs -->` on
+//! the line before its fence names a harness, which is appended to the snippet's crate as
+//! `#[cfg(test)] mod exercise` (so it calls the snippet's own items, private ones too) and run
+//! with `cargo test` after the check passed, with the dev-dependencies in [`HARNESS_DEV_DEPS`]
+//! (the simulator among them). The snippet's code is the README's, byte for byte; the harness
+//! uses it the way an application would: held in state, spawned, called concurrently.
+//!
 //! A feature that zoho-auth's own dependencies turn on is on in the reader's crate too (reqwest
 //! turns on hyper-util's `client-legacy`, hyper-rustls's `ring` and tower's `util`), so a snippet
 //! that forgets to name it builds here as it does there: name the features a snippet uses anyway.
@@ -54,6 +61,26 @@ struct Snippet {
     deps_line: usize,
     /// The `[dependencies]` and `[dev-dependencies]` of that block, in one table.
     deps: Table,
+    /// The harness that runs it, relative to the repository: `tests/readme/NAME.rs`.
+    exercise: Option<String>,
+}
+
+/// What a harness may use beyond the snippet's dependencies. `zoho-auth`'s entry only adds the
+/// simulator: its path and the snippet's features come from the snippet's own entry.
+const HARNESS_DEV_DEPS: &str = r#"[dev-dependencies]
+zoho-auth = { path = "ZOHO_AUTH", features = ["simulator"] }
+tokio = { version = "1", features = ["full"] }
+tower = { version = "0.5", features = ["util"] }
+http = "1"
+"#;
+
+/// The harness named by an `<!-- exercised by PATH -->` line.
+fn exercise_marker(line: &str) -> Option<String> {
+    let path = line
+        .trim()
+        .strip_prefix("<!-- exercised by ")?
+        .strip_suffix("-->")?;
+    Some(path.trim().to_owned())
 }
 
 /// What the README asks to be checked, and how it breaks the convention.
@@ -63,11 +90,13 @@ struct Plan {
     errors: Vec<String>,
 }
 
-/// A fenced block: the line of its opening fence, its info string and its lines.
+/// A fenced block: the line of its opening fence, its info string, its lines, and the line
+/// just before it.
 struct Fence<'a> {
     line: usize,
     info: &'a str,
     body: Vec<&'a str>,
+    before: &'a str,
 }
 
 /// The fenced blocks of a markdown text: a fence is a run of three or more backticks at the
@@ -75,6 +104,7 @@ struct Fence<'a> {
 fn fences(markdown: &str) -> Result<Vec<Fence<'_>>, String> {
     let mut fences = Vec::new();
     let mut open: Option<(usize, Fence)> = None;
+    let mut previous = "";
     for (index, line) in markdown.lines().enumerate() {
         let ticks = line.len() - line.trim_start_matches('`').len();
         match &mut open {
@@ -83,10 +113,11 @@ fn fences(markdown: &str) -> Result<Vec<Fence<'_>>, String> {
                     line: index + 1,
                     info: line[ticks..].trim(),
                     body: Vec::new(),
+                    before: previous,
                 };
                 open = Some((ticks, fence));
             }
-            None => {}
+            None => previous = line,
             Some((opened, _)) if ticks >= *opened && line.trim_end().len() == ticks => {
                 fences.extend(open.take().map(|(_, fence)| fence));
             }
@@ -129,7 +160,13 @@ fn plan(readme: &str) -> Plan {
         }
     };
     let mut in_force: Option<(usize, Table)> = None;
-    for Fence { line, info, body } in blocks {
+    for Fence {
+        line,
+        info,
+        body,
+        before,
+    } in blocks
+    {
         let mut words = info
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|w| !w.is_empty());
@@ -161,6 +198,7 @@ fn plan(readme: &str) -> Plan {
                         .collect(),
                     deps_line: *deps_line,
                     deps: deps.clone(),
+                    exercise: exercise_marker(before),
                 });
             }
             _ => {}
@@ -264,31 +302,17 @@ fn build(readme: &str, snippet: &Snippet, scratch: &Path) -> Result<(), String> 
          [workspace]\n\n{section}",
         snippet.line
     );
-    fs::write(dir.join("Cargo.toml"), manifest).expect("write the snippet's Cargo.toml");
+    fs::write(dir.join("Cargo.toml"), &manifest).expect("write the snippet's Cargo.toml");
     fs::copy(repo().join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
 
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .current_dir(&dir)
-        .args(["check", "--quiet", "--color", "never", "--target-dir"]);
-    cargo.arg(
-        scratch
-            .parent()
-            .expect("scratch lies in readme-snippets")
-            .join("target"),
-    );
-    for (name, _) in std::env::vars_os().filter(|(name, _)| from_outer_build(name)) {
-        cargo.env_remove(name);
-    }
-    let output = cargo.output().expect("run cargo");
-    if output.status.success() {
-        return Ok(());
-    }
-    let said: Vec<_> = String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .take(60)
-        .map(str::to_owned)
-        .collect();
+    let target = scratch
+        .parent()
+        .expect("scratch lies in readme-snippets")
+        .join("target");
+    let said = match cargo(&dir, "check", &target) {
+        Ok(()) => return exercise(readme, snippet, &dir, &root, &manifest, &target),
+        Err(said) => said,
+    };
     let kind = if binary {
         "as src/main.rs, since it has `fn main`"
     } else {
@@ -300,8 +324,71 @@ fn build(readme: &str, snippet: &Snippet, scratch: &Path) -> Result<(), String> 
         snippet.line,
         snippet.deps_line,
         dir.display(),
-        said.join("\n")
+        said
     ))
+}
+
+/// Runs `cargo <command>` in the crate at `dir`; what cargo said (its first 60 lines) if it
+/// failed.
+fn cargo(dir: &Path, command: &str, target: &Path) -> Result<(), String> {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(dir)
+        .args([command, "--quiet", "--color", "never", "--target-dir"])
+        .arg(target);
+    for (name, _) in std::env::vars_os().filter(|(name, _)| from_outer_build(name)) {
+        cargo.env_remove(name);
+    }
+    let output = cargo.output().expect("run cargo");
+    if output.status.success() {
+        return Ok(());
+    }
+    let both = [output.stderr, output.stdout].concat();
+    Err(String::from_utf8_lossy(&both)
+        .lines()
+        .take(60)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Runs the snippet's harness, if it names one, against the snippet's own code.
+fn exercise(
+    readme: &str,
+    snippet: &Snippet,
+    dir: &Path,
+    root: &Path,
+    manifest: &str,
+    target: &Path,
+) -> Result<(), String> {
+    let Some(harness) = &snippet.exercise else {
+        return Ok(());
+    };
+    let path = repo().join(harness);
+    if !path.is_file() {
+        return Err(format!(
+            "{readme}: the snippet at line {} is exercised by {harness}, which does not exist",
+            snippet.line
+        ));
+    }
+    let code = fs::read_to_string(root).expect("read the snippet back");
+    fs::write(
+        root,
+        format!(
+            "{code}\n#[cfg(test)]\n#[path = {:?}]\nmod exercise;\n",
+            path.display()
+        ),
+    )
+    .expect("append the harness");
+    let dev = HARNESS_DEV_DEPS.replace("ZOHO_AUTH", &repo().display().to_string());
+    fs::write(dir.join("Cargo.toml"), format!("{manifest}\n{dev}"))
+        .expect("add the harness's dependencies");
+    cargo(dir, "test", target).map_err(|said| {
+        format!(
+            "{readme}: the snippet at line {} builds, but {harness} fails on it (crate in {}):\n{said}",
+            snippet.line,
+            dir.display()
+        )
+    })
 }
 
 /// Checks every Rust snippet of a README; the number checked, or every failure.

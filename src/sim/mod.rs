@@ -96,7 +96,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{ClientId, ClientSecret, GrantCode, RefreshToken};
+use crate::accounts::AccountsClient;
+use crate::{Accounts, ClientId, ClientSecret, GrantCode, RefreshToken};
 use state::{Config, Registration, State};
 
 /// The scopes [`Simulator::mint_refresh_token`] grants when given none: one per simulated product.
@@ -385,6 +386,16 @@ impl Simulator {
     /// `http://127.0.0.1:<port>`: both the accounts server URL and the `api_domain`.
     pub fn url(&self) -> String {
         self.shared.url.clone()
+    }
+
+    /// An accounts client for this simulator with its registered client: what
+    /// `AccountsClient::new(DataCenter::Eu, id, secret)` is for Zoho.
+    pub fn accounts_client(&self) -> Result<AccountsClient, crate::Error> {
+        AccountsClient::new(
+            Accounts::custom(&self.url())?,
+            self.client_id(),
+            self.client_secret(),
+        )
     }
 
     /// The address the server listens on.

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Simulator, SimulatorBuilder};
-use zoho_auth::{Accounts, RequestBody, TokenCache, TokenCacheBuilder, ZohoAuth, ZohoAuthLayer};
+use zoho_auth::{RequestBody, TokenCache, TokenCacheBuilder, ZohoAuth, ZohoAuthLayer};
 
 /// A hyper-util client of the kind users wrap, for bodies of type `B`.
 pub type HttpClient<B> = Client<HttpConnector, RequestBody<B>>;
@@ -22,8 +22,7 @@ pub type HttpClient<B> = Client<HttpConnector, RequestBody<B>>;
 pub type HttpService = ZohoAuth<HttpClient<Empty<Bytes>>>;
 
 pub fn accounts_client(zoho: &Simulator) -> AccountsClient {
-    let accounts = Accounts::custom(&zoho.url()).unwrap();
-    AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap()
+    zoho.accounts_client().unwrap()
 }
 
 /// A cache builder minting from a fresh refresh token with all the simulator's scopes.
