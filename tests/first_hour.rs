@@ -10,11 +10,11 @@ use http::{Request, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 use zoho_auth::sim::{body_sha, Simulator};
 use zoho_auth::{ConvertBody, RequestBody, ZohoAuthLayer};
 
-use common::{body_text, get, http_service, start, Recorder};
+use common::{body_text, get, http_service, send, start, Recorder};
 
 #[tokio::test]
 async fn an_existing_full_bytes_client_is_wrapped_and_keeps_serving_plain_calls() {
@@ -25,26 +25,18 @@ async fn an_existing_full_bytes_client_is_wrapped_and_keeps_serving_plain_calls(
     let mut authenticated =
         ZohoAuthLayer::new(cache.clone()).layer(ConvertBody::new(plain.clone()));
 
-    let response = authenticated
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::get(&url).body(Full::default()).unwrap())
-        .await
-        .unwrap();
+    let response = send(
+        &mut authenticated,
+        Request::get(&url).body(Full::default()).unwrap(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
 
     // A body the layer buffers, replayed through the same client after Zoho kills the token.
     zoho.invalidate_all_tokens();
     let body = Bytes::from(vec![b'x'; 1000]);
     let post = Request::post(&url).body(Full::new(body.clone())).unwrap();
-    let response = authenticated
-        .ready()
-        .await
-        .unwrap()
-        .call(post)
-        .await
-        .unwrap();
+    let response = send(&mut authenticated, post).await;
     assert_eq!(response.status(), StatusCode::OK);
     let echo: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(echo["body_sha"], body_sha(&body));
@@ -82,13 +74,7 @@ async fn relative_urls_go_to_the_token_api_domain() {
     let mut crm = http_service::<Empty<Bytes>>(&cache);
 
     // Before the first token the request waits for it, then goes to its api_domain.
-    let response = crm
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/crm/v8/users?type=CurrentUser"))
-        .await
-        .unwrap();
+    let response = send(&mut crm, get("/crm/v8/users?type=CurrentUser")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(body_text(response).await.starts_with("{\"users\""));
 
@@ -97,13 +83,7 @@ async fn relative_urls_go_to_the_token_api_domain() {
         if round == 1 {
             zoho.invalidate_all_tokens();
         }
-        let response = crm
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/crm/v8/Leads?page=2"))
-            .await
-            .unwrap();
+        let response = send(&mut crm, get("/crm/v8/Leads?page=2")).await;
         assert_eq!(response.status(), StatusCode::OK);
         let echo: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
         assert_eq!(echo["path"], "/crm/v8/Leads");
@@ -112,13 +92,11 @@ async fn relative_urls_go_to_the_token_api_domain() {
     assert_eq!(cache.stats().token_requests, 2);
 
     // An absolute URL is used as given.
-    let response = crm
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&format!("{}/desk/api/v1/tickets", zoho.url())))
-        .await
-        .unwrap();
+    let response = send(
+        &mut crm,
+        get(&format!("{}/desk/api/v1/tickets", zoho.url())),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 

@@ -10,37 +10,24 @@ mod common;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Empty;
-use tower::{Service, ServiceExt};
 use zoho_auth::sim::Simulator;
 use zoho_auth::TokenWithheld;
 
-use common::{body_text, get, http_service, start, Logs};
+use common::{body_text, get, http_service, send, start, Logs};
 
 #[tokio::test]
 async fn a_request_to_a_host_without_the_token_says_why() {
     let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let (zoho, cache) = start(Simulator::builder()).await;
     let mut crm = http_service::<Empty<Bytes>>(&cache);
-    let response = crm
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&format!("{}/crm/v8/Leads", zoho.url())))
-        .await
-        .unwrap();
+    let response = send(&mut crm, get(&format!("{}/crm/v8/Leads", zoho.url()))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.extensions().get::<TokenWithheld>().is_none());
 
     // `localhost` where the token's api_domain says `127.0.0.1`.
     let localhost = zoho.url().replace("127.0.0.1", "localhost");
     for _ in 0..3 {
-        let response = crm
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&format!("{localhost}/crm/v8/Leads")))
-            .await
-            .unwrap();
+        let response = send(&mut crm, get(&format!("{localhost}/crm/v8/Leads"))).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let withheld = response
             .extensions()
@@ -52,13 +39,7 @@ async fn a_request_to_a_host_without_the_token_says_why() {
         assert!(body_text(response).await.contains("AUTHENTICATION_FAILURE"));
     }
     // An answer that is not 401 carries no note.
-    let response = crm
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&format!("{localhost}/oauth/v2/token")))
-        .await
-        .unwrap();
+    let response = send(&mut crm, get(&format!("{localhost}/oauth/v2/token"))).await;
     assert!(response.extensions().get::<TokenWithheld>().is_none());
 
     let text = logs.text();

@@ -97,7 +97,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::accounts::AccountsClient;
-use crate::{Accounts, ClientId, ClientSecret, GrantCode, RefreshToken};
+use crate::{Accounts, ClientId, ClientSecret, GrantCode, RefreshToken, TokenCache};
 use state::{Config, Registration, State};
 
 /// The scopes [`Simulator::mint_refresh_token`] grants when given none: one per simulated product.
@@ -396,6 +396,15 @@ impl Simulator {
             self.client_id(),
             self.client_secret(),
         )
+    }
+
+    /// A token cache on this simulator, minting from a fresh refresh token with every scope: what
+    /// a test of your own code hands to a `ZohoClient` or a `ZohoAuthLayer`.
+    pub fn token_cache(&self) -> Result<TokenCache, crate::Error> {
+        Ok(TokenCache::new(
+            self.accounts_client()?,
+            self.mint_refresh_token(&[]),
+        ))
     }
 
     /// The address the server listens on.

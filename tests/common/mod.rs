@@ -59,6 +59,16 @@ where
     tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), client)
 }
 
+/// Readies `service` and sends `request` through it, for a test that expects an answer.
+pub async fn send<S, B>(service: &mut S, request: Request<B>) -> S::Response
+where
+    S: tower::Service<Request<B>>,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    service.ready().await.unwrap().call(request).await.unwrap()
+}
+
 pub fn get(url: &str) -> Request<Empty<Bytes>> {
     Request::get(url).body(Empty::new()).unwrap()
 }

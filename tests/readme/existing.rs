@@ -9,10 +9,7 @@ use zoho_auth::sim::Simulator;
 #[tokio::test]
 async fn the_wrapped_client_authenticates_and_the_original_does_not() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(
-        zoho.accounts_client().unwrap(),
-        zoho.mint_refresh_token(&[]),
-    );
+    let cache = zoho.token_cache().unwrap();
     let existing: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}/crm/v8/Leads", zoho.url());
     let get = || {

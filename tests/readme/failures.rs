@@ -14,10 +14,7 @@ fn get(url: &str) -> Request<Full<Bytes>> {
 #[tokio::test]
 async fn each_outcome_reads_as_the_snippet_says() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(
-        zoho.accounts_client().unwrap(),
-        zoho.mint_refresh_token(&[]),
-    );
+    let cache = zoho.token_cache().unwrap();
     let client = ZohoClient::new(cache).unwrap();
 
     let response = call(&client, get("/crm/v8/Leads")).await.unwrap();

@@ -11,10 +11,7 @@ use zoho_auth::sim::Simulator;
 #[tokio::test]
 async fn crm_goes_to_the_api_domain_and_desk_to_its_own_host() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(
-        zoho.accounts_client().unwrap(),
-        zoho.mint_refresh_token(&[]),
-    );
+    let cache = zoho.token_cache().unwrap();
     let client = crm_and_desk(cache).unwrap();
 
     let crm = Request::get("/crm/v8/Leads")

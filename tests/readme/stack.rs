@@ -10,10 +10,7 @@ use zoho_auth::sim::Simulator;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_boxed_stack_serves_spawned_concurrent_calls() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(
-        zoho.accounts_client().unwrap(),
-        zoho.mint_refresh_token(&[]),
-    );
+    let cache = zoho.token_cache().unwrap();
     let client = zoho_client(cache.clone()).unwrap();
     let calls: Vec<_> = (0..100)
         .map(|_| {

@@ -18,10 +18,7 @@ fn token_cache_reads_the_credentials_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_in_state_serves_concurrent_requests() {
     let zoho = Simulator::start().await.unwrap();
-    let cache = TokenCache::new(
-        zoho.accounts_client().unwrap(),
-        zoho.mint_refresh_token(&[]),
-    );
+    let cache = zoho.token_cache().unwrap();
     let router = app(cache.clone()).unwrap();
     let calls: Vec<_> = (0..64)
         .map(|_| {
