@@ -226,7 +226,7 @@ impl HostPolicy {
             );
         }
         let api = api_domain.map_or_else(
-            || "none was sent".to_owned(),
+            || "none known".to_owned(),
             |api| api.host_port.clone().unwrap_or_else(|| api.host.clone()),
         );
         let dc = self.dc.map_or_else(
