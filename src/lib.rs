@@ -10,6 +10,7 @@ pub mod authorize;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod cache;
+mod connections;
 pub mod classify;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -26,6 +27,7 @@ mod stats;
 pub mod store;
 
 pub use cache::{Seed, Token, TokenCache, TokenCacheBuilder};
+pub use connections::ConnectionId;
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
 pub use layer::{
