@@ -10,7 +10,7 @@ pub mod authorize;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod cache;
-mod connections;
+pub mod connections;
 pub mod classify;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -28,6 +28,9 @@ pub mod store;
 
 pub use cache::{Seed, Token, TokenCache, TokenCacheBuilder};
 pub use connections::ConnectionId;
+#[cfg(feature = "connections")]
+#[cfg_attr(docsrs, doc(cfg(feature = "connections")))]
+pub use connections::{Connections, ConnectionsBuilder};
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
 pub use layer::{

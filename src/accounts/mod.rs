@@ -184,6 +184,15 @@ impl AccountsClient {
         }
     }
 
+    /// The same client (id, secret, HTTP client, timeout) at another accounts server: the one
+    /// that issued a stored refresh token, where its refreshes must go.
+    pub fn with_accounts(&self, accounts: Accounts) -> Self {
+        Self {
+            accounts,
+            ..self.clone()
+        }
+    }
+
     /// The accounts server this client talks to.
     pub fn accounts(&self) -> &Accounts {
         &self.accounts

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::budget::Budget;
@@ -124,6 +125,7 @@ pub struct TokenCacheBuilder {
     store: Option<Arc<dyn TokenStore>>,
     config: Config,
     runtime: Option<Handle>,
+    request_limit: Option<Arc<Semaphore>>,
 }
 
 impl fmt::Debug for TokenCacheBuilder {
@@ -144,6 +146,7 @@ impl TokenCacheBuilder {
             store: None,
             config: Config::default(),
             runtime: None,
+            request_limit: None,
         }
     }
 
@@ -231,6 +234,14 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Shares `limit` on token requests in flight with other caches: each call to Zoho's token
+    /// endpoint holds one of its permits, so many connections expiring together never open more
+    /// calls at once than it has.
+    pub(crate) fn request_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.request_limit = Some(limit);
+        self
+    }
+
     /// Builds the cache, or says which setting cannot work. No request is made until the first
     /// token is needed.
     pub fn build(self) -> Result<TokenCache, Error> {
@@ -246,6 +257,7 @@ impl TokenCacheBuilder {
                 config: self.config,
                 deadline,
                 runtime: self.runtime,
+                request_limit: self.request_limit,
                 counters: Counters::default(),
                 origin: Instant::now(),
                 next_ahead_ms: AtomicU64::new(0),

@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use self::builder::Config;
@@ -89,12 +90,29 @@ struct Shared {
     deadline: Duration,
     /// Where flights run, if not on the runtime of the caller that starts them.
     runtime: Option<Handle>,
+    /// Token requests in flight, shared with other caches (those of one `Connections`).
+    request_limit: Option<Arc<Semaphore>>,
     counters: Counters,
     /// The origin of the millisecond clock the atomics below use.
     origin: Instant,
     /// Earliest moment (ms after `origin`) a refresh-ahead may start, so requests in the stale
     /// window do not all take the state lock.
     next_ahead_ms: AtomicU64,
+}
+
+/// A [`TokenCache`] that does not keep it alive: the registry of connections remembers caches it
+/// evicted while something still used them.
+#[derive(Clone)]
+pub(crate) struct WeakTokenCache(std::sync::Weak<Shared>);
+
+impl WeakTokenCache {
+    pub(crate) fn upgrade(&self) -> Option<TokenCache> {
+        self.0.upgrade().map(|shared| TokenCache { shared })
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.0.strong_count() == 0
+    }
 }
 
 /// The token source every request shares. Cheap to clone; clones share the token.
@@ -299,6 +317,10 @@ impl TokenCache {
             "a fresh Zoho token was rejected too: not refreshing again for this error for {}s",
             SUSPECT_COOLDOWN.as_secs()
         );
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakTokenCache {
+        WeakTokenCache(Arc::downgrade(&self.shared))
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::builder::Config;
@@ -13,6 +14,7 @@ use super::state::{Grant, Job, Mode};
 use super::token::{still_usable, CachedToken};
 use super::TokenCache;
 use crate::accounts::TokenResponse;
+use crate::dc::Accounts;
 use crate::error::{Error, Kind};
 use crate::secret::RefreshToken;
 use crate::stats::Counters;
@@ -43,7 +45,8 @@ pub(super) enum Work {
 /// What the fenced update under the lock decided.
 enum Step {
     Adopt(StoredAccess, Option<RefreshToken>),
-    Mint(Option<RefreshToken>),
+    /// Mint with this refresh token, at the accounts server the store says issued it.
+    Mint(Option<RefreshToken>, Option<String>),
 }
 
 impl TokenCache {
@@ -85,7 +88,7 @@ impl TokenCache {
                     "token store unavailable: refreshing without it (this process only)"
                 );
                 self.take_budget()?;
-                let (mut response, sent_at) = self.mint(&grant).await?;
+                let (mut response, sent_at) = self.mint(&grant, None).await?;
                 inherit_scopes(&mut response, current.map(|c| &c.scopes[..]));
                 Ok(Obtained::Minted { response, sent_at })
             }
@@ -182,7 +185,7 @@ impl TokenCache {
                 .unwrap_or_default();
             // Recorded before the call, so a process that dies mid-refresh still counts it.
             set.token_requests.push(now);
-            Ok(Step::Mint(token))
+            Ok(Step::Mint(token, set.accounts_url.clone()))
         });
         let step = match self.bounded("save", decided).await? {
             Some((step, _)) => step,
@@ -193,17 +196,17 @@ impl TokenCache {
                 ))
             }
         };
-        let used = match step {
+        let (used, issuer) = match step {
             Step::Adopt(access, refresh_token) => {
                 self.commit_refresh_token(job, refresh_token);
                 return Ok(Obtained::Adopted(access));
             }
-            Step::Mint(token) => {
+            Step::Mint(token, issuer) => {
                 self.commit_refresh_token(job, token.clone());
                 // Checked just now; only a flight of this cache abandoned meanwhile can have
                 // taken the slot, and the fleet slot is already recorded.
                 let _ = self.take_budget();
-                token
+                (token, issuer)
             }
         };
         let grant = match (&grant, &used) {
@@ -213,7 +216,7 @@ impl TokenCache {
             },
             (grant, _) => grant.clone(),
         };
-        match self.mint(&grant).await {
+        match self.mint(&grant, issuer.as_deref()).await {
             Ok((mut response, sent_at)) => {
                 let previous = (!previous_scopes.is_empty())
                     .then_some(&previous_scopes[..])
@@ -317,12 +320,26 @@ impl TokenCache {
         checked.map_err(|wait| self.budget_spent(wait, "this process"))
     }
 
-    /// One call to Zoho's token endpoint; the caller took a budget slot for it.
-    async fn mint(&self, grant: &Grant) -> Result<(TokenResponse, Instant), Error> {
+    /// One call to Zoho's token endpoint — at `issuer`, the accounts server a stored refresh
+    /// token came from, when the store names one; the caller took a budget slot for it. Waits
+    /// for a slot of the shared limit on token requests in flight, if there is one.
+    async fn mint(
+        &self,
+        grant: &Grant,
+        issuer: Option<&str>,
+    ) -> Result<(TokenResponse, Instant), Error> {
+        let _permit = self.in_flight_permit().await?;
         let now = Instant::now();
         Counters::bump(&self.shared.counters.token_requests);
         tracing::debug!("requesting a Zoho access token");
-        let client = &self.shared.client;
+        let moved;
+        let client = match issuer {
+            Some(url) if url != self.shared.client.accounts().url().as_str() => {
+                moved = self.shared.client.with_accounts(Accounts::custom(url)?);
+                &moved
+            }
+            _ => &self.shared.client,
+        };
         let response = match grant {
             Grant::RefreshToken {
                 token: Some(token), ..
@@ -334,6 +351,24 @@ impl TokenCache {
             }
         }?;
         Ok((response, now))
+    }
+
+    /// A permit of the shared limit on token requests in flight, waited for at most `max_wait`.
+    async fn in_flight_permit(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        let Some(limit) = &self.shared.request_limit else {
+            return Ok(None);
+        };
+        let wait = self.shared.config.max_wait;
+        match tokio::time::timeout(wait, limit.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_) => Err(Error::new(
+                Kind::Timeout,
+                format!(
+                    "waited {}s for one of the token requests in flight for other connections to                      end",
+                    wait.as_secs()
+                ),
+            )),
+        }
     }
 
     fn budget_spent(&self, retry_after: Duration, whose: &str) -> Error {

@@ -54,6 +54,7 @@ pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
+use crate::connections::ConnectionId;
 use crate::error::{Error, Kind};
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -242,6 +243,25 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// the holder may need it (the cache's whole refresh deadline): a lock that expires by itself
     /// must live at least that long, or be renewed while held (as the Redis store's is).
     fn try_lock(&self, ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>>;
+}
+
+/// Many connections' records, each its own [`TokenStore`]: its own record, refresh lock and
+/// fenced save.
+pub trait ConnectionStore: Send + Sync + fmt::Debug + 'static {
+    /// The store of one connection's record. Cheap and synchronous; a connection is listed once a
+    /// set has been saved for it.
+    fn connection(&self, id: &ConnectionId) -> Arc<dyn TokenStore>;
+
+    /// A page of the connections that have a record, in ascending order of id: at most `limit`,
+    /// all after `after` when given.
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a ConnectionId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConnectionId>>;
+
+    /// Deletes a connection's record; `true` if there was one.
+    fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool>;
 }
 
 /// What a fenced [`TokenStore::save`] did.

@@ -1,0 +1,269 @@
+//! [`Connections`]: one token cache per connection, resident while in use.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use moka::notification::RemovalCause;
+use tokio::sync::Semaphore;
+
+use super::ConnectionId;
+use crate::accounts::AccountsClient;
+use crate::cache::{Token, TokenCache, TokenCacheBuilder, WeakTokenCache};
+use crate::error::Error;
+use crate::store::{ConnectionStore, TokenStore};
+
+/// Default of [`ConnectionsBuilder::time_to_idle`].
+pub const DEFAULT_TIME_TO_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Default of [`ConnectionsBuilder::max_resident`].
+pub const DEFAULT_MAX_RESIDENT: u64 = 100_000;
+/// Default of [`ConnectionsBuilder::max_token_requests_in_flight`].
+pub const DEFAULT_MAX_TOKEN_REQUESTS_IN_FLIGHT: usize = 32;
+
+type Configure = dyn Fn(TokenCacheBuilder) -> TokenCacheBuilder + Send + Sync;
+
+/// Many Zoho accounts in one service: a [`TokenCache`] per [`ConnectionId`], built on first use
+/// from the connection's record in a [`ConnectionStore`] and evicted when idle.
+///
+/// Every connection is refreshed as a single cache is — one flight, its own budget, fenced saves
+/// into its own record — and they share one [`AccountsClient`] (its HTTP client and the OAuth
+/// client's id and secret). A refresh goes to the accounts server the connection's record names
+/// (its data centre's), else to the client's. Token requests in flight across all connections
+/// are capped ([`max_token_requests_in_flight`](ConnectionsBuilder::max_token_requests_in_flight)),
+/// so ten thousand connections expiring together do not open ten thousand calls at once, while
+/// requests for connections with a valid token go on being served.
+///
+/// Cheap to clone; clones share the registry.
+///
+/// ```
+/// use std::sync::Arc;
+/// use zoho_auth::{sim::Simulator, store::MemoryConnections, ConnectionId, Connections};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), zoho_auth::Error> {
+/// let zoho = Simulator::start().await.map_err(|e| zoho_auth::Error::config(e.to_string()))?;
+/// let store = Arc::new(MemoryConnections::new());
+/// let connections = Connections::builder(zoho.accounts_client()?, store.clone()).build()?;
+///
+/// let alice: ConnectionId = "alice".parse()?;
+/// // Unknown yet: nobody connected this account.
+/// assert!(connections.token(&alice).await.unwrap_err().is_not_connected());
+/// // A consent (here: a refresh token stored by hand) connects it.
+/// store.connection(&alice).update(None, |set| {
+///     set.refresh_token = Some(zoho.mint_refresh_token(&[]));
+///     Ok(())
+/// }).await?;
+/// # connections.get(&alice)?.set_refresh_token(zoho.mint_refresh_token(&[]));
+/// assert!(connections.token(&alice).await.is_ok());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connections {
+    registry: Arc<Registry>,
+}
+
+struct Registry {
+    resident: moka::sync::Cache<ConnectionId, TokenCache>,
+    /// Caches evicted while a request or a refresh still held them, reused on the next lookup: a
+    /// connection never has two caches, and so two refreshes, in one process.
+    evicted: Arc<Mutex<Evicted>>,
+    store: Arc<dyn ConnectionStore>,
+    accounts: AccountsClient,
+    configure: Arc<Configure>,
+    request_limit: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct Evicted {
+    caches: HashMap<ConnectionId, WeakTokenCache>,
+    /// The size at which dead entries are next swept out.
+    sweep_at: usize,
+}
+
+impl Evicted {
+    fn remember(&mut self, id: ConnectionId, cache: WeakTokenCache) {
+        if cache.is_dead() {
+            return;
+        }
+        self.caches.insert(id, cache);
+        if self.caches.len() >= self.sweep_at {
+            self.caches.retain(|_, cache| !cache.is_dead());
+            self.sweep_at = (self.caches.len() * 2).max(64);
+        }
+    }
+}
+
+impl Connections {
+    /// A registry of the connections in `store`, refreshing with `accounts` (whose accounts
+    /// server is used for records that name none).
+    pub fn builder(accounts: AccountsClient, store: Arc<dyn ConnectionStore>) -> ConnectionsBuilder {
+        ConnectionsBuilder {
+            accounts,
+            store,
+            configure: Arc::new(|builder| builder),
+            time_to_idle: DEFAULT_TIME_TO_IDLE,
+            max_resident: DEFAULT_MAX_RESIDENT,
+            max_in_flight: DEFAULT_MAX_TOKEN_REQUESTS_IN_FLIGHT,
+        }
+    }
+
+    /// The connection's token cache: the resident one, or one built from its record now (once,
+    /// however many callers ask at the same moment). A connection with no record gets a cache too,
+    /// whose requests fail with [`Error::is_not_connected`] until a consent stores a refresh token.
+    pub fn get(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
+        let registry = &self.registry;
+        registry
+            .resident
+            .try_get_with_by_ref(id, || registry.revive_or_build(id))
+            .map_err(|error| (*error).clone())
+    }
+
+    /// A usable token of the connection; see [`TokenCache::token`].
+    pub async fn token(&self, id: &ConnectionId) -> Result<Token, Error> {
+        self.get(id)?.token().await
+    }
+
+    /// The store of every connection's record.
+    pub fn store(&self) -> &Arc<dyn ConnectionStore> {
+        &self.registry.store
+    }
+
+    /// How many connections have a cache in memory now (an estimate: evictions are applied
+    /// lazily).
+    pub fn resident(&self) -> u64 {
+        self.registry.resident.entry_count()
+    }
+
+    /// Applies pending evictions now, as the registry otherwise does along with its lookups; for
+    /// tests and for an accurate [`resident`](Self::resident).
+    pub fn run_pending_tasks(&self) {
+        self.registry.resident.run_pending_tasks();
+    }
+}
+
+impl Registry {
+    fn revive_or_build(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
+        let revived = self
+            .evicted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .caches
+            .remove(id)
+            .and_then(|cache| cache.upgrade());
+        match revived {
+            Some(cache) => Ok(cache),
+            None => self.build(self.store.connection(id)),
+        }
+    }
+
+    fn build(&self, store: Arc<dyn TokenStore>) -> Result<TokenCache, Error> {
+        let builder = TokenCache::from_store(self.accounts.clone(), store);
+        (self.configure)(builder)
+            .request_limit(self.request_limit.clone())
+            .build()
+    }
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connections")
+            .field("accounts", &self.registry.accounts)
+            .field("store", &self.registry.store)
+            .field("resident", &self.resident())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds [`Connections`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConnectionsBuilder {
+    accounts: AccountsClient,
+    store: Arc<dyn ConnectionStore>,
+    configure: Arc<Configure>,
+    time_to_idle: Duration,
+    max_resident: u64,
+    max_in_flight: usize,
+}
+
+impl ConnectionsBuilder {
+    /// Settings for every connection's cache, applied to its builder:
+    /// `.caches(|cache| cache.refresh_ahead(Duration::from_secs(600)))`. Any
+    /// [`TokenCacheBuilder`] setting but the store, which is the connection's record.
+    pub fn caches(
+        mut self,
+        configure: impl Fn(TokenCacheBuilder) -> TokenCacheBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Arc::new(configure);
+        self
+    }
+
+    /// How long a connection's cache stays in memory unused (default 30 minutes); an evicted
+    /// connection is rebuilt from its record on its next use and adopts the token stored there.
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.time_to_idle = idle;
+        self
+    }
+
+    /// How many connections' caches stay in memory at most (default 100,000); past it the least
+    /// recently used go first.
+    pub fn max_resident(mut self, max: u64) -> Self {
+        self.max_resident = max;
+        self
+    }
+
+    /// How many token requests may be in flight at once across all connections (default 32).
+    pub fn max_token_requests_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Builds the registry, or says which setting cannot work.
+    pub fn build(self) -> Result<Connections, Error> {
+        if self.max_in_flight == 0 || self.max_resident == 0 || self.time_to_idle.is_zero() {
+            return Err(Error::config(
+                "connections: max_token_requests_in_flight, max_resident and time_to_idle must be \
+                 above zero",
+            ));
+        }
+        let evicted = Arc::new(Mutex::new(Evicted::default()));
+        let remember = evicted.clone();
+        let resident = moka::sync::Cache::builder()
+            .max_capacity(self.max_resident)
+            .time_to_idle(self.time_to_idle)
+            .eviction_listener(move |id: Arc<ConnectionId>, cache: TokenCache, cause| {
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                    remember
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remember((*id).clone(), cache.downgrade());
+                }
+            })
+            .build();
+        let registry = Registry {
+            resident,
+            evicted,
+            store: self.store,
+            accounts: self.accounts,
+            configure: self.configure,
+            request_limit: Arc::new(Semaphore::new(self.max_in_flight)),
+        };
+        // Settings that cannot work fail here, not at a connection's first request.
+        registry.build(Arc::new(crate::store::MemoryStore::new()))?;
+        Ok(Connections {
+            registry: Arc::new(registry),
+        })
+    }
+}
+
+impl fmt::Debug for ConnectionsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionsBuilder")
+            .field("accounts", &self.accounts)
+            .field("store", &self.store)
+            .field("time_to_idle", &self.time_to_idle)
+            .field("max_resident", &self.max_resident)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
