@@ -141,17 +141,20 @@ impl<'a> Target<'a> {
 /// The hosts that receive the token: the DC's own, the token's `api_domain`, and an allowlist.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HostPolicy {
+    /// The layer's data centre, from its cache's accounts server; `None` for a registry of
+    /// connections, whose tokens each name their own (see `Config::dc`).
     pub(crate) dc: Option<DataCenter>,
     pub(crate) allow: Vec<HostPattern>,
 }
 
 impl HostPolicy {
     /// Decides for a request to `uri`, and says where it goes. `api_domain` is the token's, if
-    /// Zoho sent one.
+    /// Zoho sent one, and `dc` its data centre, if known.
     pub(crate) fn route<'u>(
         &self,
         uri: &'u Uri,
         api_domain: Option<&HostPattern>,
+        dc: Option<DataCenter>,
     ) -> (Verdict, Option<Target<'u>>) {
         // The common case: a request to exactly the api_domain's host or an allowed one,
         // decided without taking the authority apart.
@@ -173,15 +176,20 @@ impl HostPolicy {
             }
         }
         let target = Target::of(uri);
-        (self.verdict(target.as_ref(), api_domain), target)
+        (self.verdict(target.as_ref(), api_domain, dc), target)
     }
 
-    fn verdict(&self, target: Option<&Target<'_>>, api_domain: Option<&HostPattern>) -> Verdict {
+    fn verdict(
+        &self,
+        target: Option<&Target<'_>>,
+        api_domain: Option<&HostPattern>,
+        dc: Option<DataCenter>,
+    ) -> Verdict {
         let Some(target) = target else {
             return Verdict::PassThrough;
         };
         let ours = api_domain.is_some_and(|p| p.matches(target))
-            || self.dc.is_some_and(|dc| dc.owns_host(target.host))
+            || dc.is_some_and(|dc| dc.owns_host(target.host))
             || self.allow.iter().any(|p| p.matches(target));
         if !ours {
             Verdict::PassThrough
@@ -196,7 +204,12 @@ impl HostPolicy {
 impl HostPolicy {
     /// Why a request to `target` does not get the token, in words that point at the fix: the
     /// near misses first (the right host spelt otherwise, on another port, in another DC).
-    pub(crate) fn why_not(&self, target: &Target<'_>, api_domain: Option<&HostPattern>) -> String {
+    pub(crate) fn why_not(
+        &self,
+        target: &Target<'_>,
+        api_domain: Option<&HostPattern>,
+        dc: Option<DataCenter>,
+    ) -> String {
         let host = target.host;
         if let Some(api) = api_domain {
             if is_loopback_host(host) && api.loopback && !host.eq_ignore_ascii_case(&api.host) {
@@ -217,7 +230,7 @@ impl HostPolicy {
                 );
             }
         }
-        if let (Some(other), Some(dc)) = (DataCenter::from_host(host), self.dc) {
+        if let (Some(other), Some(dc)) = (DataCenter::from_host(host), dc) {
             return format!(
                 "{host} serves Zoho's {} data centre, but the token is from {}: a token works \
                  only in the data centre that minted it",
@@ -229,7 +242,7 @@ impl HostPolicy {
             || "none known".to_owned(),
             |api| api.host_port.clone().unwrap_or_else(|| api.host.clone()),
         );
-        let dc = self.dc.map_or_else(
+        let dc = dc.map_or_else(
             || "the accounts server is not Zoho's".to_owned(),
             |dc| dc.location().to_owned(),
         );
@@ -301,7 +314,7 @@ mod tests {
     fn verdict(policy: &HostPolicy, url: &str, api: Option<&str>) -> Verdict {
         let api = api.map(|a| HostPattern::parse(a).unwrap());
         let uri: Uri = url.parse().unwrap();
-        policy.route(&uri, api.as_ref()).0
+        policy.route(&uri, api.as_ref(), policy.dc).0
     }
 
     #[test]
@@ -416,11 +429,11 @@ mod tests {
             "https://cdn.example.com/x",
         ] {
             let uri: Uri = url.parse().unwrap();
-            let (verdict, target) = policy.route(&uri, Some(&api));
+            let (verdict, target) = policy.route(&uri, Some(&api), policy.dc);
             let general = Target::of(&uri);
             assert_eq!(
                 verdict,
-                policy.verdict(general.as_ref(), Some(&api)),
+                policy.verdict(general.as_ref(), Some(&api), policy.dc),
                 "{url}"
             );
             let parts =

@@ -237,6 +237,7 @@ impl TokenCacheBuilder {
     /// Shares `limit` on token requests in flight with other caches: each call to Zoho's token
     /// endpoint holds one of its permits, so many connections expiring together never open more
     /// calls at once than it has.
+    #[cfg(feature = "connections")]
     pub(crate) fn request_limit(mut self, limit: Arc<Semaphore>) -> Self {
         self.request_limit = Some(limit);
         self

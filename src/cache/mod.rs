@@ -102,9 +102,11 @@ struct Shared {
 
 /// A [`TokenCache`] that does not keep it alive: the registry of connections remembers caches it
 /// evicted while something still used them.
+#[cfg(feature = "connections")]
 #[derive(Clone)]
 pub(crate) struct WeakTokenCache(std::sync::Weak<Shared>);
 
+#[cfg(feature = "connections")]
 impl WeakTokenCache {
     pub(crate) fn upgrade(&self) -> Option<TokenCache> {
         self.0.upgrade().map(|shared| TokenCache { shared })
@@ -319,6 +321,7 @@ impl TokenCache {
         );
     }
 
+    #[cfg(feature = "connections")]
     pub(crate) fn downgrade(&self) -> WeakTokenCache {
         WeakTokenCache(Arc::downgrade(&self.shared))
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::builder::Config;
 use super::refresh::Obtained;
+use crate::dc::DataCenter;
 use crate::error::Error;
 use crate::hosts::{HostPattern, Origin};
 use crate::secret::AccessToken;
@@ -51,6 +52,8 @@ pub(crate) struct CachedToken {
     api_host: Option<HostPattern>,
     /// Where relative requests go.
     api_origin: Option<Origin>,
+    /// The data centre whose hosts `api_domain` is one of, if Zoho's.
+    api_dc: Option<DataCenter>,
     pub(super) scopes: Vec<String>,
     /// Zoho called this token dead.
     pub(super) dead: AtomicBool,
@@ -120,6 +123,10 @@ impl CachedToken {
             refresh_at: usable_until.checked_sub(stale).unwrap_or(usable_until),
             api_host: api_domain.as_deref().and_then(HostPattern::parse),
             api_origin: api_domain.as_deref().and_then(Origin::parse),
+            api_dc: api_domain
+                .as_deref()
+                .and_then(Origin::parse)
+                .and_then(|origin| DataCenter::from_host(origin.host())),
             api_domain,
             scopes,
             dead: AtomicBool::new(false),
@@ -146,6 +153,10 @@ impl CachedToken {
 
     pub(crate) fn api_origin(&self) -> Option<&Origin> {
         self.api_origin.as_ref()
+    }
+
+    pub(crate) fn api_dc(&self) -> Option<DataCenter> {
+        self.api_dc
     }
 }
 

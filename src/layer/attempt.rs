@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::service::Replica;
+use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
@@ -75,6 +76,8 @@ impl Replay {
 /// What is needed to classify the response to a request that carried token `generation`.
 struct Inspector {
     config: Arc<Config>,
+    /// The connection's cache, for a layer over connections.
+    picked: Picked,
     generation: u64,
     rules: RuleMask,
 }
@@ -142,6 +145,7 @@ impl<S, B> Attempt<S, B> {
     #[inline]
     fn new(
         config: &Arc<Config>,
+        picked: Picked,
         generation: u64,
         rules: RuleMask,
         replay: Option<(Replay, Replica<S>)>,
@@ -149,6 +153,7 @@ impl<S, B> Attempt<S, B> {
         Self {
             inspector: Inspector {
                 config: config.clone(),
+                picked,
                 generation,
                 rules,
             },
@@ -183,7 +188,9 @@ where
         if !dead {
             return Ok(original);
         }
-        let cache = &inspector.config.cache;
+        let Ok(cache) = inspector.config.source.cache(&inspector.picked) else {
+            return Ok(original);
+        };
         cache.invalidate_generation(inspector.generation);
         let Some((replay, replica)) = replay else {
             return Ok(original);
@@ -211,13 +218,16 @@ where
             .call(replay.into_request(fresh.header().clone()))
             .await
             .map_err(Into::into)?;
-        let second = Inspector {
+        let (response, dead) = Inspector {
             generation: fresh.generation(),
-            ..inspector
-        };
-        let (response, dead) = second.classify(response).await;
+            config: inspector.config.clone(),
+            picked: None,
+            rules: inspector.rules,
+        }
+        .classify(response)
+        .await;
         if dead {
-            second.config.cache.replay_failed(second.generation);
+            cache.replay_failed(fresh.generation());
         }
         Ok(response)
     }
@@ -234,12 +244,13 @@ pub(super) fn attach<S, B>(
     credential: Credential,
     replica: &Replica<S>,
     config: &Arc<Config>,
+    picked: Picked,
 ) -> Attempt<S, B> {
     let replay = replay_body.map(|body| (Replay::capture(request, body), replica.clone()));
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);
-    Attempt::new(config, credential.generation, credential.rules, replay)
+    Attempt::new(config, picked, credential.generation, credential.rules, replay)
 }
 
 /// A request whose body must be read first to be replayable: buffer it, attach, send, finish.
@@ -249,6 +260,7 @@ pub(super) async fn send_buffered<S, B, R>(
     config: Arc<Config>,
     request: Request<B>,
     credential: Credential,
+    picked: Picked,
 ) -> Result<Response<ResponseBody<R>>, BoxError>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
@@ -261,7 +273,7 @@ where
     let (parts, body) = request.into_parts();
     let body = BufferedBody::read(body, config.max_replay_body).await?;
     let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
-    let attempt = attach(&mut request, Some(body), credential, &replica, &config);
+    let attempt = attach(&mut request, Some(body), credential, &replica, &config, picked);
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await
 }

@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::attempt::Attempt;
 use super::body::{RequestBody, ResponseBody};
 use super::service::{Plan, Replica};
+use super::source::Picked;
 use super::withheld::Withheld;
 use super::Config;
 use crate::cache::Token;
@@ -50,7 +51,7 @@ pin_project! {
         },
         Waiting {
             token: TokenFuture,
-            parked: Option<(Request<B>, S, Replica<S>)>,
+            parked: Option<(Request<B>, S, Replica<S>, Picked)>,
             config: Arc<Config>,
         },
         Slow {
@@ -82,12 +83,16 @@ impl<F, S, B, R> ResponseFuture<F, S, B, R> {
         inner: S,
         replica: Replica<S>,
         config: Arc<Config>,
+        picked: Picked,
     ) -> Self {
-        let cache = config.cache.clone();
+        let cache = match config.source.cache(&picked) {
+            Ok(cache) => cache.clone(),
+            Err(error) => return Self::failed(error),
+        };
         Self {
             state: State::Waiting {
                 token: Box::pin(async move { cache.token().await }),
-                parked: Some((request, inner, replica)),
+                parked: Some((request, inner, replica, picked)),
                 config,
             },
         }
@@ -153,10 +158,11 @@ where
                     config,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
-                    let (mut request, mut inner, replica) =
+                    let (mut request, mut inner, replica, picked) =
                         parked.take().expect("parked until the token came");
                     let plan = Plan::new(Some(token.cached()), true, request.uri_mut(), config);
-                    plan.start(request, &mut inner, &replica, config).state
+                    plan.start(request, &mut inner, &replica, config, picked)
+                        .state
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {

@@ -72,6 +72,7 @@ mod convert;
 mod future;
 mod relative;
 mod service;
+mod source;
 mod withheld;
 
 use std::sync::Arc;
@@ -80,6 +81,9 @@ pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
 use self::relative::Routes;
+#[cfg(feature = "connections")]
+pub use self::source::RequestHead;
+use self::source::Source;
 pub use self::service::ZohoAuth;
 use self::withheld::Reported;
 pub use self::withheld::TokenWithheld;
@@ -98,7 +102,7 @@ pub const DEFAULT_MAX_ERROR_BODY: usize = 16 * 1024;
 /// takes one reference count, not several.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) cache: TokenCache,
+    pub(crate) source: Source,
     pub(crate) hosts: HostPolicy,
     pub(crate) classifier: Classifier,
     pub(crate) max_replay_body: usize,
@@ -120,13 +124,53 @@ impl ZohoAuthLayer {
     /// token's `api_domain`.
     #[must_use]
     pub fn new(cache: TokenCache) -> Self {
+        let dc = cache.data_center();
+        Self::with_source(Source::One(cache), dc)
+    }
+
+    /// A layer over many Zoho accounts: each request uses the token of the connection a
+    /// [`ConnectionId`](crate::ConnectionId) in its extensions names (or
+    /// [`select_connection`](Self::select_connection) finds), and a request that names none fails
+    /// with [`Error::is_not_connected`] before anything is sent. Each connection's token goes only
+    /// to its own `api_domain`, its own data centre's Zoho hosts and the allowed hosts, and its
+    /// relative URLs resolve against its own `api_domain`.
+    #[cfg(feature = "connections")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "connections")))]
+    #[must_use]
+    pub fn connections(connections: crate::Connections) -> Self {
+        Self::with_source(
+            Source::Many(source::Many {
+                connections,
+                select: None,
+            }),
+            None,
+        )
+    }
+
+    /// For a layer over connections, how to find a request's connection when its extensions hold
+    /// no [`ConnectionId`](crate::ConnectionId): from its headers, its URI, an extension of your
+    /// own. An extension set on the request still wins.
+    #[cfg(feature = "connections")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "connections")))]
+    #[must_use]
+    pub fn select_connection(
+        mut self,
+        select: impl Fn(&RequestHead<'_>) -> Option<crate::ConnectionId> + Send + Sync + 'static,
+    ) -> Self {
+        if let Source::Many(many) = &mut Arc::make_mut(&mut self.config).source {
+            many.select = Some(Arc::new(select));
+        }
+        self
+    }
+
+    fn with_source(source: Source, dc: Option<crate::dc::DataCenter>) -> Self {
         let hosts = HostPolicy {
-            dc: cache.data_center(),
+            dc,
             allow: Vec::new(),
         };
         Self {
             config: Arc::new(Config {
-                cache,
+                source,
                 hosts,
                 classifier: Classifier::zoho(),
                 max_replay_body: DEFAULT_MAX_REPLAY_BODY,
@@ -196,9 +240,9 @@ impl ZohoAuthLayer {
         self
     }
 
-    /// The token cache this layer uses.
-    pub fn cache(&self) -> &TokenCache {
-        &self.config.cache
+    /// The token cache this layer uses; `None` for a layer over connections.
+    pub fn cache(&self) -> Option<&TokenCache> {
+        self.config.source.single()
     }
 }
 

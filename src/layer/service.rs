@@ -10,6 +10,7 @@ use super::attempt::{self, Credential};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::relative;
+use super::source::Picked;
 use super::withheld::Withheld;
 use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
@@ -71,25 +72,28 @@ impl Plan {
         uri: &mut Uri,
         config: &Config,
     ) -> Self {
+        let dc = config.source.dc(config.hosts.dc, token);
         if relative::is_relative(uri) {
             let Some(token) = token.filter(|_| usable) else {
                 return Plan::Wait;
             };
             match config
                 .routes
-                .resolve(uri, token.api_origin(), config.hosts.dc)
+                .resolve(uri, token.api_origin(), dc)
             {
                 Ok(absolute) => *uri = absolute,
                 Err(error) => return Plan::Fail(error),
             }
         }
-        let (verdict, target) = config.hosts.route(uri, token.and_then(|t| t.api_host()));
+        let (verdict, target) = config
+            .hosts
+            .route(uri, token.and_then(|t| t.api_host()), dc);
         match (token, verdict, usable) {
             (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(uri)),
             (Some(_), Verdict::PassThrough, _) => Plan::Pass,
             // With the data centre known, the api_domain still to come is one of its hosts: a
             // request elsewhere never gets the token, so it does not wait for one.
-            (None, Verdict::PassThrough, _) if config.hosts.dc.is_some() => Plan::Pass,
+            (None, Verdict::PassThrough, _) if dc.is_some() => Plan::Pass,
             (Some(token), Verdict::Attach, true) => {
                 Plan::Attach(Credential::new(token, target.as_ref(), config))
             }
@@ -107,6 +111,7 @@ impl Plan {
         inner: &mut S,
         replica: &Replica<S>,
         config: &Arc<Config>,
+        picked: Picked,
     ) -> ResponseFuture<S::Future, S, B, R>
     where
         S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
@@ -120,7 +125,7 @@ impl Plan {
     {
         match self {
             Plan::Pass => {
-                let withheld = Withheld::new(request.uri(), config);
+                let withheld = Withheld::new(request.uri(), config, picked);
                 ResponseFuture::passed(inner.call(request.map(RequestBody::stream)), withheld)
             }
             Plan::Fail(error) => ResponseFuture::failed(error),
@@ -132,6 +137,7 @@ impl Plan {
                         config.clone(),
                         request,
                         credential,
+                        picked,
                     );
                     ResponseFuture::slow(Box::pin(send))
                 }
@@ -139,14 +145,24 @@ impl Plan {
                     // Sent now, through the service `poll_ready` readied.
                     let replay_body = (replayable == Replayable::Empty).then(BufferedBody::default);
                     let mut request = request.map(RequestBody::stream);
-                    let attempt =
-                        attempt::attach(&mut request, replay_body, credential, replica, config);
+                    let attempt = attempt::attach(
+                        &mut request,
+                        replay_body,
+                        credential,
+                        replica,
+                        config,
+                        picked,
+                    );
                     ResponseFuture::direct(inner.call(request), Some(attempt))
                 }
             },
-            Plan::Wait => {
-                ResponseFuture::waiting(request, take_ready(inner), replica.clone(), config.clone())
-            }
+            Plan::Wait => ResponseFuture::waiting(
+                request,
+                take_ready(inner),
+                replica.clone(),
+                config.clone(),
+                picked,
+            ),
         }
     }
 }
@@ -202,9 +218,9 @@ impl<S> ZohoAuth<S> {
         self.inner
     }
 
-    /// The shared token cache.
-    pub fn cache(&self) -> &TokenCache {
-        &self.config.cache
+    /// The shared token cache; `None` for a layer over connections.
+    pub fn cache(&self) -> Option<&TokenCache> {
+        self.config.source.single()
     }
 }
 
@@ -232,11 +248,18 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let plan = config
-            .cache
-            .lookup(|token, usable| Plan::new(token, usable, request.uri_mut(), config));
+        let picked = match config.source.pick(&request) {
+            Ok(picked) => picked,
+            Err(error) => return ResponseFuture::failed(error),
+        };
+        let plan = match config.source.cache(&picked) {
+            Ok(cache) => {
+                cache.lookup(|token, usable| Plan::new(token, usable, request.uri_mut(), config))
+            }
+            Err(error) => Plan::Fail(error),
+        };
         let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
-        plan.start(request, &mut self.inner, replica, config)
+        plan.start(request, &mut self.inner, replica, config, picked)
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{Response, StatusCode, Uri};
 
+use super::source::Picked;
 use super::Config;
+use crate::cache::CachedToken;
 use crate::hosts::Target;
 
 /// How many hosts each "once per host" set remembers; past it the set starts over, so a service
@@ -80,24 +82,26 @@ fn first_time(set: &Mutex<HashSet<String>>, host: &str) -> bool {
 pub(crate) struct Withheld {
     uri: Uri,
     config: Arc<Config>,
+    picked: Picked,
 }
 
 impl Withheld {
     /// Notes a request to `uri` that goes without the token; `None` when it names no host.
-    pub(super) fn new(uri: &Uri, config: &Arc<Config>) -> Option<Self> {
+    pub(super) fn new(uri: &Uri, config: &Arc<Config>, picked: Picked) -> Option<Self> {
         let target = Target::of(uri)?;
         if tracing::enabled!(tracing::Level::DEBUG)
             && first_time(&config.reported.debugged, target.host())
         {
             tracing::debug!(
                 host = target.host(),
-                reason = %reason(&target, config),
+                reason = %reason(&target, config, &picked),
                 "sending a request without the Zoho token"
             );
         }
         Some(Self {
             uri: uri.clone(),
             config: config.clone(),
+            picked,
         })
     }
 
@@ -111,7 +115,7 @@ impl Withheld {
         };
         let withheld = TokenWithheld {
             host: target.host().to_owned(),
-            reason: reason(&target, &self.config),
+            reason: reason(&target, &self.config, &self.picked),
         };
         if first_time(&self.config.reported.warned, target.host()) {
             tracing::warn!(
@@ -124,10 +128,15 @@ impl Withheld {
     }
 }
 
-fn reason(target: &Target<'_>, config: &Config) -> String {
-    config.cache.peek(|token| {
+fn reason(target: &Target<'_>, config: &Config, picked: &Picked) -> String {
+    let peek = |token: Option<&CachedToken>| {
+        let dc = config.source.dc(config.hosts.dc, token);
         config
             .hosts
-            .why_not(target, token.and_then(|t| t.api_host()))
-    })
+            .why_not(target, token.and_then(|t| t.api_host()), dc)
+    };
+    match config.source.cache(picked) {
+        Ok(cache) => cache.peek(peek),
+        Err(_) => peek(None),
+    }
 }
