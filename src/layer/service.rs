@@ -10,7 +10,7 @@ use super::attempt::{self, Credential};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::relative;
-use super::source::Picked;
+use super::source::{Picked, Source};
 use super::withheld::Withheld;
 use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
@@ -248,15 +248,16 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let picked = match config.source.pick(&request) {
-            Ok(picked) => picked,
-            Err(error) => return ResponseFuture::failed(error),
+        let plan = |cache: &TokenCache, uri: &mut Uri| {
+            cache.lookup(|token, usable| Plan::new(token, usable, uri, config))
         };
-        let plan = match config.source.cache(&picked) {
-            Ok(cache) => {
-                cache.lookup(|token, usable| Plan::new(token, usable, request.uri_mut(), config))
-            }
-            Err(error) => Plan::Fail(error),
+        let (plan, picked) = match &config.source {
+            Source::One(cache) => (plan(cache, request.uri_mut()), None),
+            #[cfg(feature = "connections")]
+            Source::Many(many) => match many.pick(&request) {
+                Ok(cache) => (plan(&cache, request.uri_mut()), Some(cache)),
+                Err(error) => return ResponseFuture::failed(error),
+            },
         };
         let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
         plan.start(request, &mut self.inner, replica, config, picked)

@@ -4,9 +4,8 @@
 #[cfg(feature = "connections")]
 use std::sync::Arc;
 
-use http::Request;
 #[cfg(feature = "connections")]
-use http::{Extensions, HeaderMap, Method, Uri};
+use http::{Extensions, HeaderMap, Method, Request, Uri};
 
 use crate::cache::{CachedToken, TokenCache};
 #[cfg(feature = "connections")]
@@ -67,20 +66,8 @@ impl std::fmt::Debug for Many {
 pub(crate) type Picked = Option<TokenCache>;
 
 impl Source {
-    /// The cache for `request`. A layer over connections needs a [`ConnectionId`] in the request's
-    /// extensions, or one its selector finds; without one the request fails before anything is
-    /// sent.
-    #[inline]
-    #[cfg_attr(not(feature = "connections"), allow(unused_variables))]
-    pub(crate) fn pick<B>(&self, request: &Request<B>) -> Result<Picked, Error> {
-        match self {
-            Source::One(_) => Ok(None),
-            #[cfg(feature = "connections")]
-            Source::Many(many) => many.pick(request).map(Some),
-        }
-    }
-
     /// The cache a request picked.
+    #[inline]
     pub(crate) fn cache<'a>(&'a self, picked: &'a Picked) -> Result<&'a TokenCache, Error> {
         match (self, picked) {
             (_, Some(cache)) => Ok(cache),
@@ -93,6 +80,7 @@ impl Source {
     /// The data centre whose hosts get `token`: the layer's, from its accounts server, or else —
     /// behind a proxy, or for connections, each in its own — the one the token's `api_domain`
     /// names.
+    #[inline]
     pub(crate) fn dc(
         &self,
         layer_dc: Option<DataCenter>,
@@ -113,7 +101,9 @@ impl Source {
 
 #[cfg(feature = "connections")]
 impl Many {
-    fn pick<B>(&self, request: &Request<B>) -> Result<TokenCache, Error> {
+    /// The cache for `request`: of the connection a [`ConnectionId`] in its extensions names, or
+    /// the selector finds. Without one the request fails before anything is sent.
+    pub(crate) fn pick<B>(&self, request: &Request<B>) -> Result<TokenCache, Error> {
         let id = match request.extensions().get::<ConnectionId>() {
             Some(id) => id.clone(),
             None => {
