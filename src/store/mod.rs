@@ -39,6 +39,7 @@
 //! [`TokenSet::from_json`]), for stores kept in an application's own database.
 
 mod codec;
+mod connections;
 mod file;
 mod memory;
 #[cfg(feature = "redis")]
@@ -50,6 +51,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "redis")]
+pub use self::connections::RedisConnections;
+pub use self::connections::{
+    open_connections, ConnectionStore, FileConnections, MemoryConnections,
+};
 pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -359,24 +365,43 @@ impl dyn TokenStore {
 /// assert!(zoho_auth::store::open("ftp://nope").is_err());
 /// ```
 pub fn open(spec: &str) -> Result<Arc<dyn TokenStore>, Error> {
-    let spec = spec.trim();
-    if spec.is_empty() || spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
-    }
-    if let Some(path) = spec.strip_prefix("file:") {
-        return Ok(Arc::new(FileStore::new(path)));
-    }
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+    Ok(match Spec::parse(spec)? {
+        Spec::Memory => Arc::new(MemoryStore::new()),
+        Spec::File(path) => Arc::new(FileStore::new(path)),
         #[cfg(feature = "redis")]
-        return Ok(Arc::new(RedisStore::open(spec)?));
-        #[cfg(not(feature = "redis"))]
-        return Err(Error::config(
-            "a redis:// token store needs zoho-auth's `redis` feature",
-        ));
+        Spec::Redis(url) => Arc::new(RedisStore::open(url)?),
+    })
+}
+
+/// A store spec, as [`open`] and [`open_connections`] read it.
+enum Spec<'a> {
+    Memory,
+    File(&'a str),
+    #[cfg(feature = "redis")]
+    Redis(&'a str),
+}
+
+impl<'a> Spec<'a> {
+    fn parse(spec: &'a str) -> Result<Self, Error> {
+        let spec = spec.trim();
+        if spec.is_empty() || spec == "memory" {
+            return Ok(Spec::Memory);
+        }
+        if let Some(path) = spec.strip_prefix("file:") {
+            return Ok(Spec::File(path));
+        }
+        if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+            #[cfg(feature = "redis")]
+            return Ok(Spec::Redis(spec));
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::config(
+                "a redis:// token store needs zoho-auth's `redis` feature",
+            ));
+        }
+        Err(Error::config(format!(
+            "unknown token store {spec:?}: expected `memory`, `file:PATH` or a redis:// URL"
+        )))
     }
-    Err(Error::config(format!(
-        "unknown token store {spec:?}: expected `memory`, `file:PATH` or a redis:// URL"
-    )))
 }
 
 impl Error {
