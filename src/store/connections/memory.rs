@@ -114,3 +114,55 @@ impl ConnectionStore for MemoryConnections {
         Box::pin(async move { Ok(removed) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::secret::RefreshToken;
+
+    fn id(n: usize) -> ConnectionId {
+        ConnectionId::new(format!("random-{n}")).unwrap()
+    }
+
+    /// A million lookups of ids never saved leave a bounded map; what is held, saved or locked
+    /// keeps its store through every sweep.
+    #[tokio::test]
+    async fn lookups_of_unknown_ids_do_not_accumulate() {
+        let store = MemoryConnections::new();
+        let held = store.connection(&id(0));
+        let saved = ConnectionId::new("saved").unwrap();
+        store
+            .connection(&saved)
+            .update(None, |set| {
+                set.refresh_token = Some(RefreshToken::new("1000.r"));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let locked = ConnectionId::new("locked").unwrap();
+        // The lock outlives the handle it came from.
+        let lock = store
+            .connection(&locked)
+            .try_lock(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+
+        for n in 1..1_000_000 {
+            drop(store.connection(&id(n)));
+            assert!(store.stores().map.len() <= 2 * FIRST_SWEEP);
+        }
+        assert!(Arc::ptr_eq(&held, &store.connection(&id(0))));
+        assert!(store.connection(&saved).load().await.unwrap().is_some());
+        assert!(store
+            .connection(&locked)
+            .try_lock(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none());
+        lock.release().await.unwrap();
+        assert_eq!(store.list(None, 10).await.unwrap(), [saved]);
+    }
+}
