@@ -35,6 +35,10 @@
 //!
 //! [`open`] reads the `ZOHO_TOKEN_STORE` syntax the quickstart and the command line use.
 //!
+//! An application with many connected accounts keeps their records in a [`ConnectionStore`]
+//! ([`open_connections`] reads the same syntax): one `TokenStore` per
+//! [`ConnectionId`](crate::ConnectionId), listed page by page; its docs show each store's layout.
+//!
 //! The JSON form the file and Redis stores write is public ([`TokenSet::to_json`],
 //! [`TokenSet::from_json`]), for stores kept in an application's own database.
 

@@ -59,10 +59,10 @@ return 0"#,
 /// The fenced save. KEYS: the refresh key, the access key, the lock key, and for a connection of a
 /// [`RedisConnections`](super::RedisConnections) its index. ARGV: the revision the set was read at,
 /// the lock's owner value (empty: saved without the lock), the durable JSON, the access JSON
-/// (empty: none) and its TTL in milliseconds, and the connection's member in the index. Returns 1 when stored, 0 on a revision
-/// conflict, -1 when the lock is not held by that owner, -2 when the refresh key holds something
-/// that is not a token set. One script, so no other client's write can come between the checks
-/// and the writes.
+/// (empty: none) and its TTL in milliseconds, and the connection's member in the index. Returns 1
+/// when stored, 0 on a revision conflict, -1 when the lock is not held by that owner, -2 when the
+/// refresh key holds something that is not a token set. One script, so no other client's write
+/// can come between the checks and the writes (nor between a record and its index entry).
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"local raw = redis.call("GET", KEYS[1])
