@@ -115,12 +115,68 @@ impl FileStore {
             .map_err(|e| self.error("cannot open its lock file", e))
     }
 
+    /// Locks `<file><suffix>`, waiting for it when `wait`, else `None` when another holder has
+    /// it. A lock taken on a lock file that [`remove`](Self::remove) deleted meanwhile excludes no
+    /// one (a new holder locks the new file at that path), so it is dropped and taken again.
+    fn lock(&self, suffix: &str, wait: bool) -> Result<Option<File>, Error> {
+        loop {
+            let file = self.lock_file(suffix)?;
+            if wait {
+                file.lock()
+            } else {
+                match file.try_lock() {
+                    Ok(()) => Ok(()),
+                    Err(TryLockError::WouldBlock) => return Ok(None),
+                    Err(TryLockError::Error(e)) => Err(e),
+                }
+            }
+            .map_err(|e| self.error("cannot lock it", e))?;
+            if still_linked(&file, &self.sibling(suffix))
+                .map_err(|e| self.error("cannot check its lock file", e))?
+            {
+                return Ok(Some(file));
+            }
+        }
+    }
+
+    /// Deletes the token file under the save lock, so that a save in progress lands first and is
+    /// deleted with it, and a save made from a set read before is refused as a conflict (the file
+    /// no longer holds its revision). Then, if the refresh lock is free, deletes the two lock files
+    /// (holding both); a refresh lock held by a refresh stays, and that refresh's save is refused.
+    /// `true` if there was a token file.
+    pub(super) fn remove(&self) -> Result<bool, Error> {
+        // A missing file needs no lock: a save landing after this check comes after the removal.
+        // (And nothing is created for an id that never had a record.)
+        match fs::symlink_metadata(&*self.path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.error("cannot read it", e)),
+            Ok(_) => {}
+        }
+        let _save = self.lock(".save.lock", true)?;
+        let existed = match fs::remove_file(&*self.path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(self.error("cannot delete it", e)),
+        };
+        sync_dir(&self.dir()?);
+        // Only where `lock` can tell a deleted lock file from the one at the path.
+        #[cfg(unix)]
+        if let Some(_refresh) = self.lock(".lock", false)? {
+            for suffix in [".lock", ".save.lock"] {
+                match fs::remove_file(self.sibling(suffix)) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => {
+                        return Err(self.error("cannot delete its lock file", e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(existed)
+    }
+
     /// The fenced save: compare the revision and rename, under the save lock.
     fn save_fenced(&self, set: &TokenSet) -> Result<Saved, Error> {
-        let guard = self.lock_file(".save.lock")?;
-        guard
-            .lock()
-            .map_err(|e| self.error("cannot lock it for saving", e))?;
+        let _guard = self.lock(".save.lock", true)?;
         let current = self.read()?.map_or(0, |stored| stored.revision);
         if current != set.revision {
             return Ok(Saved::Conflict);
@@ -128,7 +184,7 @@ impl FileStore {
         let mut next = set.clone();
         next.revision += 1;
         self.write(&next)?;
-        // Closing `guard` frees the save lock.
+        // Closing `_guard` frees the save lock.
         Ok(Saved::Stored)
     }
 
@@ -147,26 +203,13 @@ impl FileStore {
             file.write_all(&json)?;
             file.sync_all()?;
             fs::rename(&temp, &*self.path)?;
-            // The rename is durable once the directory is; some filesystems cannot sync a
-            // directory, and the new tokens are in place either way.
-            if let Ok(dir) = File::open(&dir) {
-                let _ = dir.sync_all();
-            }
+            sync_dir(&dir);
             Ok::<(), std::io::Error>(())
         })();
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
         written.map_err(|e| self.error("cannot save", e))
-    }
-
-    fn try_lock_file(&self) -> Result<Option<File>, Error> {
-        let file = self.lock_file(".lock")?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(self.error("cannot lock it", e)),
-        }
     }
 }
 
@@ -209,14 +252,40 @@ impl TokenStore for FileStore {
     fn try_lock(&self, _ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>> {
         let store = self.clone();
         Box::pin(async move {
-            let file = blocking(move || store.try_lock_file()).await?;
+            let file = blocking(move || store.lock(".lock", false)).await?;
             Ok(file.map(|file| Box::new(FileLock(file)) as Box<dyn StoreLock>))
         })
     }
 }
 
+/// Makes a rename or a delete in `dir` durable. Some filesystems cannot sync a directory, and the
+/// change is made either way.
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Whether `file` is still the file at `path` (not deleted, nor replaced).
+#[cfg(unix)]
+fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(current) => Ok(held.dev() == current.dev() && held.ino() == current.ino()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lock files are deleted only on Unix (see [`FileStore::remove`]), so the file is the one.
+#[cfg(not(unix))]
+fn still_linked(_file: &File, _path: &Path) -> std::io::Result<bool> {
+    Ok(true)
+}
+
 /// Runs file I/O off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)

@@ -23,6 +23,26 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Whether a set is stored or the refresh lock is held: what makes this store differ from a
+    /// new one.
+    pub(super) fn in_use(&self) -> bool {
+        self.has_record() || self.refresh.try_lock().is_err()
+    }
+
+    pub(super) fn has_record(&self) -> bool {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Drops the stored set; `true` if there was one. A save from a set read before is then
+    /// refused as a conflict (nothing is stored, so no revision matches but 0).
+    pub(super) fn remove(&self) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
 }
 
 impl fmt::Debug for MemoryStore {

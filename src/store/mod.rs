@@ -35,10 +35,15 @@
 //!
 //! [`open`] reads the `ZOHO_TOKEN_STORE` syntax the quickstart and the command line use.
 //!
+//! An application with many connected accounts keeps their records in a [`ConnectionStore`]
+//! ([`open_connections`] reads the same syntax): one `TokenStore` per
+//! [`ConnectionId`](crate::ConnectionId), listed page by page; its docs show each store's layout.
+//!
 //! The JSON form the file and Redis stores write is public ([`TokenSet::to_json`],
 //! [`TokenSet::from_json`]), for stores kept in an application's own database.
 
 mod codec;
+mod connections;
 mod file;
 mod memory;
 #[cfg(feature = "redis")]
@@ -50,11 +55,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "redis")]
+pub use self::connections::RedisConnections;
+pub use self::connections::{
+    open_connections, ConnectionStore, FileConnections, MemoryConnections,
+};
 pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
-use crate::connections::ConnectionId;
 use crate::error::{Error, Kind};
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -245,25 +254,6 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     fn try_lock(&self, ttl: Duration) -> StoreFuture<'_, Option<Box<dyn StoreLock>>>;
 }
 
-/// Many connections' records, each its own [`TokenStore`]: its own record, refresh lock and
-/// fenced save.
-pub trait ConnectionStore: Send + Sync + fmt::Debug + 'static {
-    /// The store of one connection's record. Cheap and synchronous; a connection is listed once a
-    /// set has been saved for it.
-    fn connection(&self, id: &ConnectionId) -> Arc<dyn TokenStore>;
-
-    /// A page of the connections that have a record, in ascending order of id: at most `limit`,
-    /// all after `after` when given.
-    fn list<'a>(
-        &'a self,
-        after: Option<&'a ConnectionId>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<ConnectionId>>;
-
-    /// Deletes a connection's record; `true` if there was one.
-    fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool>;
-}
-
 /// What a fenced [`TokenStore::save`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -379,24 +369,43 @@ impl dyn TokenStore {
 /// assert!(zoho_auth::store::open("ftp://nope").is_err());
 /// ```
 pub fn open(spec: &str) -> Result<Arc<dyn TokenStore>, Error> {
-    let spec = spec.trim();
-    if spec.is_empty() || spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
-    }
-    if let Some(path) = spec.strip_prefix("file:") {
-        return Ok(Arc::new(FileStore::new(path)));
-    }
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+    Ok(match Spec::parse(spec)? {
+        Spec::Memory => Arc::new(MemoryStore::new()),
+        Spec::File(path) => Arc::new(FileStore::new(path)),
         #[cfg(feature = "redis")]
-        return Ok(Arc::new(RedisStore::open(spec)?));
-        #[cfg(not(feature = "redis"))]
-        return Err(Error::config(
-            "a redis:// token store needs zoho-auth's `redis` feature",
-        ));
+        Spec::Redis(url) => Arc::new(RedisStore::open(url)?),
+    })
+}
+
+/// A store spec, as [`open`] and [`open_connections`] read it.
+enum Spec<'a> {
+    Memory,
+    File(&'a str),
+    #[cfg(feature = "redis")]
+    Redis(&'a str),
+}
+
+impl<'a> Spec<'a> {
+    fn parse(spec: &'a str) -> Result<Self, Error> {
+        let spec = spec.trim();
+        if spec.is_empty() || spec == "memory" {
+            return Ok(Spec::Memory);
+        }
+        if let Some(path) = spec.strip_prefix("file:") {
+            return Ok(Spec::File(path));
+        }
+        if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+            #[cfg(feature = "redis")]
+            return Ok(Spec::Redis(spec));
+            #[cfg(not(feature = "redis"))]
+            return Err(Error::config(
+                "a redis:// token store needs zoho-auth's `redis` feature",
+            ));
+        }
+        Err(Error::config(format!(
+            "unknown token store {spec:?}: expected `memory`, `file:PATH` or a redis:// URL"
+        )))
     }
-    Err(Error::config(format!(
-        "unknown token store {spec:?}: expected `memory`, `file:PATH` or a redis:// URL"
-    )))
 }
 
 impl Error {

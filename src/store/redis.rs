@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -56,12 +56,13 @@ return 0"#,
     )
 });
 
-/// The fenced save. KEYS: the refresh key, the access key, the lock key. ARGV: the revision the set
-/// was read at, the lock's owner value (empty: saved without the lock), the durable JSON, the
-/// access JSON (empty: none) and its TTL in milliseconds. Returns 1 when stored, 0 on a revision
-/// conflict, -1 when the lock is not held by that owner, -2 when the refresh key holds something
-/// that is not a token set. One script, so no other client's write can come between the checks
-/// and the writes.
+/// The fenced save. KEYS: the refresh key, the access key, the lock key, and for a connection of a
+/// [`RedisConnections`](super::RedisConnections) its index. ARGV: the revision the set was read at,
+/// the lock's owner value (empty: saved without the lock), the durable JSON, the access JSON
+/// (empty: none) and its TTL in milliseconds, and the connection's member in the index. Returns 1
+/// when stored, 0 on a revision conflict, -1 when the lock is not held by that owner, -2 when the
+/// refresh key holds something that is not a token set. One script, so no other client's write
+/// can come between the checks and the writes (nor between a record and its index entry).
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"local raw = redis.call("GET", KEYS[1])
@@ -84,6 +85,9 @@ if ARGV[4] ~= "" then
     redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5])
 else
     redis.call("DEL", KEYS[2])
+end
+if KEYS[4] then
+    redis.call("ZADD", KEYS[4], 0, ARGV[6])
 end
 return 1"#,
     )
@@ -146,14 +150,20 @@ return 1"#,
 /// # Ok(()) }
 /// ```
 pub struct RedisStore {
+    shared: Arc<Shared>,
+    pub(super) prefix: String,
+    pub(super) keys: Keys,
+    lock_ttl: Duration,
+}
+
+/// What the stores opened from one URL share: one client and one connection, whatever their
+/// prefixes (the per-connection stores of a [`RedisConnections`](super::RedisConnections)).
+struct Shared {
     client: redis::Client,
     /// The connection, created on first use.
     connection: Mutex<Slot>,
     /// The URL without its password and without our own parameters, for messages.
     shown_url: String,
-    prefix: String,
-    keys: Keys,
-    lock_ttl: Duration,
 }
 
 /// The connection manager, created on first use: creating it spawns a task, which needs the Tokio
@@ -167,18 +177,21 @@ struct Slot {
 }
 
 #[derive(Debug)]
-struct Keys {
-    refresh: String,
-    access: String,
-    lock: String,
+pub(super) struct Keys {
+    pub(super) refresh: String,
+    pub(super) access: String,
+    pub(super) lock: String,
+    /// A connection store's index and this connection's member in it, which every save adds.
+    pub(super) index: Option<(String, String)>,
 }
 
 impl Keys {
-    fn new(prefix: &str) -> Self {
+    pub(super) fn new(prefix: &str) -> Self {
         Self {
             refresh: format!("{prefix}:refresh"),
             access: format!("{prefix}:access"),
             lock: format!("{prefix}:lock"),
+            index: None,
         }
     }
 }
@@ -236,9 +249,11 @@ impl RedisStore {
         let client = redis::Client::open(parsed.as_str())
             .map_err(|e| Error::config(format!("Redis URL {shown_url}: {e}")).with_source(e))?;
         Ok(Self {
-            client,
-            connection: Mutex::default(),
-            shown_url,
+            shared: Arc::new(Shared {
+                client,
+                connection: Mutex::default(),
+                shown_url,
+            }),
             keys: Keys::new(&prefix),
             prefix,
             lock_ttl,
@@ -263,9 +278,21 @@ impl RedisStore {
         self
     }
 
+    /// A store with other keys on the same client and connection, e.g. one connection's of a
+    /// [`RedisConnections`](super::RedisConnections).
+    pub(super) fn with_keys(&self, prefix: String, keys: Keys) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            prefix,
+            keys,
+            lock_ttl: self.lock_ttl,
+        }
+    }
+
     /// The current connection manager and its generation, created if there is none.
     fn manager(&self) -> Result<(u64, ConnectionManager), Error> {
         let mut slot = self
+            .shared
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -278,7 +305,7 @@ impl RedisStore {
             // No retry loop inside one operation: its backoff would hold a request for seconds.
             // Every operation that finds the connection broken starts a new attempt instead.
             .set_number_of_retries(0);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(self.shared.client.clone(), config)
             .map_err(|e| redis_error(self.describe("cannot set up the connection"), e))?;
         slot.manager = Some(manager.clone());
         Ok((slot.generation, manager))
@@ -286,7 +313,7 @@ impl RedisStore {
 
     /// Runs one operation on the current connection (see [`bounded`]), and drops the connection
     /// if the failure may have poisoned it.
-    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
+    pub(super) async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -295,6 +322,7 @@ impl RedisStore {
         bounded(&manager, op).await.map_err(|failure| {
             if failure.poisons_connection() {
                 let mut slot = self
+                    .shared
                     .connection
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
@@ -309,10 +337,10 @@ impl RedisStore {
     }
 
     /// What a message says about this store: no password, no token.
-    fn describe(&self, what: &str) -> String {
+    pub(super) fn describe(&self, what: &str) -> String {
         format!(
             "Redis token store {} (prefix {:?}): {what}",
-            self.shown_url, self.prefix
+            self.shared.shown_url, self.prefix
         )
     }
 
@@ -383,16 +411,18 @@ impl RedisStore {
             .run("cannot save", |mut con| {
                 let (durable, access, keys) = (&durable, &access, &self.keys);
                 async move {
-                    SAVE.key(&keys.refresh)
-                        .key(&keys.access)
+                    let mut save = SAVE.key(&keys.refresh);
+                    save.key(&keys.access)
                         .key(&keys.lock)
                         .arg(set.revision)
                         .arg(owner)
                         .arg(durable)
                         .arg(access)
-                        .arg(ttl_ms)
-                        .invoke_async(&mut con)
-                        .await
+                        .arg(ttl_ms);
+                    if let Some((index, member)) = &keys.index {
+                        save.key(index).arg(member);
+                    }
+                    save.invoke_async(&mut con).await
                 }
             })
             .await?;
@@ -453,7 +483,7 @@ impl RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.shown_url)
+            .field("url", &self.shared.shown_url)
             .field("prefix", &self.prefix)
             .field("lock_ttl", &self.lock_ttl)
             .finish()
