@@ -37,7 +37,8 @@
 //! # }
 //! ```
 //!
-//! [`Simulator`] serves, on `http://127.0.0.1:<random port>`:
+//! [`Simulator`] serves, on `http://127.0.0.1:<random port>` (and, with more than one data
+//! centre, on each further DC's own address, see below):
 //!
 //! - `/oauth/v2/token` (any method): the `refresh_token`, `authorization_code` and
 //!   `client_credentials` grants, with parameters read from the query string, an
@@ -45,34 +46,98 @@
 //!   HTTP 200 with `Server: ZGS` and `{"error":"<code>"}`, as Zoho answers. Zoho's limits apply:
 //!   a rate limit per grant (10 tokens per 10 minutes, then the localized throttling body), at most
 //!   15 live access tokens per refresh token (the 16th silently kills the oldest), one-time grant
-//!   codes that expire, and access tokens that expire.
-//! - `/oauth/v2/token/revoke`: revokes a refresh token and its access tokens.
+//!   codes that expire, and access tokens that expire. A refresh token or grant code of another
+//!   data centre gets `invalid_code`, as an unknown one does.
+//! - `/oauth/v2/token/revoke`: revokes a refresh token of this data centre and its access tokens.
 //! - `/oauth/v2/auth`: the authorization request. A bad `client_id` or a `redirect_uri` that was
 //!   not registered ([`SimulatorBuilder::redirect_uri`], [`Simulator::register_redirect_uri`],
 //!   exact match), or a bad `response_type`, `scope`, `access_type` or PKCE challenge, gets an
 //!   HTML error page (HTTP 400), never a redirect. A good one gets an HTML consent page whose
-//!   Accept (`id="accept"`) and Deny (`id="deny"`) buttons post a one-time `request_id` to
-//!   `/oauth/v2/auth/decision`, which answers `302 Found` to the redirect URI with
-//!   `state`, `code`, `location` and `accounts-server` (Accept) or `error=access_denied` and
-//!   `state` (Deny). The code is a one-time grant code as from [`Simulator::issue_grant_code`];
+//!   Accept (`id="accept"`) and Deny (`id="deny"`) buttons post a one-time `request_id`, and the
+//!   user's data centre from a list (`<select id="dc" name="dc">`, the page's own DC
+//!   preselected), to `/oauth/v2/auth/decision`, which answers `302 Found` to the redirect URI
+//!   with `state`, `code`, `location` and `accounts-server` of the chosen DC (Accept) or
+//!   `error=access_denied` and `state` (Deny). The code is a one-time grant code of the chosen DC
+//!   as from [`Simulator::issue_grant_code_in`];
 //!   with `code_challenge` its exchange needs the matching `code_verifier` (`S256` or `plain`).
 //!   [`Simulator::accept_consent`] clicks through it in-process, without a browser.
 //! - `/oauth/user/info` and the product APIs under `/crm/`, `/bigin/`, `/desk/`, `/books/`,
 //!   `/invoice/`, `/inventory/`, `/mail/`, `/projects/`, `/people/` and `/workdrive/`, each
-//!   answering a dead token, a missing token and a scope mismatch in its own dialect. A request
-//!   with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
+//!   answering a dead token (or another data centre's), a missing token and a scope mismatch in
+//!   its own dialect. A request with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
 //!   `body_sha` = [`body_sha`] of the body), so a test can check what reached the API.
 //! - `/sim/grant-code` (simulator-only, not Zoho's): a fresh one-time offline grant code as
 //!   `text/plain`, for `scope` (comma-separated; default [`DEFAULT_SCOPES`]) and without a
 //!   redirect URI, as a Self Client's "Generate Code" makes one, so that a simulator running in
 //!   another process (`cargo run --example simulator`) can hand codes to a script or the CLI:
 //!   `zoho-auth exchange --code "$(curl -s <url>/sim/grant-code)"`. The in-process equivalent
-//!   is [`Simulator::issue_grant_code`].
+//!   is [`Simulator::issue_grant_code`]. The code is of the data centre it is asked at.
 //!
 //! Tests drive the server from outside: [`Simulator::inject`] queues [`Fault`]s for the token
 //! endpoint, [`Simulator::invalidate_all_tokens`] kills every access token, and
 //! [`Simulator::counters`] tells what happened. Server-side time is [`tokio::time::Instant`], so it
 //! follows a paused tokio clock.
+//!
+//! # Many users in many data centres
+//!
+//! A Zoho account lives in one data centre, and each DC has its own accounts server and API
+//! hosts: a refresh token works only at its DC's token endpoint, and an access token only at its
+//! DC's APIs (another DC answers `INVALID_TOKEN`, zoho-wire.md §7). With
+//! [`SimulatorBuilder::data_centers`]`(n)` the simulator has `n` of them, so that a test can see a
+//! token sent to the wrong user's host. Data centre 0 is the one on `127.0.0.1`, callback
+//! `location` `us` ([`SimulatorBuilder::location`]); DC `k` ≥ 1 listens on `127.0.0.<k+1>` on a
+//! random port (all of `127.0.0.0/8` is loopback on Linux; macOS needs aliases for it), callback
+//! `location` `sim<k>`, which no real DC uses, so that a client cannot mistake it for real Zoho.
+//! Each DC's URL ([`Simulator::data_center_url`]) is both its accounts server and the
+//! `api_domain` of its tokens. Consent starts at DC 0, as multi-DC consent starts at
+//! `accounts.zoho.com`, and the user picks their DC on the page ([`Simulator::accept_consent_in`]
+//! in-process). Limits are per refresh token, whatever its DC; [`Simulator::inject`]'s faults go
+//! to whichever DC's token endpoint is called next. [`Simulator::counters_in`] tells what one DC
+//! saw, and [`Simulator::counters_for`] what one user did, including requests that went to the
+//! wrong DC; both cost O(1) per request, however many users there are.
+//!
+//! ```
+//! use zoho_auth::sim::Simulator;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Simulator::builder().data_centers(2).start().await?;
+//! let http = reqwest::Client::new();
+//! for dc in 0..2 {
+//!     let refresh = sim.mint_refresh_token_in(dc, &[])?;
+//!     let home = sim.data_center_url(dc)?;
+//!     let answer = http
+//!         .post(format!("{home}/oauth/v2/token"))
+//!         .form(&[
+//!             ("grant_type", "refresh_token"),
+//!             ("client_id", sim.client_id().as_str()),
+//!             ("client_secret", sim.client_secret().expose()),
+//!             ("refresh_token", refresh.expose()),
+//!         ])
+//!         .send()
+//!         .await?
+//!         .text()
+//!         .await?;
+//!     let answer: serde_json::Value = serde_json::from_str(&answer)?;
+//!     assert_eq!(answer["api_domain"], home.as_str());
+//!     let access = answer["access_token"].as_str().expect("a token");
+//!
+//!     // Accepted at the user's own DC only.
+//!     for api in 0..2 {
+//!         let leads = http
+//!             .get(format!("{}/crm/v8/Leads", sim.data_center_url(api)?))
+//!             .header("Authorization", format!("Zoho-oauthtoken {access}"))
+//!             .send()
+//!             .await?;
+//!         assert_eq!(leads.status() == 200, api == dc);
+//!     }
+//!     let user = sim.counters_for(&refresh).expect("minted here");
+//!     assert_eq!((user.api_ok, user.wrong_dc_api_requests), (1, 1));
+//! }
+//! assert_eq!(sim.counters_in(1)?.api_token_errors, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod accounts;
 mod admin;
