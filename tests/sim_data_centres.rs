@@ -76,6 +76,25 @@ impl Zoho {
             .expect("a token of this simulator")
     }
 
+    /// DC 0's consent page for [`Zoho::authorize_url`].
+    async fn consent_page(&self) -> Reply {
+        Reply::read(self.http.get(self.authorize_url()).send().await.unwrap()).await
+    }
+
+    /// Answers consent page `request_id` at DC 0 with `decision` and, if given, the `dc` field.
+    async fn decide(&self, request_id: &str, decision: &str, dc: Option<&str>) -> Reply {
+        let mut form = vec![("request_id", request_id), ("decision", decision)];
+        form.extend(dc.map(|dc| ("dc", dc)));
+        let response = self
+            .http
+            .post(format!("{}/oauth/v2/auth/decision", self.dc(0)))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        Reply::read(response).await
+    }
+
     fn authorize_url(&self) -> String {
         let mut url = url::Url::parse(&self.sim.authorize_url()).unwrap();
         url.query_pairs_mut()
@@ -369,8 +388,7 @@ async fn a_grant_code_exchanges_only_at_its_own_data_center() {
 #[tokio::test]
 async fn consent_lets_the_user_pick_their_data_center() {
     let zoho = start(3).await;
-    let page = Reply::read(zoho.http.get(zoho.authorize_url()).send().await.unwrap()).await;
-    let request_id = page.request_id();
+    let page = zoho.consent_page().await;
     // Every DC is on offer, the one serving the page (DC 0) preselected.
     assert!(
         page.text.contains(r#"<select id="dc" name="dc">"#),
@@ -386,19 +404,7 @@ async fn consent_lets_the_user_pick_their_data_center() {
         assert!(page.text.contains(&option), "{option}: {page:?}");
     }
 
-    let decision = Reply::read(
-        zoho.http
-            .post(format!("{}/oauth/v2/auth/decision", zoho.dc(0)))
-            .form(&[
-                ("request_id", request_id.as_str()),
-                ("decision", "accept"),
-                ("dc", "1"),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let decision = zoho.decide(&page.request_id(), "accept", Some("1")).await;
     assert_eq!(decision.status, StatusCode::FOUND, "{decision:?}");
     let params = callback_params(decision.location.as_deref().unwrap());
     assert_eq!(params["state"], "s1");
@@ -426,18 +432,9 @@ async fn consent_lets_the_user_pick_their_data_center() {
 async fn consent_without_a_choice_stays_at_the_data_center_serving_it() {
     let zoho = start(2).await;
     // As a browser test clicking `id="accept"` without touching the list, minus the `dc` field.
-    let page = Reply::read(zoho.http.get(zoho.authorize_url()).send().await.unwrap()).await;
-    let decision = zoho
-        .http
-        .post(format!("{}/oauth/v2/auth/decision", zoho.dc(0)))
-        .form(&[
-            ("request_id", page.request_id().as_str()),
-            ("decision", "accept"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let params = callback_params(Reply::read(decision).await.location.as_deref().unwrap());
+    let request_id = zoho.consent_page().await.request_id();
+    let decision = zoho.decide(&request_id, "accept", None).await;
+    let params = callback_params(decision.location.as_deref().unwrap());
     assert_eq!(params["location"], "us");
     assert_eq!(params["accounts-server"], zoho.sim.url());
     zoho.exchange_at(1, &params["code"], Some(CALLBACK))
@@ -449,24 +446,12 @@ async fn consent_without_a_choice_stays_at_the_data_center_serving_it() {
 
     // A DC that does not exist gets the error page, and spends the page.
     for dc in ["2", "one", ""] {
-        let page = Reply::read(zoho.http.get(zoho.authorize_url()).send().await.unwrap()).await;
-        let request_id = page.request_id();
+        let request_id = zoho.consent_page().await.request_id();
         for (dc, message) in [
             (dc, "Invalid data centre"),
             ("0", "Invalid or expired request"),
         ] {
-            let decision = zoho
-                .http
-                .post(format!("{}/oauth/v2/auth/decision", zoho.dc(0)))
-                .form(&[
-                    ("request_id", request_id.as_str()),
-                    ("decision", "accept"),
-                    ("dc", dc),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let decision = Reply::read(decision).await;
+            let decision = zoho.decide(&request_id, "accept", Some(dc)).await;
             assert_eq!(decision.status, StatusCode::BAD_REQUEST, "{decision:?}");
             assert!(decision.location.is_none(), "{decision:?}");
             let message = format!(r#"<p id="message">{message}</p>"#);

@@ -501,7 +501,7 @@ impl SimulatorBuilder {
         }
         let mut listeners = Vec::with_capacity(self.data_centers);
         for dc in 0..self.data_centers {
-            // Both fit: `dc` < 254.
+            // Fits a `u8`: `dc` < MAX_DATA_CENTERS = 254.
             let ip = Ipv4Addr::new(127, 0, 0, (dc + 1) as u8);
             let listener = TcpListener::bind((ip, 0)).await.map_err(|err| {
                 std::io::Error::new(

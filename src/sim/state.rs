@@ -56,9 +56,9 @@ impl Default for Config {
 pub(super) struct Registration {
     /// The client's registered redirect URIs, matched exactly as Zoho does.
     pub(super) redirect_uris: Vec<String>,
-    /// The callback's `location` (the user's data centre).
+    /// The callback's `location` when the user picks data centre 0.
     pub(super) location: String,
-    /// The callback's `accounts-server`; `None`: the simulator's own URL.
+    /// Every callback's `accounts-server`; `None`: the URL of the DC the user picked.
     pub(super) accounts_server: Option<String>,
 }
 
@@ -202,7 +202,7 @@ pub(super) enum Refusal {
     Throttled,
 }
 
-/// What API requests presenting a token get: the answer of the token's DC, or of another DC.
+/// How a product API judges a request's token.
 #[derive(Clone, Copy)]
 pub(super) enum Verdict {
     Pass,
@@ -496,9 +496,13 @@ impl State {
         owner.minted.push_back(now);
 
         owner.live.retain(|token| {
-            access
+            let alive = access
                 .get(token)
-                .is_some_and(|a| a.live_scopes(now).is_some())
+                .is_some_and(|a| a.live_scopes(now).is_some());
+            if !alive {
+                kill(access, token);
+            }
+            alive
         });
         while owner.live.len() >= max_live_tokens {
             // Zoho gives no notice: the evicted token just stops working.
