@@ -38,24 +38,25 @@ type Configure = dyn Fn(TokenCacheBuilder) -> TokenCacheBuilder + Send + Sync;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use zoho_auth::{sim::Simulator, store::MemoryConnections, ConnectionId, Connections};
+/// use zoho_auth::{sim::Simulator, store::{ConnectionStore, MemoryConnections}, ConnectionId, Connections};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), zoho_auth::Error> {
-/// let zoho = Simulator::start().await.map_err(|e| zoho_auth::Error::config(e.to_string()))?;
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let zoho = Simulator::start().await?;
 /// let store = Arc::new(MemoryConnections::new());
 /// let connections = Connections::builder(zoho.accounts_client()?, store.clone()).build()?;
 ///
+/// // What a consent does for a user of your application: store their refresh token.
 /// let alice: ConnectionId = "alice".parse()?;
-/// // Unknown yet: nobody connected this account.
-/// assert!(connections.token(&alice).await.unwrap_err().is_not_connected());
-/// // A consent (here: a refresh token stored by hand) connects it.
 /// store.connection(&alice).update(None, |set| {
 ///     set.refresh_token = Some(zoho.mint_refresh_token(&[]));
 ///     Ok(())
 /// }).await?;
-/// # connections.get(&alice)?.set_refresh_token(zoho.mint_refresh_token(&[]));
 /// assert!(connections.token(&alice).await.is_ok());
+///
+/// // Nobody connected this one.
+/// let bob: ConnectionId = "bob".parse()?;
+/// assert!(connections.token(&bob).await.unwrap_err().is_not_connected());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

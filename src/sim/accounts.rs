@@ -28,16 +28,16 @@ const NOT_REVOKED: &str = r#"{"status":"failure","error":"invalid_token"}"#;
 /// Request parameters, from the query string and the body (body wins).
 pub(super) type Params = HashMap<String, String>;
 
-/// `/oauth/v2/token`.
-pub(super) async fn token(shared: &Shared, request: Request<Incoming>) -> Answer {
-    let (fault, config) = {
+/// `/oauth/v2/token` at data centre `dc`.
+pub(super) async fn token(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
+    let (fault, config, api_domain) = {
         let mut state = shared.lock();
-        state.counters.token_requests += 1;
+        state.counters(dc).token_requests += 1;
         let fault = state.next_fault();
         if fault.is_some() {
-            state.counters.faults += 1;
+            state.counters(dc).faults += 1;
         }
-        (fault, state.config.clone())
+        (fault, state.config.clone(), state.url(dc).to_owned())
     };
     let params = read_params(request).await?;
     delay(config.token_latency).await;
@@ -66,39 +66,43 @@ pub(super) async fn token(shared: &Shared, request: Request<Incoming>) -> Answer
                 scopes: vec!["ZohoCRM.modules.ALL".to_owned()],
                 lifetime: config.token_lifetime,
             };
-            let mut body = success_body(&unminted, &shared.url, config.legacy_expires);
+            let mut body = success_body(&unminted, &api_domain, config.legacy_expires);
             // The body is ASCII, so any length is a character boundary.
             body.truncate(body.len() / 2);
             return Ok(zgs(StatusCode::OK, body));
         }
         Some(Fault::Throttle) => {
-            shared.lock().counters.throttled += 1;
+            shared.lock().counters(dc).throttled += 1;
             return Ok(throttled(&config));
         }
         Some(Fault::Error(code)) => return Ok(error(&code)),
     };
 
     let mut state = shared.lock();
-    Ok(match grant(&mut state, &params) {
-        Ok(issued) => zgs(StatusCode::OK, success_body(&issued, &shared.url, legacy)),
+    Ok(match grant(&mut state, dc, &params) {
+        // Tokens are minted by this DC only, so its URL is their `api_domain`.
+        Ok(issued) => zgs(StatusCode::OK, success_body(&issued, &api_domain, legacy)),
         Err(Refusal::Error(code)) => error(code),
         Err(Refusal::Throttled) => {
-            state.counters.throttled += 1;
+            state.counters(dc).throttled += 1;
             throttled(&state.config)
         }
     })
 }
 
-/// `/oauth/v2/token/revoke` with `token=<refresh token>`.
-pub(super) async fn revoke(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// `/oauth/v2/token/revoke` with `token=<refresh token>` at data centre `dc`, which revokes only
+/// its own users' tokens.
+pub(super) async fn revoke(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
     let params = read_params(request).await?;
     let latency = shared.lock().config.token_latency;
     delay(latency).await;
 
     let mut state = shared.lock();
-    let revoked = params.get("token").is_some_and(|token| state.revoke(token));
+    let revoked = params
+        .get("token")
+        .is_some_and(|token| state.revoke(Some(dc), token));
     if revoked {
-        state.counters.revocations += 1;
+        state.counters(dc).revocations += 1;
     }
     Ok(zgs(
         StatusCode::OK,
@@ -112,20 +116,20 @@ enum GrantType {
     ClientCredentials,
 }
 
-/// Checks the client and runs the requested grant.
-fn grant(state: &mut State, params: &Params) -> Result<Issued, Refusal> {
+/// Checks the client and runs the requested grant at data centre `dc`.
+fn grant(state: &mut State, dc: usize, params: &Params) -> Result<Issued, Refusal> {
     let param = |name: &str| params.get(name).map(String::as_str);
     let grant_type = match param("grant_type") {
         Some("refresh_token") => {
-            state.counters.refresh_grants += 1;
+            state.count_refresh_grant(dc, param("refresh_token"));
             GrantType::RefreshToken
         }
         Some("authorization_code") => {
-            state.counters.code_grants += 1;
+            state.counters(dc).code_grants += 1;
             GrantType::AuthorizationCode
         }
         Some("client_credentials") => {
-            state.counters.client_credentials_grants += 1;
+            state.counters(dc).client_credentials_grants += 1;
             GrantType::ClientCredentials
         }
         _ => return Err(Refusal::Error("unsupported_grant_type")),
@@ -140,12 +144,13 @@ fn grant(state: &mut State, params: &Params) -> Result<Issued, Refusal> {
     match grant_type {
         // Zoho's refresh answer names no scope (zoho-wire.md §1).
         GrantType::RefreshToken => state
-            .grant_refresh(param("refresh_token").unwrap_or_default())
+            .grant_refresh(dc, param("refresh_token").unwrap_or_default())
             .map(|issued| Issued {
                 scopes: Vec::new(),
                 ..issued
             }),
         GrantType::AuthorizationCode => state.grant_code(
+            dc,
             param("code").unwrap_or_default(),
             param("redirect_uri"),
             param("code_verifier"),
@@ -164,7 +169,7 @@ fn grant(state: &mut State, params: &Params) -> Result<Issued, Refusal> {
             if scopes.is_empty() {
                 return Err(Refusal::Error("invalid_scope"));
             }
-            state.grant_org(soid, scopes)
+            state.grant_org(dc, soid, scopes)
         }
     }
 }

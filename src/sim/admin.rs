@@ -14,8 +14,9 @@ const TEXT: &str = "text/plain;charset=UTF-8";
 
 /// `/sim/grant-code[?scope=A,B]`: a fresh offline grant code for `scope` (default
 /// [`super::DEFAULT_SCOPES`]), as a Self Client's "Generate Code" gives one, so it carries no redirect
-/// URI. The body is the code and a newline, for `--code "$(curl -s ...)"`.
-pub(super) async fn grant_code(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// URI. The body is the code and a newline, for `--code "$(curl -s ...)"`. The code is of data
+/// centre `dc`, whose URL the request went to.
+pub(super) async fn grant_code(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
     let params = read_params(request).await?;
     let scopes = match params.get("scope") {
         None => Some(super::scope_list(&[])),
@@ -23,7 +24,7 @@ pub(super) async fn grant_code(shared: &Shared, request: Request<Incoming>) -> A
     };
     Ok(match scopes {
         Some(scopes) => {
-            let code = shared.lock().add_code(scopes, true, None, None);
+            let code = shared.lock().add_code(dc, scopes, true, None, None);
             respond(StatusCode::OK, TEXT, format!("{code}\n"))
         }
         None => respond(

@@ -2,6 +2,10 @@
 //! Deny buttons post to `/oauth/v2/auth/decision`, which redirects to the client's callback.
 //! Also the scripted "user" that clicks through it in-process, for tests and CLIs without a
 //! browser.
+//!
+//! Every data centre serves the flow. The page lets the user pick the DC their account lives in
+//! (default: the DC serving the page), as multi-DC Zoho sends a user who starts at
+//! `accounts.zoho.com` to their own DC; the callback names that DC and its code works there only.
 
 use bytes::Bytes;
 use html_escape::encode_quoted_attribute as escape;
@@ -22,21 +26,22 @@ pub(super) const DECISION_PATH: &str = "/oauth/v2/auth/decision";
 /// page, so 400 is the stricter choice.
 const ERROR_STATUS: StatusCode = StatusCode::BAD_REQUEST;
 
-/// `/oauth/v2/auth`: the consent page, or an error page when the request cannot be trusted with
-/// a redirect.
-pub(super) async fn authorize(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// `/oauth/v2/auth` at data centre `dc`: the consent page, or an error page when the request
+/// cannot be trusted with a redirect.
+pub(super) async fn authorize(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
     let params = read_params(request).await?;
     let latency = shared.lock().config.token_latency;
     delay(latency).await;
 
-    Ok(match open(&mut shared.lock(), &params) {
+    Ok(match open(&mut shared.lock(), dc, &params) {
         Ok((_, page)) => respond(StatusCode::OK, HTML, page),
         Err(message) => error_page(message),
     })
 }
 
-/// `/oauth/v2/auth/decision`: Accept or Deny from the consent page, answered with the callback.
-pub(super) async fn decide(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// `/oauth/v2/auth/decision` at data centre `dc`: Accept or Deny from the consent page, with the
+/// user's data centre, answered with the callback.
+pub(super) async fn decide(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
     let params = read_params(request).await?;
     let latency = shared.lock().config.token_latency;
     delay(latency).await;
@@ -44,9 +49,10 @@ pub(super) async fn decide(shared: &Shared, request: Request<Incoming>) -> Answe
     let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     let answer = answer(
         &mut shared.lock(),
-        &shared.url,
+        dc,
         param("request_id"),
         param("decision"),
+        params.get("dc").map(String::as_str),
     );
     Ok(match answer {
         Ok(location) => {
@@ -62,8 +68,9 @@ pub(super) async fn decide(shared: &Shared, request: Request<Incoming>) -> Answe
 }
 
 /// What a user does in a browser, without the browser: opens `authorize_url` (which must be
-/// this simulator's authorization endpoint) and clicks the button for `decision` (`accept` or
-/// `deny`). Returns the redirect's `Location`, or the error page's message.
+/// one of this simulator's authorization endpoints), picks data centre `chosen` (default: the
+/// page's own) and clicks the button for `decision` (`accept` or `deny`). Returns the redirect's
+/// `Location`, or the error page's message.
 ///
 /// It runs in-process rather than over loopback HTTP so that it can be a plain function: a
 /// blocking HTTP call would starve the server on a current-thread runtime. The routes above run
@@ -72,64 +79,81 @@ pub(super) fn click(
     shared: &Shared,
     authorize_url: &str,
     decision: &str,
+    chosen: Option<usize>,
 ) -> Result<String, String> {
     let url = url::Url::parse(authorize_url).map_err(|err| format!("{authorize_url}: {err}"))?;
-    // A client that built its URL for another host would never reach this simulator.
-    let endpoint = format!("{}{AUTHORIZE_PATH}", shared.url);
-    if url[..url::Position::AfterPath] != endpoint {
-        return Err(format!("{authorize_url} is not {endpoint}"));
-    }
-    let params: Params = url.query_pairs().into_owned().collect();
     let mut state = shared.lock();
-    let (request_id, _) = open(&mut state, &params)?;
-    answer(&mut state, &shared.url, &request_id, decision).map_err(str::to_owned)
+    // A client that built its URL for another host would never reach this simulator.
+    let endpoint = |dc| format!("{}{AUTHORIZE_PATH}", state.url(dc));
+    let serving = (0..state.data_center_count())
+        .find(|&dc| url[..url::Position::AfterPath] == endpoint(dc))
+        .ok_or_else(|| format!("{authorize_url} is not {}", endpoint(0)))?;
+    let params: Params = url.query_pairs().into_owned().collect();
+    let (request_id, _) = open(&mut state, serving, &params)?;
+    let chosen = chosen.map(|dc| dc.to_string());
+    answer(
+        &mut state,
+        serving,
+        &request_id,
+        decision,
+        chosen.as_deref(),
+    )
+    .map_err(str::to_owned)
 }
 
-/// Shows the consent page for an authorization request: its one-time `request_id` and the page,
-/// or the error page's message.
-fn open(state: &mut State, params: &Params) -> Result<(String, String), &'static str> {
+/// Shows data centre `dc`'s consent page for an authorization request: its one-time
+/// `request_id` and the page, or the error page's message.
+fn open(state: &mut State, dc: usize, params: &Params) -> Result<(String, String), &'static str> {
     match consent_request(state, params) {
         Ok(consent) => {
             let request_id = new_token();
-            let page = consent_page(&state.client_id, &consent, &request_id);
+            let page = consent_page(state, dc, &consent, &request_id);
             state.add_consent(request_id.clone(), consent);
-            state.counters.consents_shown += 1;
+            state.counters(dc).consents_shown += 1;
             Ok((request_id, page))
         }
         Err(message) => {
-            state.counters.auth_errors += 1;
+            state.counters(dc).auth_errors += 1;
             Err(message)
         }
     }
 }
 
-/// Answers the consent page `request_id` with `decision`: the callback URL, or the error page's
-/// message. The page is spent whatever the decision, so it cannot be answered twice.
+/// Answers the consent page `request_id` at data centre `serving` with `decision`, for a user of
+/// data centre `chosen` (the page's `dc` field; default `serving`): the callback URL, or the
+/// error page's message. The page is spent whatever the decision, so it cannot be answered twice.
 fn answer(
     state: &mut State,
-    simulator_url: &str,
+    serving: usize,
     request_id: &str,
     decision: &str,
+    chosen: Option<&str>,
 ) -> Result<String, &'static str> {
-    let result = match (state.take_consent(request_id), decision) {
-        (None, _) => Err("Invalid or expired request"),
-        (Some(consent), "accept") => {
-            state.counters.consents_accepted += 1;
-            let code = state.accept(&consent);
-            let registration = &state.registration;
-            let accounts_server = registration
+    let chosen = match chosen {
+        None => Some(serving),
+        Some(dc) => dc.parse().ok().filter(|&dc| dc < state.data_center_count()),
+    };
+    let result = match (state.take_consent(request_id), decision, chosen) {
+        (None, _, _) => Err("Invalid or expired request"),
+        (Some(_), "accept", None) => Err("Invalid data centre"),
+        (Some(consent), "accept", Some(dc)) => {
+            state.counters(serving).consents_accepted += 1;
+            let code = state.accept(&consent, dc);
+            let location = state.location(dc);
+            let accounts_server = state
+                .registration
                 .accounts_server
                 .as_deref()
-                .unwrap_or(simulator_url);
+                .unwrap_or(state.url(dc));
             let params = state_param(&consent).into_iter().chain([
                 ("code", code.as_str()),
-                ("location", registration.location.as_str()),
+                ("location", location.as_str()),
                 ("accounts-server", accounts_server),
             ]);
             Ok(callback(&consent.redirect_uri, params))
         }
-        (Some(consent), "deny") => {
-            state.counters.consents_denied += 1;
+        (Some(consent), "deny", _) => {
+            state.counters(serving).consents_denied += 1;
             // Zoho's exact denial parameters are unconfirmed; `error=access_denied` is the OAuth
             // norm (RFC 6749 §4.1.2.1).
             let params = [("error", "access_denied")]
@@ -137,10 +161,10 @@ fn answer(
                 .chain(state_param(&consent));
             Ok(callback(&consent.redirect_uri, params))
         }
-        (Some(_), _) => Err("Invalid decision"),
+        (Some(_), _, _) => Err("Invalid decision"),
     };
     if result.is_err() {
-        state.counters.auth_errors += 1;
+        state.counters(serving).auth_errors += 1;
     }
     result
 }
@@ -239,7 +263,18 @@ fn callback<'a>(
     format!("{redirect_uri}{separator}{query}")
 }
 
-fn consent_page(client_id: &str, consent: &Consent, request_id: &str) -> String {
+/// Data centre `dc`'s consent page, offering every DC with `dc` preselected.
+fn consent_page(state: &State, dc: usize, consent: &Consent, request_id: &str) -> String {
+    let data_centers: String = (0..state.data_center_count())
+        .map(|option| {
+            format!(
+                r#"<option value="{option}"{selected}>{location} ({url})</option>"#,
+                selected = if option == dc { " selected" } else { "" },
+                location = escape(&state.location(option)),
+                url = escape(state.url(option)),
+            )
+        })
+        .collect();
     let scopes: String = consent
         .scopes
         .iter()
@@ -260,12 +295,14 @@ fn consent_page(client_id: &str, consent: &Consent, request_id: &str) -> String 
 <p id="access-type">{access}</p>
 <form method="post" action="{DECISION_PATH}">
 <input type="hidden" name="request_id" value="{request_id}">
+<label for="dc">Your account's data centre:</label>
+<select id="dc" name="dc">{data_centers}</select>
 <button type="submit" id="accept" name="decision" value="accept">Accept</button>
 <button type="submit" id="deny" name="decision" value="deny">Deny</button>
 </form>
 </body></html>
 "#,
-        client_id = escape(client_id),
+        client_id = escape(&state.client_id),
         request_id = escape(request_id),
     )
 }

@@ -37,7 +37,8 @@
 //! # }
 //! ```
 //!
-//! [`Simulator`] serves, on `http://127.0.0.1:<random port>`:
+//! [`Simulator`] serves, on `http://127.0.0.1:<random port>` (and, with more than one data
+//! centre, on each further DC's own address, see below):
 //!
 //! - `/oauth/v2/token` (any method): the `refresh_token`, `authorization_code` and
 //!   `client_credentials` grants, with parameters read from the query string, an
@@ -45,34 +46,98 @@
 //!   HTTP 200 with `Server: ZGS` and `{"error":"<code>"}`, as Zoho answers. Zoho's limits apply:
 //!   a rate limit per grant (10 tokens per 10 minutes, then the localized throttling body), at most
 //!   15 live access tokens per refresh token (the 16th silently kills the oldest), one-time grant
-//!   codes that expire, and access tokens that expire.
-//! - `/oauth/v2/token/revoke`: revokes a refresh token and its access tokens.
+//!   codes that expire, and access tokens that expire. A refresh token or grant code of another
+//!   data centre gets `invalid_code`, as an unknown one does.
+//! - `/oauth/v2/token/revoke`: revokes a refresh token of this data centre and its access tokens.
 //! - `/oauth/v2/auth`: the authorization request. A bad `client_id` or a `redirect_uri` that was
 //!   not registered ([`SimulatorBuilder::redirect_uri`], [`Simulator::register_redirect_uri`],
 //!   exact match), or a bad `response_type`, `scope`, `access_type` or PKCE challenge, gets an
 //!   HTML error page (HTTP 400), never a redirect. A good one gets an HTML consent page whose
-//!   Accept (`id="accept"`) and Deny (`id="deny"`) buttons post a one-time `request_id` to
-//!   `/oauth/v2/auth/decision`, which answers `302 Found` to the redirect URI with
-//!   `state`, `code`, `location` and `accounts-server` (Accept) or `error=access_denied` and
-//!   `state` (Deny). The code is a one-time grant code as from [`Simulator::issue_grant_code`];
+//!   Accept (`id="accept"`) and Deny (`id="deny"`) buttons post a one-time `request_id`, and the
+//!   user's data centre from a list (`<select id="dc" name="dc">`, the page's own DC
+//!   preselected), to `/oauth/v2/auth/decision`, which answers `302 Found` to the redirect URI
+//!   with `state`, `code`, `location` and `accounts-server` of the chosen DC (Accept) or
+//!   `error=access_denied` and `state` (Deny). The code is a one-time grant code of the chosen DC
+//!   as from [`Simulator::issue_grant_code_in`];
 //!   with `code_challenge` its exchange needs the matching `code_verifier` (`S256` or `plain`).
 //!   [`Simulator::accept_consent`] clicks through it in-process, without a browser.
 //! - `/oauth/user/info` and the product APIs under `/crm/`, `/bigin/`, `/desk/`, `/books/`,
 //!   `/invoice/`, `/inventory/`, `/mail/`, `/projects/`, `/people/` and `/workdrive/`, each
-//!   answering a dead token, a missing token and a scope mismatch in its own dialect. A request
-//!   with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
+//!   answering a dead token (or another data centre's), a missing token and a scope mismatch in
+//!   its own dialect. A request with a working token gets a JSON echo (`product`, `method`, `path`, `body_bytes`, and
 //!   `body_sha` = [`body_sha`] of the body), so a test can check what reached the API.
 //! - `/sim/grant-code` (simulator-only, not Zoho's): a fresh one-time offline grant code as
 //!   `text/plain`, for `scope` (comma-separated; default [`DEFAULT_SCOPES`]) and without a
 //!   redirect URI, as a Self Client's "Generate Code" makes one, so that a simulator running in
 //!   another process (`cargo run --example simulator`) can hand codes to a script or the CLI:
 //!   `zoho-auth exchange --code "$(curl -s <url>/sim/grant-code)"`. The in-process equivalent
-//!   is [`Simulator::issue_grant_code`].
+//!   is [`Simulator::issue_grant_code`]. The code is of the data centre it is asked at.
 //!
 //! Tests drive the server from outside: [`Simulator::inject`] queues [`Fault`]s for the token
 //! endpoint, [`Simulator::invalidate_all_tokens`] kills every access token, and
 //! [`Simulator::counters`] tells what happened. Server-side time is [`tokio::time::Instant`], so it
 //! follows a paused tokio clock.
+//!
+//! # Many users in many data centres
+//!
+//! A Zoho account lives in one data centre, and each DC has its own accounts server and API
+//! hosts: a refresh token works only at its DC's token endpoint, and an access token only at its
+//! DC's APIs (another DC answers `INVALID_TOKEN`, zoho-wire.md §7). With
+//! [`SimulatorBuilder::data_centers`]`(n)` the simulator has `n` of them, so that a test can see a
+//! token sent to the wrong user's host. Data centre 0 is the one on `127.0.0.1`, callback
+//! `location` `us` ([`SimulatorBuilder::location`]); DC `k` ≥ 1 listens on `127.0.0.<k+1>` on a
+//! random port (all of `127.0.0.0/8` is loopback on Linux; macOS needs aliases for it), callback
+//! `location` `sim<k>`, which no real DC uses, so that a client cannot mistake it for real Zoho.
+//! Each DC's URL ([`Simulator::data_center_url`]) is both its accounts server and the
+//! `api_domain` of its tokens. Consent starts at DC 0, as multi-DC consent starts at
+//! `accounts.zoho.com`, and the user picks their DC on the page ([`Simulator::accept_consent_in`]
+//! in-process). Limits are per refresh token, whatever its DC; [`Simulator::inject`]'s faults go
+//! to whichever DC's token endpoint is called next. [`Simulator::counters_in`] tells what one DC
+//! saw, and [`Simulator::counters_for`] what one user did, including requests that went to the
+//! wrong DC; both cost O(1) per request, however many users there are.
+//!
+//! ```
+//! use zoho_auth::sim::Simulator;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Simulator::builder().data_centers(2).start().await?;
+//! let http = reqwest::Client::new();
+//! for dc in 0..2 {
+//!     let refresh = sim.mint_refresh_token_in(dc, &[])?;
+//!     let home = sim.data_center_url(dc)?;
+//!     let answer = http
+//!         .post(format!("{home}/oauth/v2/token"))
+//!         .form(&[
+//!             ("grant_type", "refresh_token"),
+//!             ("client_id", sim.client_id().as_str()),
+//!             ("client_secret", sim.client_secret().expose()),
+//!             ("refresh_token", refresh.expose()),
+//!         ])
+//!         .send()
+//!         .await?
+//!         .text()
+//!         .await?;
+//!     let answer: serde_json::Value = serde_json::from_str(&answer)?;
+//!     assert_eq!(answer["api_domain"], home.as_str());
+//!     let access = answer["access_token"].as_str().expect("a token");
+//!
+//!     // Accepted at the user's own DC only.
+//!     for api in 0..2 {
+//!         let leads = http
+//!             .get(format!("{}/crm/v8/Leads", sim.data_center_url(api)?))
+//!             .header("Authorization", format!("Zoho-oauthtoken {access}"))
+//!             .send()
+//!             .await?;
+//!         assert_eq!(leads.status() == 200, api == dc);
+//!     }
+//!     let user = sim.counters_for(&refresh).expect("minted here");
+//!     assert_eq!((user.api_ok, user.wrong_dc_api_requests), (1, 1));
+//! }
+//! assert_eq!(sim.counters_in(1)?.api_token_errors, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod accounts;
 mod admin;
@@ -204,6 +269,98 @@ pub struct Counters {
     pub auth_errors: u64,
 }
 
+impl Counters {
+    /// The field-wise sum. Destructured, so that a new counter cannot be left out.
+    fn plus(self, other: Counters) -> Counters {
+        let Counters {
+            token_requests,
+            tokens_issued,
+            refresh_grants,
+            code_grants,
+            client_credentials_grants,
+            throttled,
+            faults,
+            revocations,
+            api_requests,
+            api_ok,
+            api_token_errors,
+            api_no_token,
+            api_scope_errors,
+            consents_shown,
+            consents_accepted,
+            consents_denied,
+            auth_errors,
+        } = other;
+        Counters {
+            token_requests: self.token_requests + token_requests,
+            tokens_issued: self.tokens_issued + tokens_issued,
+            refresh_grants: self.refresh_grants + refresh_grants,
+            code_grants: self.code_grants + code_grants,
+            client_credentials_grants: self.client_credentials_grants + client_credentials_grants,
+            throttled: self.throttled + throttled,
+            faults: self.faults + faults,
+            revocations: self.revocations + revocations,
+            api_requests: self.api_requests + api_requests,
+            api_ok: self.api_ok + api_ok,
+            api_token_errors: self.api_token_errors + api_token_errors,
+            api_no_token: self.api_no_token + api_no_token,
+            api_scope_errors: self.api_scope_errors + api_scope_errors,
+            consents_shown: self.consents_shown + consents_shown,
+            consents_accepted: self.consents_accepted + consents_accepted,
+            consents_denied: self.consents_denied + consents_denied,
+            auth_errors: self.auth_errors + auth_errors,
+        }
+    }
+}
+
+/// What the simulator has seen of one user (one refresh token), as a snapshot from
+/// [`Simulator::counters_for`]. Non-exhaustive: the simulator may count more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserCounters {
+    /// Token requests with `grant_type=refresh_token` naming this refresh token, at any data
+    /// centre and whatever their outcome (faults excepted).
+    pub refresh_grants: u64,
+    /// Those of [`UserCounters::refresh_grants`] made at another data centre than the user's,
+    /// which answers `invalid_code`.
+    pub wrong_dc_refresh_grants: u64,
+    /// Access tokens minted for this user, including the one its code exchange gave.
+    pub tokens_issued: u64,
+    /// API requests presenting one of this user's access tokens, live or dead, at any data
+    /// centre, whatever the answer.
+    pub api_requests: u64,
+    /// Those of [`UserCounters::api_requests`] that got the working-token answer.
+    pub api_ok: u64,
+    /// Those of [`UserCounters::api_requests`] sent to another data centre's host than the
+    /// user's, which answers as for a dead token (CRM: `INVALID_TOKEN`).
+    pub wrong_dc_api_requests: u64,
+}
+
+/// A data centre index that the [`Simulator`] does not have: it has
+/// [`Simulator::data_center_count`] of them, numbered from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownDataCenter {
+    /// The index asked for.
+    pub index: usize,
+    /// How many data centres the simulator has.
+    pub count: usize,
+}
+
+impl fmt::Display for UnknownDataCenter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the simulator has no data centre {} (it has {}, numbered from 0)",
+            self.index, self.count
+        )
+    }
+}
+
+impl std::error::Error for UnknownDataCenter {}
+
+/// The most data centres a simulator can have: DC `k` listens on `127.0.0.<k+1>`.
+pub const MAX_DATA_CENTERS: usize = 254;
+
 /// Configures a [`Simulator`]; every setting defaults to Zoho's documented behaviour.
 #[must_use = "a builder does nothing until started"]
 pub struct SimulatorBuilder {
@@ -211,6 +368,7 @@ pub struct SimulatorBuilder {
     registration: Registration,
     client_id: String,
     client_secret: String,
+    data_centers: usize,
 }
 
 impl fmt::Debug for SimulatorBuilder {
@@ -219,6 +377,7 @@ impl fmt::Debug for SimulatorBuilder {
             .field("config", &self.config)
             .field("registration", &self.registration)
             .field("client_id", &self.client_id)
+            .field("data_centers", &self.data_centers)
             .finish_non_exhaustive()
     }
 }
@@ -298,64 +457,110 @@ impl SimulatorBuilder {
         self
     }
 
-    /// The `location` the consent callback names, i.e. the user's data centre (default `us`).
+    /// The `location` the consent callback names when the user picks data centre 0 (default
+    /// `us`). The other data centres' are `sim1`, `sim2`, ...
     pub fn location(mut self, location: impl Into<String>) -> Self {
         self.registration.location = location.into();
         self
     }
 
-    /// The `accounts-server` the consent callback names (default: the simulator's own URL), e.g.
-    /// a forged one, to test that a client refuses to send its secret there.
+    /// The `accounts-server` every consent callback names (default: the URL of the data centre
+    /// the user picked), e.g. a forged one, to test that a client refuses to send its secret
+    /// there.
     pub fn accounts_server(mut self, url: impl Into<String>) -> Self {
         self.registration.accounts_server = Some(url.into());
         self
     }
 
-    /// Binds `127.0.0.1` on a random port and starts serving on the current tokio runtime.
+    /// How many data centres to simulate (default 1), each with its own users, accounts server
+    /// and API host; see "Many users in many data centres" in the [module docs](self). At most
+    /// [`MAX_DATA_CENTERS`].
+    pub fn data_centers(mut self, count: usize) -> Self {
+        self.data_centers = count;
+        self
+    }
+
+    /// Binds `127.0.0.1` on a random port, and `127.0.0.<k+1>` on another for each further data
+    /// centre `k`, and starts serving on the current tokio runtime.
     ///
     /// # Errors
     ///
-    /// When the port cannot be bound (e.g. no loopback interface, no file descriptors left).
+    /// `InvalidInput` when [`SimulatorBuilder::data_centers`] is 0 or above
+    /// [`MAX_DATA_CENTERS`]; otherwise when an address cannot be bound (e.g. no loopback
+    /// interface, `127.0.0.2` not loopback as on macOS by default, no file descriptors left),
+    /// with the address in the message.
     pub async fn start(self) -> std::io::Result<Simulator> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
+        if !(1..=MAX_DATA_CENTERS).contains(&self.data_centers) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a simulator has 1 to {MAX_DATA_CENTERS} data centres, not {}",
+                    self.data_centers
+                ),
+            ));
+        }
+        let mut listeners = Vec::with_capacity(self.data_centers);
+        for dc in 0..self.data_centers {
+            // Fits a `u8`: `dc` < MAX_DATA_CENTERS = 254.
+            let ip = Ipv4Addr::new(127, 0, 0, (dc + 1) as u8);
+            let listener = TcpListener::bind((ip, 0)).await.map_err(|err| {
+                std::io::Error::new(
+                    err.kind(),
+                    format!("simulated data centre {dc}: cannot bind {ip}: {err}"),
+                )
+            })?;
+            listeners.push(listener);
+        }
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
-            url: format!("http://{addr}"),
             state: Mutex::new(State::new(
                 self.config,
                 self.registration,
                 self.client_id,
                 self.client_secret,
+                addrs.iter().copied().map(url_of).collect(),
             )),
         });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        let servers = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(dc, listener)| tokio::spawn(serve(listener, Arc::clone(&shared), dc)))
+            .collect();
         Ok(Simulator {
             shared,
-            addr,
-            server,
+            addrs,
+            servers,
         })
     }
 }
 
-/// A running Zoho simulator. Dropping it stops the server and closes its connections.
+/// A running Zoho simulator. Dropping it stops the servers and closes their connections.
 pub struct Simulator {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    server: JoinHandle<()>,
+    /// Each data centre's listening address, by index.
+    addrs: Vec<SocketAddr>,
+    /// Each data centre's accept loop, by index.
+    servers: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Simulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.addrs.iter().copied().map(url_of).collect();
         f.debug_struct("Simulator")
-            .field("url", &self.shared.url)
+            .field("urls", &urls)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Simulator {
     fn drop(&mut self) {
-        // Aborting the accept loop drops its `JoinSet`, which aborts every connection too.
-        self.server.abort();
+        // Aborting an accept loop drops its `JoinSet`, which aborts every connection too.
+        for server in &self.servers {
+            server.abort();
+        }
     }
 }
 
@@ -371,6 +576,7 @@ impl Simulator {
                 fastrand::u128(..),
                 fastrand::u64(..) >> 24
             ),
+            data_centers: 1,
         }
     }
 
@@ -383,9 +589,47 @@ impl Simulator {
         Self::builder().start().await
     }
 
-    /// `http://127.0.0.1:<port>`: both the accounts server URL and the `api_domain`.
+    /// `http://127.0.0.1:<port>`: both the accounts server URL and the `api_domain` of data
+    /// centre 0.
     pub fn url(&self) -> String {
-        self.shared.url.clone()
+        self.shared.lock().url(0).to_owned()
+    }
+
+    /// How many data centres this simulator has ([`SimulatorBuilder::data_centers`]).
+    pub fn data_center_count(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// `http://127.0.0.<dc+1>:<port>`: both the accounts server URL and the `api_domain` of
+    /// data centre `dc`. `data_center_url(0)` is [`Simulator::url`].
+    ///
+    /// # Errors
+    ///
+    /// When the simulator has no data centre `dc`.
+    pub fn data_center_url(&self, dc: usize) -> Result<String, UnknownDataCenter> {
+        let dc = self.data_center(dc)?;
+        Ok(self.shared.lock().url(dc).to_owned())
+    }
+
+    /// The `location` a consent callback names for data centre `dc`: DC 0's
+    /// ([`SimulatorBuilder::location`], default `us`), else `sim<dc>`.
+    ///
+    /// # Errors
+    ///
+    /// When the simulator has no data centre `dc`.
+    pub fn data_center_location(&self, dc: usize) -> Result<String, UnknownDataCenter> {
+        let dc = self.data_center(dc)?;
+        Ok(self.shared.lock().location(dc))
+    }
+
+    /// `dc` if this simulator has that data centre.
+    fn data_center(&self, dc: usize) -> Result<usize, UnknownDataCenter> {
+        let count = self.data_center_count();
+        if dc < count {
+            Ok(dc)
+        } else {
+            Err(UnknownDataCenter { index: dc, count })
+        }
     }
 
     /// An accounts client for this simulator with its registered client: what
@@ -407,9 +651,9 @@ impl Simulator {
         ))
     }
 
-    /// The address the server listens on.
+    /// The address data centre 0 listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
     }
 
     /// The registered client's id.
@@ -422,23 +666,68 @@ impl Simulator {
         ClientSecret::new(self.shared.lock().client_secret.clone())
     }
 
-    /// A refresh token, as if the user had consented with `access_type=offline` to `scopes`
-    /// (or to [`DEFAULT_SCOPES`] when empty).
+    /// A refresh token of data centre 0, as if its user had consented with
+    /// `access_type=offline` to `scopes` (or to [`DEFAULT_SCOPES`] when empty).
     pub fn mint_refresh_token(&self, scopes: &[&str]) -> RefreshToken {
-        RefreshToken::new(self.shared.lock().add_refresh_token(scope_list(scopes)))
+        self.mint_in(0, scopes)
     }
 
-    /// A one-time grant code for `scopes` (or [`DEFAULT_SCOPES`] when empty), as the consent
-    /// redirect would deliver it. Its exchange yields a refresh token only when `offline`, and
-    /// must name the same `redirect_uri` when one is given here. It expires after the builder's
-    /// `grant_code_lifetime`.
+    /// As [`Simulator::mint_refresh_token`], for a user of data centre `dc`: the token works
+    /// only at that DC's token endpoint, and its access tokens only at that DC's APIs.
+    ///
+    /// # Errors
+    ///
+    /// When the simulator has no data centre `dc`.
+    pub fn mint_refresh_token_in(
+        &self,
+        dc: usize,
+        scopes: &[&str],
+    ) -> Result<RefreshToken, UnknownDataCenter> {
+        Ok(self.mint_in(self.data_center(dc)?, scopes))
+    }
+
+    fn mint_in(&self, dc: usize, scopes: &[&str]) -> RefreshToken {
+        RefreshToken::new(self.shared.lock().add_refresh_token(dc, scope_list(scopes)))
+    }
+
+    /// A one-time grant code of data centre 0 for `scopes` (or [`DEFAULT_SCOPES`] when empty),
+    /// as the consent redirect would deliver it. Its exchange yields a refresh token only when
+    /// `offline`, and must name the same `redirect_uri` when one is given here. It expires after
+    /// the builder's `grant_code_lifetime`.
     pub fn issue_grant_code(
         &self,
         scopes: &[&str],
         offline: bool,
         redirect_uri: Option<&str>,
     ) -> GrantCode {
+        self.issue_in(0, scopes, offline, redirect_uri)
+    }
+
+    /// As [`Simulator::issue_grant_code`], for a user of data centre `dc`: only that DC's token
+    /// endpoint exchanges the code.
+    ///
+    /// # Errors
+    ///
+    /// When the simulator has no data centre `dc`.
+    pub fn issue_grant_code_in(
+        &self,
+        dc: usize,
+        scopes: &[&str],
+        offline: bool,
+        redirect_uri: Option<&str>,
+    ) -> Result<GrantCode, UnknownDataCenter> {
+        Ok(self.issue_in(self.data_center(dc)?, scopes, offline, redirect_uri))
+    }
+
+    fn issue_in(
+        &self,
+        dc: usize,
+        scopes: &[&str],
+        offline: bool,
+        redirect_uri: Option<&str>,
+    ) -> GrantCode {
         let code = self.shared.lock().add_code(
+            dc,
             scope_list(scopes),
             offline,
             redirect_uri.map(str::to_owned),
@@ -457,15 +746,18 @@ impl Simulator {
             .push(uri.into());
     }
 
-    /// The authorization endpoint, `{url}/oauth/v2/auth`, without parameters.
+    /// The authorization endpoint of data centre 0, `{url}/oauth/v2/auth`, without parameters:
+    /// where multi-DC consent starts, as at `accounts.zoho.com`.
     pub fn authorize_url(&self) -> String {
-        format!("{}{}", self.shared.url, consent::AUTHORIZE_PATH)
+        format!("{}{}", self.url(), consent::AUTHORIZE_PATH)
     }
 
     /// Does what a user does in a browser: opens `authorize_url` (a full authorization request
-    /// for this simulator's [`Simulator::authorize_url`]), clicks Accept, and returns the
-    /// redirect's `Location` (the client's callback with `state`, `code`, `location` and
-    /// `accounts-server`) without following it. For tests and CLIs that have no browser.
+    /// for this simulator's [`Simulator::authorize_url`], or another data centre's), clicks
+    /// Accept, and returns the redirect's `Location` (the client's callback with `state`, `code`,
+    /// `location` and `accounts-server`) without following it. For tests and CLIs that have no
+    /// browser. The user is of the data centre whose page it is; see
+    /// [`Simulator::accept_consent_in`] to pick another.
     ///
     /// It runs in-process, with the same checks and counters as the HTTP routes but without
     /// their latency, so it works from synchronous code and on a current-thread runtime, where
@@ -477,7 +769,18 @@ impl Simulator {
     /// would get the HTML error page (e.g. `Invalid Client ID`, `Invalid Redirect Uri`): the
     /// error is that page's message.
     pub fn accept_consent(&self, authorize_url: &str) -> Result<String, String> {
-        consent::click(&self.shared, authorize_url, "accept")
+        consent::click(&self.shared, authorize_url, "accept", None)
+    }
+
+    /// As [`Simulator::accept_consent`], but the user picks data centre `dc` on the consent
+    /// page: the callback names `dc`'s `location` and URL, and only `dc` exchanges the code.
+    ///
+    /// # Errors
+    ///
+    /// As [`Simulator::accept_consent`], and when the simulator has no data centre `dc`.
+    pub fn accept_consent_in(&self, authorize_url: &str, dc: usize) -> Result<String, String> {
+        let dc = self.data_center(dc).map_err(|err| err.to_string())?;
+        consent::click(&self.shared, authorize_url, "accept", Some(dc))
     }
 
     /// As [`Simulator::accept_consent`], but clicks Deny: the `Location` carries
@@ -487,7 +790,7 @@ impl Simulator {
     ///
     /// As [`Simulator::accept_consent`].
     pub fn deny_consent(&self, authorize_url: &str) -> Result<String, String> {
-        consent::click(&self.shared, authorize_url, "deny")
+        consent::click(&self.shared, authorize_url, "deny", None)
     }
 
     /// Kills every live access token now, as a server-side invalidation would.
@@ -495,12 +798,14 @@ impl Simulator {
         self.shared.lock().invalidate_all();
     }
 
-    /// Revokes a refresh token and its access tokens, as the user removing the app would.
+    /// Revokes a refresh token (of any data centre) and its access tokens, as the user removing
+    /// the app would.
     pub fn revoke_refresh_token(&self, token: &RefreshToken) {
-        self.shared.lock().revoke(token.expose());
+        self.shared.lock().revoke(None, token.expose());
     }
 
-    /// The next `times` calls to `/oauth/v2/token` get `fault`, after any faults already queued.
+    /// The next `times` calls to `/oauth/v2/token`, at any data centre, get `fault`, after any
+    /// faults already queued.
     pub fn inject(&self, fault: Fault, times: usize) {
         self.shared.lock().inject(fault, times);
     }
@@ -510,9 +815,25 @@ impl Simulator {
         self.shared.lock().clear_faults();
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, summed over every data centre.
     pub fn counters(&self) -> Counters {
-        self.shared.lock().counters
+        self.shared.lock().total_counters()
+    }
+
+    /// A snapshot of what data centre `dc`'s server (its accounts server and APIs) has seen.
+    ///
+    /// # Errors
+    ///
+    /// When the simulator has no data centre `dc`.
+    pub fn counters_in(&self, dc: usize) -> Result<Counters, UnknownDataCenter> {
+        let dc = self.data_center(dc)?;
+        Ok(*self.shared.lock().counters(dc))
+    }
+
+    /// A snapshot of what the simulator has seen of the user behind `refresh`, at every data
+    /// centre; `None` for a refresh token it never issued. A revoked token keeps its counters.
+    pub fn counters_for(&self, refresh: &RefreshToken) -> Option<UserCounters> {
+        self.shared.lock().user_counters(refresh.expose())
     }
 
     /// How many access tokens minted from `refresh` still work.
@@ -541,9 +862,8 @@ impl Simulator {
     }
 }
 
-/// What the server task and the handle share.
+/// What the server tasks and the handle share.
 struct Shared {
-    url: String,
     state: Mutex<State>,
 }
 
@@ -553,6 +873,11 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A data centre's URL: its accounts server and `api_domain`.
+fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
 }
 
 fn scope_list(scopes: &[&str]) -> Vec<String> {
@@ -569,13 +894,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a route answers; an `Err` drops the connection without a response.
 type Answer = Result<Response<Full<Bytes>>, BoxError>;
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Data centre `dc`'s accept loop.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, dc: usize) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared), dc));
                 }
                 // Typically out of file descriptors: wait for some to be released.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -585,10 +911,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, dc: usize) {
     // Answers are small and written at once; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| route(Arc::clone(&shared), request));
+    let service = service_fn(move |request| route(Arc::clone(&shared), dc, request));
     // The connection ends with an error when the client hangs up mid-request or a route drops
     // it on purpose (`Fault::Close`); either way there is nobody to tell.
     let _ = http1::Builder::new()
@@ -597,14 +923,15 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         .await;
 }
 
-async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
+/// Every data centre serves every route; each handler is told which DC it serves.
+async fn route(shared: Arc<Shared>, dc: usize, request: Request<Incoming>) -> Answer {
     match request.uri().path() {
-        "/oauth/v2/token" => accounts::token(&shared, request).await,
-        "/oauth/v2/token/revoke" => accounts::revoke(&shared, request).await,
-        consent::AUTHORIZE_PATH => consent::authorize(&shared, request).await,
-        consent::DECISION_PATH => consent::decide(&shared, request).await,
-        admin::GRANT_CODE_PATH => admin::grant_code(&shared, request).await,
-        _ => products::api(&shared, request).await,
+        "/oauth/v2/token" => accounts::token(&shared, dc, request).await,
+        "/oauth/v2/token/revoke" => accounts::revoke(&shared, dc, request).await,
+        consent::AUTHORIZE_PATH => consent::authorize(&shared, dc, request).await,
+        consent::DECISION_PATH => consent::decide(&shared, dc, request).await,
+        admin::GRANT_CODE_PATH => admin::grant_code(&shared, dc, request).await,
+        _ => products::api(&shared, dc, request).await,
     }
 }
 

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::state::Verdict;
 use super::{body_sha, delay, json, Answer, Shared};
 
 const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
@@ -257,19 +258,11 @@ impl Dialect {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Verdict {
-    Pass,
-    NoToken,
-    Dead,
-    Scope,
-}
-
-/// Every path that is not the token endpoint.
-pub(super) async fn api(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// Every path that is not the token endpoint, at data centre `dc`.
+pub(super) async fn api(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
     let latency = {
         let mut state = shared.lock();
-        state.counters.api_requests += 1;
+        state.counters(dc).api_requests += 1;
         state.config.api_latency
     };
     let (parts, body) = request.into_parts();
@@ -281,25 +274,11 @@ pub(super) async fn api(shared: &Shared, request: Request<Incoming>) -> Answer {
         .iter()
         .find(|dialect| path.starts_with(dialect.prefix))
         .unwrap_or(&UNKNOWN);
-    let verdict = {
-        let mut state = shared.lock();
-        let verdict = match presented_token(&parts.headers) {
-            None => Verdict::NoToken,
-            Some(token) => match state.live_scopes(token) {
-                None => Verdict::Dead,
-                Some(scopes) if dialect.allows(scopes) => Verdict::Pass,
-                Some(_) => Verdict::Scope,
-            },
-        };
-        let counters = &mut state.counters;
-        *match verdict {
-            Verdict::Pass => &mut counters.api_ok,
-            Verdict::NoToken => &mut counters.api_no_token,
-            Verdict::Dead => &mut counters.api_token_errors,
-            Verdict::Scope => &mut counters.api_scope_errors,
-        } += 1;
-        verdict
-    };
+    let verdict = shared
+        .lock()
+        .authenticate(dc, presented_token(&parts.headers), |scopes| {
+            dialect.allows(scopes)
+        });
 
     let (status, body) = match verdict {
         Verdict::Pass => return Ok(dialect.success(&parts, &body)),

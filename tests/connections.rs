@@ -1,0 +1,190 @@
+//! Many connections in one process (issue 11): `Connections` builds one cache per connection,
+//! once; the layer picks the connection per request; eviction loses nothing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use tower::{Layer, ServiceExt};
+use zoho_auth::sim::Simulator;
+use zoho_auth::store::{ConnectionStore, MemoryConnections};
+use zoho_auth::{ConnectionId, Connections, RefreshToken, ZohoAuthLayer};
+
+use common::{body_text, Recorder};
+
+fn id(name: &str) -> ConnectionId {
+    name.parse().unwrap()
+}
+
+/// What a consent does: stores the connection's refresh token (and the accounts server that
+/// issued it) in its record.
+async fn connect(store: &dyn ConnectionStore, id: &ConnectionId, refresh: &RefreshToken, accounts: Option<String>) {
+    store
+        .connection(id)
+        .update(None, |set| {
+            set.refresh_token = Some(refresh.clone());
+            set.accounts_url = accounts.clone();
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+fn request(path: &str, connection: Option<&ConnectionId>) -> Request<Empty<Bytes>> {
+    let mut request = Request::get(path).body(Empty::new()).unwrap();
+    if let Some(id) = connection {
+        request.extensions_mut().insert(id.clone());
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_request_names_its_connection_or_fails_before_anything_is_sent() {
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store).build().unwrap();
+    let recorder = Recorder::ok();
+    let layer = ZohoAuthLayer::connections(connections.clone());
+
+    let response = layer.layer(recorder.clone()).oneshot(request("/crm/v8/Leads", Some(&alice))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = recorder.seen();
+    assert_eq!(seen[0].uri, format!("{}/crm/v8/Leads", zoho.url()), "relative to alice's api_domain");
+    let token = connections.token(&alice).await.unwrap();
+    assert_eq!(seen[0].authorization.as_ref().unwrap(), &common::header_for(token.access_token()));
+
+    for (name, connection) in [("no connection", None), ("an unknown one", Some(id("nobody")))] {
+        let error = layer
+            .layer(recorder.clone())
+            .oneshot(request("/crm/v8/Leads", connection.as_ref()))
+            .await
+            .unwrap_err();
+        let error = error.downcast_ref::<zoho_auth::Error>().expect("a zoho_auth::Error");
+        assert!(error.is_not_connected(), "{name}: {error}");
+    }
+    assert_eq!(recorder.seen().len(), 1, "nothing else was sent");
+    assert_eq!(zoho.counters().token_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_is_built_once_and_refreshed_once_however_many_ask() {
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let users: Vec<_> = (0..20).map(|n| (id(&format!("user-{n}")), zoho.mint_refresh_token(&[]))).collect();
+    for (id, refresh) in &users {
+        connect(&*store, id, refresh, None).await;
+    }
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store).build().unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let service = ZohoAuthLayer::connections(connections.clone()).layer(client);
+    let calls: Vec<_> = (0..400)
+        .map(|n| {
+            let service = service.clone();
+            let (id, _) = users[n % users.len()].clone();
+            tokio::spawn(async move {
+                let response = service.oneshot(request("/crm/v8/users?type=CurrentUser", Some(&id))).await.unwrap();
+                (response.status(), body_text(response).await)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for (id, refresh) in &users {
+        let seen = zoho.counters_for(refresh).expect("the simulator knows the user");
+        assert_eq!(seen.tokens_issued, 1, "{id}: one token for its 20 requests");
+        assert_eq!(seen.api_ok, 20, "{id}: its requests carried its own token");
+        assert_eq!(connections.get(id).unwrap().stats().token_requests, 1);
+    }
+}
+
+#[tokio::test]
+async fn round_robin_over_more_connections_than_resident_mints_one_token_each() {
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let users: Vec<_> = (0..1000).map(|n| (id(&format!("tenant-{n}")), zoho.mint_refresh_token(&[]))).collect();
+    for (id, refresh) in &users {
+        connect(&*store, id, refresh, None).await;
+    }
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .max_resident(100)
+        .build()
+        .unwrap();
+    let recorder = Recorder::ok();
+    let service = ZohoAuthLayer::connections(connections.clone()).layer(recorder.clone());
+    for round in 0..3 {
+        for (id, _) in &users {
+            let response = service.clone().oneshot(request("/crm/v8/Leads", Some(id))).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "round {round}, {id}");
+        }
+        connections.run_pending_tasks();
+        assert!(connections.resident() <= 100, "{} resident", connections.resident());
+    }
+    for (id, refresh) in &users {
+        let seen = zoho.counters_for(refresh).unwrap();
+        assert_eq!(seen.tokens_issued, 1, "{id} minted again after it was evicted");
+    }
+    assert_eq!(recorder.seen().len(), 3000);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_evicted_and_adopts_its_stored_token_when_used_again() {
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let refresh = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &refresh, None).await;
+    // moka keeps its own clock, not tokio's: a short idle time, and a wait for the eviction
+    // itself rather than for a duration.
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .time_to_idle(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let first = connections.token(&alice).await.unwrap();
+    drop(first);
+    common::wait_until(Duration::from_secs(30), "alice evicted", || {
+        connections.run_pending_tasks();
+        connections.resident() == 0
+    })
+    .await;
+
+    let again = connections.token(&alice).await.unwrap();
+    let cache = connections.get(&alice).unwrap();
+    assert_eq!(cache.stats().refreshes, 0, "a new cache, which minted nothing");
+    assert_eq!(cache.stats().adopted, 1, "it took the token from the record");
+    assert_eq!(zoho.counters_for(&refresh).unwrap().tokens_issued, 1);
+    assert!(zoho.is_access_token_live(again.access_token().expose()));
+}
+
+#[tokio::test]
+async fn a_connection_evicted_while_in_use_keeps_its_one_cache() {
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .time_to_idle(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    // Held, as a request waiting for its token holds it, while the registry evicts it.
+    let held = connections.get(&alice).unwrap();
+    let token = held.token().await.unwrap();
+    common::wait_until(Duration::from_secs(30), "alice evicted", || {
+        connections.run_pending_tasks();
+        connections.resident() == 0
+    })
+    .await;
+
+    let looked_up = connections.get(&alice).unwrap();
+    assert_eq!(looked_up.stats().token_requests, 1, "the cache in use, not a second one");
+    held.invalidate(&token);
+    looked_up.token().await.unwrap();
+    assert_eq!(held.stats().token_requests, 2, "one cache, so one refresh");
+}
