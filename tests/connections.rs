@@ -22,7 +22,12 @@ fn id(name: &str) -> ConnectionId {
 
 /// What a consent does: stores the connection's refresh token (and the accounts server that
 /// issued it) in its record.
-async fn connect(store: &dyn ConnectionStore, id: &ConnectionId, refresh: &RefreshToken, accounts: Option<String>) {
+async fn connect(
+    store: &dyn ConnectionStore,
+    id: &ConnectionId,
+    refresh: &RefreshToken,
+    accounts: Option<String>,
+) {
     store
         .connection(id)
         .update(None, |set| {
@@ -48,24 +53,42 @@ async fn a_request_names_its_connection_or_fails_before_anything_is_sent() {
     let store = Arc::new(MemoryConnections::new());
     let alice = id("alice");
     connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
-    let connections = Connections::builder(zoho.accounts_client().unwrap(), store).build().unwrap();
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .build()
+        .unwrap();
     let recorder = Recorder::ok();
     let layer = ZohoAuthLayer::connections(connections.clone());
 
-    let response = layer.layer(recorder.clone()).oneshot(request("/crm/v8/Leads", Some(&alice))).await.unwrap();
+    let response = layer
+        .layer(recorder.clone())
+        .oneshot(request("/crm/v8/Leads", Some(&alice)))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let seen = recorder.seen();
-    assert_eq!(seen[0].uri, format!("{}/crm/v8/Leads", zoho.url()), "relative to alice's api_domain");
+    assert_eq!(
+        seen[0].uri,
+        format!("{}/crm/v8/Leads", zoho.url()),
+        "relative to alice's api_domain"
+    );
     let token = connections.token(&alice).await.unwrap();
-    assert_eq!(seen[0].authorization.as_ref().unwrap(), &common::header_for(token.access_token()));
+    assert_eq!(
+        seen[0].authorization.as_ref().unwrap(),
+        &common::header_for(token.access_token())
+    );
 
-    for (name, connection) in [("no connection", None), ("an unknown one", Some(id("nobody")))] {
+    for (name, connection) in [
+        ("no connection", None),
+        ("an unknown one", Some(id("nobody"))),
+    ] {
         let error = layer
             .layer(recorder.clone())
             .oneshot(request("/crm/v8/Leads", connection.as_ref()))
             .await
             .unwrap_err();
-        let error = error.downcast_ref::<zoho_auth::Error>().expect("a zoho_auth::Error");
+        let error = error
+            .downcast_ref::<zoho_auth::Error>()
+            .expect("a zoho_auth::Error");
         assert!(error.is_not_connected(), "{name}: {error}");
     }
     assert_eq!(recorder.seen().len(), 1, "nothing else was sent");
@@ -76,19 +99,27 @@ async fn a_request_names_its_connection_or_fails_before_anything_is_sent() {
 async fn each_connection_is_built_once_and_refreshed_once_however_many_ask() {
     let zoho = Simulator::start().await.unwrap();
     let store = Arc::new(MemoryConnections::new());
-    let users: Vec<_> = (0..20).map(|n| (id(&format!("user-{n}")), zoho.mint_refresh_token(&[]))).collect();
+    let users: Vec<_> = (0..20)
+        .map(|n| (id(&format!("user-{n}")), zoho.mint_refresh_token(&[])))
+        .collect();
     for (id, refresh) in &users {
         connect(&*store, id, refresh, None).await;
     }
-    let connections = Connections::builder(zoho.accounts_client().unwrap(), store).build().unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .build()
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let service = ZohoAuthLayer::connections(connections.clone()).layer(client);
     let calls: Vec<_> = (0..400)
         .map(|n| {
             let service = service.clone();
             let (id, _) = users[n % users.len()].clone();
             tokio::spawn(async move {
-                let response = service.oneshot(request("/crm/v8/users?type=CurrentUser", Some(&id))).await.unwrap();
+                let response = service
+                    .oneshot(request("/crm/v8/users?type=CurrentUser", Some(&id)))
+                    .await
+                    .unwrap();
                 (response.status(), body_text(response).await)
             })
         })
@@ -98,7 +129,9 @@ async fn each_connection_is_built_once_and_refreshed_once_however_many_ask() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     for (id, refresh) in &users {
-        let seen = zoho.counters_for(refresh).expect("the simulator knows the user");
+        let seen = zoho
+            .counters_for(refresh)
+            .expect("the simulator knows the user");
         assert_eq!(seen.tokens_issued, 1, "{id}: one token for its 20 requests");
         assert_eq!(seen.api_ok, 20, "{id}: its requests carried its own token");
         assert_eq!(connections.get(id).unwrap().stats().token_requests, 1);
@@ -109,7 +142,9 @@ async fn each_connection_is_built_once_and_refreshed_once_however_many_ask() {
 async fn round_robin_over_more_connections_than_resident_mints_one_token_each() {
     let zoho = Simulator::start().await.unwrap();
     let store = Arc::new(MemoryConnections::new());
-    let users: Vec<_> = (0..1000).map(|n| (id(&format!("tenant-{n}")), zoho.mint_refresh_token(&[]))).collect();
+    let users: Vec<_> = (0..1000)
+        .map(|n| (id(&format!("tenant-{n}")), zoho.mint_refresh_token(&[])))
+        .collect();
     for (id, refresh) in &users {
         connect(&*store, id, refresh, None).await;
     }
@@ -121,15 +156,26 @@ async fn round_robin_over_more_connections_than_resident_mints_one_token_each() 
     let service = ZohoAuthLayer::connections(connections.clone()).layer(recorder.clone());
     for round in 0..3 {
         for (id, _) in &users {
-            let response = service.clone().oneshot(request("/crm/v8/Leads", Some(id))).await.unwrap();
+            let response = service
+                .clone()
+                .oneshot(request("/crm/v8/Leads", Some(id)))
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::OK, "round {round}, {id}");
         }
         connections.run_pending_tasks();
-        assert!(connections.resident() <= 100, "{} resident", connections.resident());
+        assert!(
+            connections.resident() <= 100,
+            "{} resident",
+            connections.resident()
+        );
     }
     for (id, refresh) in &users {
         let seen = zoho.counters_for(refresh).unwrap();
-        assert_eq!(seen.tokens_issued, 1, "{id} minted again after it was evicted");
+        assert_eq!(
+            seen.tokens_issued, 1,
+            "{id} minted again after it was evicted"
+        );
     }
     assert_eq!(recorder.seen().len(), 3000);
 }
@@ -161,9 +207,10 @@ async fn an_idle_connection_is_evicted_and_never_mints_again_when_used_again() {
 
     // Rebuilt from the record — here by a registry of a second process on the same store — a
     // connection adopts the token stored there.
-    let elsewhere = Connections::builder(zoho.accounts_client().unwrap(), connections.store().clone())
-        .build()
-        .unwrap();
+    let elsewhere =
+        Connections::builder(zoho.accounts_client().unwrap(), connections.store().clone())
+            .build()
+            .unwrap();
     let adopted = elsewhere.token(&alice).await.unwrap();
     assert_eq!(adopted.access_token(), again.access_token());
     let stats = elsewhere.get(&alice).unwrap().stats();
@@ -191,8 +238,134 @@ async fn a_connection_evicted_while_in_use_keeps_its_one_cache() {
     .await;
 
     let looked_up = connections.get(&alice).unwrap();
-    assert_eq!(looked_up.stats().token_requests, 1, "the cache in use, not a second one");
+    assert_eq!(
+        looked_up.stats().token_requests,
+        1,
+        "the cache in use, not a second one"
+    );
     held.invalidate(&token);
     looked_up.token().await.unwrap();
     assert_eq!(held.stats().token_requests, 2, "one cache, so one refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_s_token_goes_only_to_its_own_data_centre() {
+    let zoho = Simulator::builder().data_centers(3).start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let mut users = Vec::new();
+    for n in 0..30 {
+        let dc = n % 3;
+        let refresh = zoho.mint_refresh_token_in(dc, &[]).unwrap();
+        let id = id(&format!("user-{n}"));
+        connect(
+            &*store,
+            &id,
+            &refresh,
+            Some(zoho.data_center_url(dc).unwrap()),
+        )
+        .await;
+        users.push((id, refresh, dc));
+    }
+    // The default accounts server is DC 0's; each record names its own.
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .build()
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = ZohoAuthLayer::connections(connections).layer(client);
+
+    let calls: Vec<_> = users
+        .iter()
+        .flat_map(|(id, _, dc)| {
+            // Four relative requests, and one to another data centre's host by name.
+            let other = zoho.data_center_url((dc + 1) % 3).unwrap();
+            let mut paths = vec!["/crm/v8/users?type=CurrentUser".to_owned(); 4];
+            paths.push(format!("{other}/crm/v8/Leads"));
+            paths.into_iter().map(move |path| (id.clone(), path))
+        })
+        .map(|(id, path)| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let response = service.oneshot(request(&path, Some(&id))).await.unwrap();
+                (path, response.status(), body_text(response).await)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (path, status, body) = call.await.unwrap();
+        if path.starts_with("http") {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path}: sent without a token"
+            );
+            assert!(body.contains("AUTHENTICATION_FAILURE"), "{body}");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+    }
+    for (id, refresh, dc) in &users {
+        let seen = zoho.counters_for(refresh).unwrap();
+        assert_eq!(seen.tokens_issued, 1, "{id}");
+        assert_eq!(
+            seen.wrong_dc_refresh_grants, 0,
+            "{id} refreshed at its own DC {dc}"
+        );
+        assert_eq!(seen.api_ok, 4, "{id}");
+        assert_eq!(
+            seen.wrong_dc_api_requests, 0,
+            "{id}'s token went to another DC"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_in_flight_across_connections_never_exceed_the_cap() {
+    let zoho = Simulator::builder()
+        .token_latency(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let users: Vec<_> = (0..200).map(|n| id(&format!("user-{n}"))).collect();
+    for id in &users {
+        connect(&*store, id, &zoho.mint_refresh_token(&[]), None).await;
+    }
+    let warm = id("warm");
+    connect(&*store, &warm, &zoho.mint_refresh_token(&[]), None).await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .max_token_requests_in_flight(8)
+        .build()
+        .unwrap();
+    connections.token(&warm).await.unwrap();
+
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let storm: Vec<_> = users
+        .iter()
+        .map(|id| {
+            let (connections, id, done) = (connections.clone(), id.clone(), done.clone());
+            tokio::spawn(async move {
+                let token = connections.token(&id).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                token
+            })
+        })
+        .collect();
+    // 200 token requests 8 at a time take 25 rounds of 50 ms; a connection with a valid token
+    // is served meanwhile.
+    connections.token(&warm).await.unwrap();
+    assert!(
+        done.load(std::sync::atomic::Ordering::SeqCst) < users.len(),
+        "served during the storm"
+    );
+    for task in storm {
+        task.await.unwrap().unwrap();
+    }
+    let max = zoho.max_token_requests_in_flight();
+    assert!(max <= 8, "{max} token requests in flight at once");
+    assert!(
+        max >= 2,
+        "the cap, not a lack of concurrency, bounded them: {max}"
+    );
+    assert_eq!(zoho.counters().token_requests, 201);
 }

@@ -7,9 +7,9 @@ mod registry;
 
 pub use self::id::ConnectionId;
 #[cfg(feature = "connections")]
-pub use crate::layer::RequestHead;
-#[cfg(feature = "connections")]
 pub use self::registry::{
     Connections, ConnectionsBuilder, DEFAULT_MAX_RESIDENT, DEFAULT_MAX_TOKEN_REQUESTS_IN_FLIGHT,
     DEFAULT_TIME_TO_IDLE,
 };
+#[cfg(feature = "connections")]
+pub use crate::layer::RequestHead;

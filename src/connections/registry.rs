@@ -98,7 +98,10 @@ impl Evicted {
 impl Connections {
     /// A registry of the connections in `store`, refreshing with `accounts` (whose accounts
     /// server is used for records that name none).
-    pub fn builder(accounts: AccountsClient, store: Arc<dyn ConnectionStore>) -> ConnectionsBuilder {
+    pub fn builder(
+        accounts: AccountsClient,
+        store: Arc<dyn ConnectionStore>,
+    ) -> ConnectionsBuilder {
         ConnectionsBuilder {
             accounts,
             store,

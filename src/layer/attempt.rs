@@ -250,7 +250,13 @@ pub(super) fn attach<S, B>(
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);
-    Attempt::new(config, picked, credential.generation, credential.rules, replay)
+    Attempt::new(
+        config,
+        picked,
+        credential.generation,
+        credential.rules,
+        replay,
+    )
 }
 
 /// A request whose body must be read first to be replayable: buffer it, attach, send, finish.
@@ -273,7 +279,14 @@ where
     let (parts, body) = request.into_parts();
     let body = BufferedBody::read(body, config.max_replay_body).await?;
     let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
-    let attempt = attach(&mut request, Some(body), credential, &replica, &config, picked);
+    let attempt = attach(
+        &mut request,
+        Some(body),
+        credential,
+        &replica,
+        &config,
+        picked,
+    );
     let response = inner.call(request).await.map_err(Into::into)?;
     attempt.finish(response).await
 }

@@ -81,10 +81,10 @@ pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
 use self::relative::Routes;
+pub use self::service::ZohoAuth;
 #[cfg(feature = "connections")]
 pub use self::source::RequestHead;
 use self::source::Source;
-pub use self::service::ZohoAuth;
 use self::withheld::Reported;
 pub use self::withheld::TokenWithheld;
 use crate::cache::TokenCache;

@@ -77,10 +77,7 @@ impl Plan {
             let Some(token) = token.filter(|_| usable) else {
                 return Plan::Wait;
             };
-            match config
-                .routes
-                .resolve(uri, token.api_origin(), dc)
-            {
+            match config.routes.resolve(uri, token.api_origin(), dc) {
                 Ok(absolute) => *uri = absolute,
                 Err(error) => return Plan::Fail(error),
             }

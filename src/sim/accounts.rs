@@ -30,6 +30,7 @@ pub(super) type Params = HashMap<String, String>;
 
 /// `/oauth/v2/token` at data centre `dc`.
 pub(super) async fn token(shared: &Shared, dc: usize, request: Request<Incoming>) -> Answer {
+    let _in_flight = shared.token_request_started();
     let (fault, config, api_domain) = {
         let mut state = shared.lock();
         state.counters(dc).token_requests += 1;

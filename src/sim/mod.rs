@@ -147,6 +147,7 @@ mod state;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -523,6 +524,8 @@ impl SimulatorBuilder {
                 self.client_secret,
                 addrs.iter().copied().map(url_of).collect(),
             )),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         });
         let servers = listeners
             .into_iter()
@@ -820,6 +823,12 @@ impl Simulator {
         self.shared.lock().total_counters()
     }
 
+    /// The most token requests that were being answered at once, across every data centre: what
+    /// a cap on a client's token requests in flight must keep down.
+    pub fn max_token_requests_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// A snapshot of what data centre `dc`'s server (its accounts server and APIs) has seen.
     ///
     /// # Errors
@@ -865,9 +874,27 @@ impl Simulator {
 /// What the server tasks and the handle share.
 struct Shared {
     state: Mutex<State>,
+    /// Token requests being answered now, at every data centre, and the most there ever were.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts one token request as in flight until dropped, whichever way its answer ends.
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
+    fn token_request_started(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+
     /// Locks the state. Never held across an `.await`. A panic while it was held cannot leave
     /// it half-updated in a way that matters to a test double, so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, State> {
