@@ -26,7 +26,7 @@ pub mod sim;
 mod stats;
 pub mod store;
 
-pub use cache::{Seed, Token, TokenCache, TokenCacheBuilder};
+pub use cache::{Seed, Status, Token, TokenCache, TokenCacheBuilder};
 pub use connections::ConnectionId;
 #[cfg(feature = "connections")]
 #[cfg_attr(docsrs, doc(cfg(feature = "connections")))]

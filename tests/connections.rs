@@ -369,3 +369,130 @@ async fn token_requests_in_flight_across_connections_never_exceed_the_cap() {
     );
     assert_eq!(zoho.counters().token_requests, 201);
 }
+
+#[tokio::test]
+async fn a_revoked_connection_needs_reconsent_in_every_process_and_the_others_go_on() {
+    let zoho = Simulator::start().await.unwrap();
+    // One store, two registries: two processes of a fleet.
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let users: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| (id(name), zoho.mint_refresh_token(&[])))
+        .collect();
+    for (id, refresh) in &users {
+        connect(&*store, id, refresh, None).await;
+    }
+    let processes: Vec<_> = (0..2)
+        .map(|_| {
+            Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut events: Vec<_> = processes.iter().map(Connections::subscribe).collect();
+    let zoho_url = zoho.url();
+    let send = |process: &Connections, id: &ConnectionId| {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let service = ZohoAuthLayer::connections(process.clone()).layer(client);
+        let request = request(&format!("{zoho_url}/crm/v8/Leads"), Some(id));
+        async move { service.oneshot(request).await }
+    };
+    for process in &processes {
+        for (id, _) in &users {
+            assert_eq!(send(process, id).await.unwrap().status(), StatusCode::OK);
+        }
+    }
+    let (bob, bob_refresh) = &users[1];
+    zoho.revoke_refresh_token(bob_refresh);
+    let grants_before = zoho.counters_for(bob_refresh).unwrap().refresh_grants;
+
+    for (n, process) in processes.iter().enumerate() {
+        // The dead token's answer, its refresh refused: the caller sees Zoho's answer, then a
+        // typed error, never a call to Zoho from the second process.
+        let _ = send(process, bob).await;
+        let error = process.token(bob).await.unwrap_err();
+        assert!(error.is_invalid_grant(), "process {n}: {error}");
+        let status = process.status(bob).await.unwrap();
+        assert!(
+            matches!(&status, zoho_auth::Status::NeedsReconsent { code } if code == "invalid_code"),
+            "process {n}: {status:?}"
+        );
+        for (other, _) in [&users[0], &users[2]] {
+            assert_eq!(
+                send(process, other).await.unwrap().status(),
+                StatusCode::OK,
+                "{other} untouched"
+            );
+        }
+    }
+    assert_eq!(
+        zoho.counters_for(bob_refresh).unwrap().refresh_grants,
+        grants_before + 1,
+        "one process asked Zoho, once"
+    );
+
+    for (n, received) in events.iter_mut().enumerate() {
+        let kinds: Vec<_> = std::iter::from_fn(|| received.try_recv().ok()).collect();
+        assert_eq!(kinds.len(), 1, "process {n}: one event: {kinds:?}");
+        assert_eq!(kinds[0].id, *bob);
+        assert_eq!(
+            kinds[0].kind,
+            zoho_auth::connections::EventKind::NeedsReconsent {
+                code: "invalid_code".into()
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_consent_cures_a_connection_and_disconnect_removes_it() {
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+        .caches(|cache| cache.store_recheck(Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    let mut events = connections.subscribe();
+    assert!(matches!(
+        connections.status(&alice).await.unwrap(),
+        zoho_auth::Status::NotConnected
+    ));
+    assert!(connections
+        .token(&alice)
+        .await
+        .unwrap_err()
+        .is_not_connected());
+
+    let refresh = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &refresh, None).await;
+    // The cache held "not connected" and reads the store again every 20 ms.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(error) = connections.token(&alice).await {
+        assert!(error.is_not_connected(), "{error}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(connections.status(&alice).await.unwrap().is_connected());
+    assert_eq!(
+        events.try_recv().unwrap().kind,
+        zoho_auth::connections::EventKind::Connected
+    );
+
+    connections.disconnect(&alice).await.unwrap();
+    assert_eq!(
+        events.try_recv().unwrap().kind,
+        zoho_auth::connections::EventKind::Disconnected
+    );
+    assert!(matches!(
+        connections.status(&alice).await.unwrap(),
+        zoho_auth::Status::NotConnected
+    ));
+    assert!(store.list(None, 10).await.unwrap().is_empty());
+    assert_eq!(zoho.counters().revocations, 1);
+}

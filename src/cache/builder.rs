@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::budget::Budget;
 use super::state::{Grant, State};
-use super::{Shared, TokenCache};
+use super::{Observer, Shared, TokenCache};
 use crate::accounts::AccountsClient;
 use crate::error::Error;
 use crate::stats::Counters;
@@ -126,6 +126,7 @@ pub struct TokenCacheBuilder {
     config: Config,
     runtime: Option<Handle>,
     request_limit: Option<Arc<Semaphore>>,
+    observer: Option<Observer>,
 }
 
 impl fmt::Debug for TokenCacheBuilder {
@@ -147,6 +148,7 @@ impl TokenCacheBuilder {
             config: Config::default(),
             runtime: None,
             request_limit: None,
+            observer: None,
         }
     }
 
@@ -243,6 +245,13 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Tells `observer` the cache's health after every refresh whose outcome is recorded.
+    #[cfg(feature = "connections")]
+    pub(crate) fn observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Builds the cache, or says which setting cannot work. No request is made until the first
     /// token is needed.
     pub fn build(self) -> Result<TokenCache, Error> {
@@ -259,6 +268,7 @@ impl TokenCacheBuilder {
                 deadline,
                 runtime: self.runtime,
                 request_limit: self.request_limit,
+                observer: self.observer,
                 counters: Counters::default(),
                 origin: Instant::now(),
                 next_ahead_ms: AtomicU64::new(0),

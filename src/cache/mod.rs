@@ -46,6 +46,7 @@
 mod budget;
 mod builder;
 mod flight;
+mod health;
 mod policy;
 mod refresh;
 mod state;
@@ -63,6 +64,8 @@ use tokio::time::Instant;
 
 use self::builder::Config;
 pub use self::builder::{Seed, TokenCacheBuilder};
+pub(crate) use self::health::Health;
+pub use self::health::Status;
 use self::state::{Grant, Join, State};
 pub(crate) use self::token::CachedToken;
 pub use self::token::Token;
@@ -76,6 +79,10 @@ use crate::store::TokenStore;
 /// After a replay with a fresh token met a token error too, that token is not invalidated again
 /// for this long: the error is not one a refresh cures (wrong DC, Books' code 57 for a scope).
 const SUSPECT_COOLDOWN: Duration = Duration::from_secs(120);
+
+/// What a registry of connections learns of one cache's health.
+#[cfg_attr(not(feature = "connections"), allow(dead_code))]
+pub(crate) type Observer = Arc<dyn Fn(Health) + Send + Sync>;
 
 /// The result every waiter of one refresh receives.
 type Outcome = Result<Token, Error>;
@@ -92,6 +99,8 @@ struct Shared {
     runtime: Option<Handle>,
     /// Token requests in flight, shared with other caches (those of one `Connections`).
     request_limit: Option<Arc<Semaphore>>,
+    /// Told the cache's health after every refresh that is recorded (a registry's events).
+    observer: Option<Observer>,
     counters: Counters,
     /// The origin of the millisecond clock the atomics below use.
     origin: Instant,

@@ -4,11 +4,14 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use std::time::SystemTime;
 use tokio::runtime::Handle;
+
 use tokio::time::Instant;
 
 use super::budget::Budget;
 use super::flight::{Flight, FlightGuard, Launch};
+use super::health::{Health, Status};
 use super::policy::{self, After};
 use super::refresh::{Obtained, Work};
 use super::token::{CachedToken, Token};
@@ -252,6 +255,49 @@ impl TokenCache {
         })
     }
 
+    /// What the cache can do for its callers now.
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        if let Some(token) = self.shared.current.load().as_deref() {
+            if token.usable(now) {
+                return Status::Connected {
+                    usable_for: token.usable_until().saturating_duration_since(now),
+                };
+            }
+        }
+        let state = self.lock();
+        if let Some(held) = &state.held {
+            return match Health::of_failure(&held.error, true) {
+                Health::NotConnected => Status::NotConnected,
+                Health::NeedsReconsent(code) => Status::NeedsReconsent { code },
+                Health::Healthy | Health::Failing => Status::Idle,
+            };
+        }
+        if let Some((error, until)) = &state.blocked {
+            let next = SystemTime::now() + until.saturating_duration_since(now);
+            return if error.is_throttled() {
+                Status::Throttled { until: next }
+            } else {
+                Status::Failing {
+                    error: error.clone(),
+                    next_attempt: next,
+                }
+            };
+        }
+        if state.flight.is_some() {
+            Status::Refreshing
+        } else {
+            Status::Idle
+        }
+    }
+
+    /// Tells the observer, if any, the health a recorded refresh left the cache in.
+    fn observe(&self, health: Health) {
+        if let Some(observer) = &self.shared.observer {
+            observer(health);
+        }
+    }
+
     /// Records a flight's result — the new token, or the failure and what follows it — unless
     /// the flight was abandoned or new credentials were set since it started: then its waiters
     /// get its outcome and the cache records nothing. Returns the outcome, and when the store is
@@ -336,6 +382,8 @@ impl TokenCache {
                         "Zoho access token refreshed"
                     }
                 );
+                drop(state);
+                self.observe(Health::Healthy);
                 (Ok(Token(token)), None)
             }
             Err(error) => {
@@ -368,6 +416,8 @@ impl TokenCache {
                     permanent = error.is_permanent(),
                     "Zoho token refresh failed"
                 );
+                drop(state);
+                self.observe(Health::of_failure(&error, recheck.is_some()));
                 (Err(error), recheck)
             }
         }

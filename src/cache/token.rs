@@ -135,6 +135,10 @@ impl CachedToken {
         })
     }
 
+    pub(super) fn usable_until(&self) -> Instant {
+        self.usable_until
+    }
+
     pub(super) fn usable(&self, now: Instant) -> bool {
         now < self.usable_until && !self.dead.load(Relaxed)
     }

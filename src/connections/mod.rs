@@ -1,10 +1,14 @@
 //! Many Zoho accounts in one service: [`ConnectionId`] names one, and stores keep each
 //! connection's record apart.
 
+#[cfg(feature = "connections")]
+mod events;
 mod id;
 #[cfg(feature = "connections")]
 mod registry;
 
+#[cfg(feature = "connections")]
+pub use self::events::{ConnectionEvent, EventKind};
 pub use self::id::ConnectionId;
 #[cfg(feature = "connections")]
 pub use self::registry::{

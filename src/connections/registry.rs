@@ -8,9 +8,15 @@ use std::time::Duration;
 use moka::notification::RemovalCause;
 use tokio::sync::Semaphore;
 
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use super::events::{ConnectionEvent, EventKind, Events};
 use super::ConnectionId;
 use crate::accounts::AccountsClient;
-use crate::cache::{Token, TokenCache, TokenCacheBuilder, WeakTokenCache};
+use crate::cache::{Observer, Status, Token, TokenCache, TokenCacheBuilder, WeakTokenCache};
+use crate::dc::Accounts;
 use crate::error::Error;
 use crate::store::{ConnectionStore, TokenStore};
 
@@ -73,6 +79,7 @@ struct Registry {
     accounts: AccountsClient,
     configure: Arc<Configure>,
     request_limit: Arc<Semaphore>,
+    events: Arc<Events>,
 }
 
 #[derive(Default)]
@@ -133,6 +140,68 @@ impl Connections {
         &self.registry.store
     }
 
+    /// Transitions of every connection's health in this process, each delivered once:
+    /// [`EventKind::NeedsReconsent`] when a refresh token is found revoked, [`EventKind::Connected`]
+    /// when a consent lands, [`EventKind::Recovered`], [`EventKind::Disconnected`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.registry.events.subscribe()
+    }
+
+    /// The connection's status, as every process of a fleet sharing the store sees it: from its
+    /// record (not connected, needs re-consent, the stored token's life), and from its cache in
+    /// this process when it has one (refreshing, failing, throttled).
+    pub async fn status(&self, id: &ConnectionId) -> Result<Status, Error> {
+        let set = self.registry.store.connection(id).load().await?;
+        let Some(set) = set.filter(|set| set.refresh_token.is_some()) else {
+            return Ok(Status::NotConnected);
+        };
+        if let Some(failure) = &set.failure {
+            return Ok(Status::NeedsReconsent {
+                code: failure.code.clone(),
+            });
+        }
+        if let Some(cache) = self.registry.resident.get(id) {
+            match cache.status() {
+                Status::Idle => {}
+                status => return Ok(status),
+            }
+        }
+        Ok(set
+            .access
+            .and_then(|access| access.expires_at.duration_since(SystemTime::now()).ok())
+            .map_or(Status::Idle, |usable_for| Status::Connected { usable_for }))
+    }
+
+    /// Disconnects the connection: revokes its refresh token at the accounts server that
+    /// issued it, deletes its record and forgets its cache, then reports
+    /// [`EventKind::Disconnected`]. If Zoho cannot be reached the record stays, and the error
+    /// says why; a connection with no record is disconnected already.
+    pub async fn disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
+        let registry = &self.registry;
+        let set = registry.store.connection(id).load().await?;
+        if let Some(refresh_token) = set.as_ref().and_then(|set| set.refresh_token.as_ref()) {
+            let client = match set.as_ref().and_then(|set| set.accounts_url.as_deref()) {
+                Some(url) => registry.accounts.with_accounts(Accounts::custom(url)?),
+                None => registry.accounts.clone(),
+            };
+            match client.revoke(refresh_token).await {
+                // Revoked already, or never valid: gone either way.
+                Err(error) if !error.is_invalid_grant() => return Err(error),
+                _ => {}
+            }
+        }
+        registry.store.remove(id).await?;
+        registry.resident.invalidate(id);
+        registry
+            .evicted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .caches
+            .remove(id);
+        registry.events.gone(id, EventKind::Disconnected);
+        Ok(())
+    }
+
     /// How many connections have a cache in memory now (an estimate: evictions are applied
     /// lazily).
     pub fn resident(&self) -> u64 {
@@ -157,15 +226,25 @@ impl Registry {
             .and_then(|cache| cache.upgrade());
         match revived {
             Some(cache) => Ok(cache),
-            None => self.build(self.store.connection(id)),
+            None => self.build(
+                self.store.connection(id),
+                Some(self.events.observer(id.clone())),
+            ),
         }
     }
 
-    fn build(&self, store: Arc<dyn TokenStore>) -> Result<TokenCache, Error> {
+    fn build(
+        &self,
+        store: Arc<dyn TokenStore>,
+        observer: Option<Observer>,
+    ) -> Result<TokenCache, Error> {
         let builder = TokenCache::from_store(self.accounts.clone(), store);
-        (self.configure)(builder)
-            .request_limit(self.request_limit.clone())
-            .build()
+        let builder = (self.configure)(builder).request_limit(self.request_limit.clone());
+        match observer {
+            Some(observer) => builder.observer(observer),
+            None => builder,
+        }
+        .build()
     }
 }
 
@@ -251,9 +330,10 @@ impl ConnectionsBuilder {
             accounts: self.accounts,
             configure: self.configure,
             request_limit: Arc::new(Semaphore::new(self.max_in_flight)),
+            events: Arc::new(Events::new()),
         };
         // Settings that cannot work fail here, not at a connection's first request.
-        registry.build(Arc::new(crate::store::MemoryStore::new()))?;
+        registry.build(Arc::new(crate::store::MemoryStore::new()), None)?;
         Ok(Connections {
             registry: Arc::new(registry),
         })
