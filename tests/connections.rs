@@ -496,3 +496,118 @@ async fn a_new_consent_cures_a_connection_and_disconnect_removes_it() {
     assert!(store.list(None, 10).await.unwrap().is_empty());
     assert_eq!(zoho.counters().revocations, 1);
 }
+
+/// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
+/// it records what each request carried.
+#[derive(Clone, Default)]
+struct Redirecting(Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>);
+
+impl Redirecting {
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<zoho_auth::RequestBody<Empty<Bytes>>>,
+        Response = http::Response<http_body_util::Full<Bytes>>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone {
+        let seen = self.0.clone();
+        tower::service_fn(
+            move |request: Request<zoho_auth::RequestBody<Empty<Bytes>>>| {
+                let seen = seen.clone();
+                async move {
+                    let authorization = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    seen.lock()
+                        .unwrap()
+                        .push((request.uri().to_string(), authorization));
+                    let base = format!(
+                        "{}://{}",
+                        request.uri().scheme_str().unwrap(),
+                        request.uri().authority().unwrap()
+                    );
+                    let location = match request.uri().path() {
+                        "/same" => Some(format!("{base}/crm/v8/Leads")),
+                        "/away" => Some("https://cdn.example.com/file".to_owned()),
+                        _ => None,
+                    };
+                    let mut response =
+                        http::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}")));
+                    if let Some(location) = location {
+                        *response.status_mut() = StatusCode::FOUND;
+                        response
+                            .headers_mut()
+                            .insert(http::header::LOCATION, location.parse().unwrap());
+                    }
+                    Ok(response)
+                }
+            },
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_keeps_its_connection_and_its_token_only_on_the_account_s_hosts() {
+    use tower_http::follow_redirect::{policy::Standard, FollowRedirectLayer};
+    use zoho_auth::connections::KeepConnection;
+
+    let zoho = Simulator::start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .build()
+        .unwrap();
+    let token = connections.token(&alice).await.unwrap();
+    let header = common::header_for(token.access_token());
+    let api = Redirecting::default();
+    let stack = |keep: bool| {
+        let layer = ZohoAuthLayer::connections(connections.clone());
+        let inner = layer.layer(api.service());
+        tower::ServiceBuilder::new()
+            .option_layer(keep.then(|| {
+                FollowRedirectLayer::with_policy(KeepConnection::new(Standard::default()))
+            }))
+            .option_layer((!keep).then(FollowRedirectLayer::new))
+            .service(inner)
+    };
+
+    let url = zoho.url();
+    let response = stack(true)
+        .oneshot(request(&format!("{url}/same"), Some(&alice)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = stack(true)
+        .oneshot(request(&format!("{url}/away"), Some(&alice)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = api.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (format!("{url}/same"), Some(header.clone())),
+            (format!("{url}/crm/v8/Leads"), Some(header.clone())),
+            (format!("{url}/away"), Some(header.clone())),
+            ("https://cdn.example.com/file".to_owned(), None),
+        ]
+    );
+
+    // Without the policy the second hop has lost its connection, and fails before it is sent.
+    let error = stack(false)
+        .oneshot(request(&format!("{url}/same"), Some(&alice)))
+        .await
+        .unwrap_err();
+    let error = error
+        .downcast_ref::<zoho_auth::Error>()
+        .expect("a zoho_auth::Error");
+    assert!(error.is_not_connected(), "{error}");
+    assert_eq!(
+        api.0.lock().unwrap().len(),
+        5,
+        "the second hop was not sent"
+    );
+}
