@@ -62,6 +62,9 @@ fn a_resident_connection_costs_at_most_2_kib() {
         assert_eq!(zoho.counters().token_requests, 0, "every token was adopted");
         let per_connection = (after - before) / CONNECTIONS;
         println!("{per_connection} bytes per resident connection with {CONNECTIONS} resident");
-        assert!(per_connection <= 2048, "{per_connection} bytes per resident connection");
+        assert!(
+            per_connection <= 2048,
+            "{per_connection} bytes per resident connection"
+        );
     });
 }

@@ -611,3 +611,70 @@ async fn a_redirect_keeps_its_connection_and_its_token_only_on_the_account_s_hos
         "the second hop was not sent"
     );
 }
+
+#[tokio::test]
+async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
+    let zoho = Simulator::builder().data_centers(3).start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let mut users = Vec::new();
+    for n in 0..1000 {
+        let dc = n % 3;
+        let refresh = zoho.mint_refresh_token_in(dc, &[]).unwrap();
+        let id = id(&format!("user-{n:04}"));
+        connect(
+            &*store,
+            &id,
+            &refresh,
+            Some(zoho.data_center_url(dc).unwrap()),
+        )
+        .await;
+        users.push((id, refresh));
+    }
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
+        .build()
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = ZohoAuthLayer::connections(connections).layer(client);
+    let round = |service: zoho_auth::ZohoAuth<_>| {
+        let calls: Vec<_> = users
+            .iter()
+            .flat_map(|(id, _)| [id.clone(), id.clone()])
+            .map(|id| {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let response = service
+                        .oneshot(request("/crm/v8/users?type=CurrentUser", Some(&id)))
+                        .await
+                        .unwrap();
+                    (id, response.status())
+                })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            for call in calls {
+                let (id, status) = call.await.unwrap();
+                assert_eq!(status, StatusCode::OK, "{id}");
+            }
+        }
+    };
+
+    round(service.clone()).await;
+    // Zoho kills the tokens of a tenth of them (a 16th token minted elsewhere, say).
+    for (_, refresh) in &users[..100] {
+        zoho.invalidate_tokens_of(refresh);
+    }
+    round(service.clone()).await;
+    // Every token expires.
+    common::fast_forward(Duration::from_secs(3600)).await;
+    round(service.clone()).await;
+
+    for (n, (id, refresh)) in users.iter().enumerate() {
+        let seen = zoho.counters_for(refresh).unwrap();
+        let events = if n < 100 { 3 } else { 2 };
+        assert_eq!(seen.tokens_issued, events, "{id}: one token per event");
+        assert_eq!(seen.wrong_dc_api_requests, 0, "{id}");
+        assert_eq!(seen.wrong_dc_refresh_grants, 0, "{id}");
+        assert!(seen.api_ok >= 6, "{id}: {seen:?}");
+    }
+}

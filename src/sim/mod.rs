@@ -801,6 +801,12 @@ impl Simulator {
         self.shared.lock().invalidate_all();
     }
 
+    /// Kills the live access tokens of one user (one refresh token), as Zoho does to that user's
+    /// tokens when, say, a 16th is minted elsewhere; the refresh token stays valid.
+    pub fn invalidate_tokens_of(&self, refresh: &RefreshToken) {
+        self.shared.lock().invalidate_tokens_of(refresh.expose());
+    }
+
     /// Revokes a refresh token (of any data centre) and its access tokens, as the user removing
     /// the app would.
     pub fn revoke_refresh_token(&self, token: &RefreshToken) {

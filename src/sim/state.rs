@@ -598,6 +598,15 @@ impl State {
         }
     }
 
+    /// Kills every live access token minted from `refresh`, which stays valid.
+    pub(super) fn invalidate_tokens_of(&mut self, refresh: &str) {
+        if let Some(owner) = self.owners.get_mut(&Grant::Refresh(refresh.to_owned())) {
+            for token in owner.live.drain(..) {
+                kill(&mut self.access, &token);
+            }
+        }
+    }
+
     /// Revokes a refresh token of DC `dc` (`None`: of any DC) and every access token minted from
     /// it; `false` if that DC does not know it or it was revoked already.
     pub(super) fn revoke(&mut self, dc: Option<usize>, refresh: &str) -> bool {
