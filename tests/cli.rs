@@ -5,12 +5,17 @@
 #[path = "common/cli.rs"]
 mod cli_runner;
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
-use cli_runner::{free_port, http, query_param, Env, Login, BIN, RUN_LIMIT};
+use std::time::{Duration, SystemTime};
+
+use cli_runner::{free_port, http, query_param, Env, Login, Run, BIN, RUN_LIMIT};
+use redis_server::RedisServer;
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Simulator};
-use zoho_auth::store::{FileStore, TokenSet, TokenStore};
-use zoho_auth::{Accounts, DataCenter, Environment};
+use zoho_auth::store::{FileStore, StoredAccess, StoredFailure, TokenSet, TokenStore};
+use zoho_auth::{AccessToken, Accounts, ConnectionId, DataCenter, Environment, RefreshToken};
 
 const SCOPES: &str = "ZohoCRM.modules.ALL,ZohoCRM.users.READ";
 
@@ -730,4 +735,162 @@ async fn missing_or_invalid_settings_name_where_to_set_them() {
     .await
     .assert_code(2)
     .assert_says(&["https", "--accounts-url", "ZOHO_ACCOUNTS_URL"]);
+}
+
+/// The line of `connections`' table for connection `id`.
+fn row<'a>(run: &'a Run, id: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("no row for {id}: {run:#?}"))
+}
+
+/// Two accounts in one store, by `--connection` and `ZOHO_CONNECTION`: each its own record,
+/// token, listing and revocation, and the store's single record untouched throughout.
+async fn two_connections_share_one_store(sim: &Simulator, env: &Env) {
+    let alice_code = sim.issue_grant_code(&["ZohoCRM.modules.ALL"], true, None);
+    let bob_code = sim.issue_grant_code(&["ZohoCRM.users.READ"], true, None);
+    let run = env
+        .run(&[
+            "exchange",
+            "--connection",
+            "alice",
+            "--code",
+            alice_code.expose(),
+        ])
+        .await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("token store:      connection \"alice\" in "),
+        "{run:#?}"
+    );
+    let run = env
+        .run(&[
+            "exchange",
+            "--code",
+            bob_code.expose(),
+            "--connection",
+            "bob",
+        ])
+        .await;
+    run.assert_code(0);
+
+    let alice = env.stored_connection("alice").await;
+    let bob = env.stored_connection("bob").await;
+    let (alice_refresh, bob_refresh) = (
+        alice.refresh_token.clone().expect("alice's refresh token"),
+        bob.refresh_token.clone().expect("bob's refresh token"),
+    );
+    assert_ne!(alice_refresh, bob_refresh);
+    let single = zoho_auth::store::open(&env.vars["ZOHO_TOKEN_STORE"]).unwrap();
+    assert_eq!(
+        single.load().await.unwrap(),
+        None,
+        "the single record stays empty"
+    );
+    let mut hidden = secrets(sim, &alice);
+    hidden.extend(secrets(sim, &bob));
+    hidden.extend([alice_code.expose().to_owned(), bob_code.expose().to_owned()]);
+
+    // `token` prints the connection's own token: the stored one, which the simulator accepts.
+    let run = env.run(&["token", "--connection", "alice"]).await;
+    run.assert_code(0);
+    let alice_token = run.stdout.trim();
+    assert_eq!(alice_token, alice.access.unwrap().access_token.expose());
+    assert!(sim.is_access_token_live(alice_token));
+    let mut by_env = Env::new("cli-connection-env");
+    by_env.vars = env.vars.clone();
+    by_env.set("ZOHO_CONNECTION", "bob");
+    let run = by_env.run(&["token"]).await;
+    run.assert_code(0);
+    let bob_token = run.stdout.trim();
+    assert_eq!(bob_token, bob.access.unwrap().access_token.expose());
+    assert_ne!(alice_token, bob_token);
+    assert_eq!(
+        sim.counters().token_requests,
+        2,
+        "both printed from the store"
+    );
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let location = format!("{}/", sim.url());
+    for (id, scope) in [
+        ("alice", "ZohoCRM.modules.ALL"),
+        ("bob", "ZohoCRM.users.READ"),
+    ] {
+        let line = row(&run, id);
+        for phrase in [
+            location.as_str(),
+            scope,
+            "connected",
+            "expires in ",
+            " minutes",
+        ] {
+            assert!(line.contains(phrase), "{phrase:?} in {line:?}");
+        }
+    }
+    let run = env.run(&["connections", "--json"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let listed: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{run:#?}");
+    assert_eq!(listed[0]["id"], "alice");
+    assert_eq!(
+        listed[0]["scopes"],
+        serde_json::json!(["ZohoCRM.modules.ALL"])
+    );
+    assert_eq!(listed[1]["id"], "bob");
+    assert_eq!(listed[1]["status"], "connected");
+    assert_eq!(listed[1]["accounts_url"], location);
+    assert!(listed[1]["expires_in"].as_i64().unwrap() > 3000, "{run:#?}");
+
+    let run = env.run(&["revoke", "--connection", "bob"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    assert!(run.stdout.contains("Revoked"), "{run:#?}");
+    assert_eq!(sim.counters().revocations, 1);
+    assert!(sim.live_tokens(&bob_refresh) == 0 && sim.live_tokens(&alice_refresh) == 1);
+    let ids = env.connections().list(None, 10).await.unwrap();
+    assert_eq!(
+        ids,
+        [ConnectionId::new("alice").unwrap()],
+        "bob's record is removed"
+    );
+    assert_eq!(
+        env.stored_connection("alice").await.refresh_token,
+        Some(alice_refresh)
+    );
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    row(&run, "alice");
+    assert!(!run.stdout.contains("bob"), "{run:#?}");
+    env.run(&["token"])
+        .await
+        .assert_code(1)
+        .assert_says(&["Not signed in"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_a_file_store() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-connections-file", &sim);
+    two_connections_share_one_store(&sim, &env).await;
+    // One file per connection, beside the single record's file.
+    let dir = env.dir.join("tokens.json.connections");
+    assert!(dir.join("alice.json").is_file());
+    assert!(!dir.join("bob.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_a_redis_store() {
+    let server = RedisServer::start();
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-connections-redis", &sim);
+    env.set("ZOHO_TOKEN_STORE", &format!("{}?prefix=cli", server.url()));
+    two_connections_share_one_store(&sim, &env).await;
 }
