@@ -894,3 +894,214 @@ async fn connections_in_a_redis_store() {
     env.set("ZOHO_TOKEN_STORE", &format!("{}?prefix=cli", server.url()));
     two_connections_share_one_store(&sim, &env).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_show_each_record_s_status_across_pages() {
+    let mut env = Env::new("cli-connections-status");
+    let store = format!("file:{}", env.store_path().display());
+    env.set("ZOHO_TOKEN_STORE", &store);
+    let empty = env.run(&["connections"]).await;
+    empty.assert_code(0);
+    assert_eq!(empty.stdout, format!("No connections in {store}.\n"));
+    let empty = env.run(&["connections", "--json"]).await;
+    assert_eq!((empty.code, empty.stdout.as_str()), (Some(0), ""));
+
+    let now = SystemTime::now();
+    let access = |token: &str, expires_at: SystemTime, scopes: &[&str]| {
+        StoredAccess::new(
+            AccessToken::new(token),
+            now - Duration::from_secs(3600),
+            expires_at,
+            None,
+            scopes.iter().map(|s| s.to_string()).collect(),
+        )
+    };
+    let mut carol = TokenSet::new(RefreshToken::new("1000.carol-refresh-token"));
+    carol.failure = Some(StoredFailure::new("invalid_code", "revoked"));
+    let mut dave = TokenSet::new(RefreshToken::new("1000.dave-refresh-token"));
+    dave.accounts_url = Some("https://accounts.zoho.eu".into());
+    dave.access = Some(access(
+        "1000.dave-access-token",
+        now - Duration::from_secs(60),
+        &["ZohoMail.accounts.READ"],
+    ));
+    let mut erin = TokenSet::default();
+    erin.access = Some(access(
+        "1000.erin-access-token",
+        now + Duration::from_secs(1800),
+        &["ZohoCRM.modules.ALL", "ZohoCRM.users.READ"],
+    ));
+    let connections = env.connections();
+    let records = [("carol", &carol), ("dave", &dave), ("erin", &erin)];
+    for (id, set) in records {
+        common::put(&*connections.connection(&id.parse().unwrap()), set)
+            .await
+            .unwrap();
+    }
+    // More than one page of the command's 500.
+    let filler = TokenSet::new(RefreshToken::new("1000.filler-refresh-token"));
+    for n in 0..500 {
+        let id = ConnectionId::new(format!("n{n:03}")).unwrap();
+        common::put(&*connections.connection(&id), &filler)
+            .await
+            .unwrap();
+    }
+    let hidden: Vec<String> = [
+        "1000.carol-refresh-token",
+        "1000.dave-refresh-token",
+        "1000.dave-access-token",
+        "1000.erin-access-token",
+        "1000.filler-refresh-token",
+    ]
+    .map(str::to_owned)
+    .into();
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let expected = [
+        (
+            "carol",
+            [
+                "unknown",
+                "-",
+                "needs re-consent (invalid_code)",
+                "no access token",
+            ],
+        ),
+        (
+            "dave",
+            ["eu", "ZohoMail.accounts.READ", "connected", "expired"],
+        ),
+        (
+            "erin",
+            [
+                "unknown",
+                "ZohoCRM.modules.ALL,ZohoCRM.users.READ",
+                "not connected",
+                "expires in ",
+            ],
+        ),
+    ];
+    for (id, cells) in expected {
+        let line = row(&run, id);
+        for cell in cells {
+            assert!(line.contains(&format!("  {cell}")), "{cell:?} in {line:?}");
+        }
+    }
+    row(&run, "n499");
+    // Aligned: every row's status starts in the header's STATUS column.
+    let column = run.stdout.lines().next().unwrap().find("STATUS").unwrap();
+    assert_eq!(row(&run, "carol").find("needs"), Some(column), "{run:#?}");
+    assert_eq!(
+        row(&run, "n000").find("connected"),
+        Some(column),
+        "{run:#?}"
+    );
+
+    let run = env.run(&["connections", "--json"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let listed: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 503);
+    assert_eq!(listed[0]["status"], "needs re-consent (invalid_code)");
+    assert_eq!(listed[0]["expires_in"], serde_json::Value::Null);
+    assert_eq!(listed[1]["data_centre"], "eu");
+    assert!(listed[1]["expires_in"].as_i64().unwrap() < 0);
+    let erin_left = listed[2]["expires_in"].as_i64().unwrap();
+    assert!(erin_left > 0 && erin_left <= 1800, "{erin_left}");
+    assert_eq!(listed[502]["id"], "n499");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_names_a_connection_and_the_flag_overrides_it() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-connection-profile", &sim);
+    let refresh = sim.mint_refresh_token(&[]);
+    let alice = ConnectionId::new("alice").unwrap();
+    common::put(
+        &*env.connections().connection(&alice),
+        &TokenSet::new(refresh.clone()),
+    )
+    .await
+    .unwrap();
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(&profile, "connection = \"alice\"\n").unwrap();
+    env.set("ZOHO_AUTH_PROFILE", &profile.display().to_string());
+
+    let run = env.run(&["token"]).await;
+    run.assert_code(0);
+    assert!(sim.is_access_token_live(run.stdout.trim()), "{run:#?}");
+    env.run(&["token", "--connection", "bob"])
+        .await
+        .assert_code(1)
+        .assert_says(&["Not signed in", "connection \"bob\""])
+        .assert_hides(&[refresh.expose().to_owned()]);
+}
+
+#[tokio::test]
+async fn an_invalid_connection_id_is_a_usage_error() {
+    let mut env = Env::new("cli-connection-invalid");
+    env.set("ZOHO_CLIENT_ID", "1000.X")
+        .set("ZOHO_CLIENT_SECRET", "some-client-secret");
+    let names = [
+        "connection id",
+        "--connection",
+        "ZOHO_CONNECTION",
+        "`connection`",
+    ];
+    env.run(&["token", "--connection", "a\tb"])
+        .await
+        .assert_code(2)
+        .assert_says(&names)
+        .assert_says(&["control characters"]);
+    env.run(&["revoke", "--connection", "\u{7f}"])
+        .await
+        .assert_code(2)
+        .assert_says(&names);
+    env.set("ZOHO_CONNECTION", &"x".repeat(ConnectionId::MAX_LEN + 1));
+    env.run(&["exchange", "--code", "x"])
+        .await
+        .assert_code(2)
+        .assert_says(&names)
+        .assert_says(&["1 to 256 bytes"]);
+    env.unset("ZOHO_CONNECTION");
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(&profile, "connection = \"a\\u0000b\"\n").unwrap();
+    env.run(&["--profile", &profile.display().to_string(), "token"])
+        .await
+        .assert_code(2)
+        .assert_says(&names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_stores_a_connection_s_record() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-login-connection", &sim);
+    let login = Login::start(
+        &env,
+        &[
+            "login",
+            "--no-browser",
+            "--port",
+            "0",
+            "--scopes",
+            SCOPES,
+            "--connection",
+            "carol",
+        ],
+    )
+    .await;
+    sim.register_redirect_uri(&query_param(&login.url, "redirect_uri"));
+    let location = sim.accept_consent(&login.url).expect("the consent page");
+    assert_eq!(http().get(&location).send().await.unwrap().status(), 200);
+    let run = login.finish().await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("connection \"carol\""), "{run:#?}");
+    let set = env.stored_connection("carol").await;
+    assert!(set.refresh_token.is_some(), "{run:#?}");
+    run.assert_hides(&secrets(&sim, &set));
+    assert_eq!(env.stored().await, TokenSet::default());
+}
