@@ -1094,7 +1094,7 @@ async fn login_stores_a_connection_s_record() {
         ],
     )
     .await;
-    sim.register_redirect_uri(&query_param(&login.url, "redirect_uri"));
+    sim.register_redirect_uri(query_param(&login.url, "redirect_uri"));
     let location = sim.accept_consent(&login.url).expect("the consent page");
     assert_eq!(http().get(&location).send().await.unwrap().status(), 200);
     let run = login.finish().await;
