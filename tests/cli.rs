@@ -1037,7 +1037,7 @@ async fn the_profile_names_a_connection_and_the_flag_overrides_it() {
     env.run(&["token", "--connection", "bob"])
         .await
         .assert_code(1)
-        .assert_says(&["Not signed in", "connection \"bob\""])
+        .assert_says(&["Not signed in", "connection \"bob\"", "--connection"])
         .assert_hides(&[refresh.expose().to_owned()]);
 }
 

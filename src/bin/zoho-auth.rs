@@ -72,8 +72,7 @@ Settings (flag > environment > profile key):
   --dc                   ZOHO_DC              dc                   (default us)
   --accounts-url         ZOHO_ACCOUNTS_URL    accounts_url
   --store                ZOHO_TOKEN_STORE     store                (default file:<config dir>/zoho-auth/tokens.json)
-  --connection           ZOHO_CONNECTION      connection           (login, exchange, token, revoke; default
-                                                                    the store's single record)
+  --connection           ZOHO_CONNECTION      connection           (login, exchange, token, revoke)
   login --scopes         ZOHO_SCOPES          scopes
   login --port           ZOHO_REDIRECT_PORT   redirect_port        (default 8765)
 The profile is a TOML file (--profile or ZOHO_AUTH_PROFILE; default <config dir>/zoho-auth/profile.toml
@@ -536,8 +535,15 @@ fn stored_accounts(set: &TokenSet, settings: &Settings) -> Result<Accounts, Prob
 fn not_signed_in(store: &Store) -> Problem {
     Problem::failure(
         format!("Not signed in: {} holds no Zoho tokens.", store.name),
-        "Run `zoho-auth login`, or `zoho-auth exchange --code CODE` with a Self Client code from \
-         Zoho's API console (and the same --store).",
+        format!(
+            "Run `zoho-auth login`, or `zoho-auth exchange --code CODE` with a Self Client code \
+             from Zoho's API console (and the same --store{}).",
+            if store.connection.is_some() {
+                " and --connection"
+            } else {
+                ""
+            }
+        ),
     )
 }
 

@@ -74,7 +74,10 @@ impl Row {
         let expiry = match self.expires_in {
             None => "no access token".to_owned(),
             Some(left) if left <= 0 => "expired".to_owned(),
-            Some(left) => format!("expires in {}", lifetime(Duration::from_secs(left as u64))),
+            Some(left) => format!(
+                "expires in {}",
+                lifetime(Duration::from_secs(left.unsigned_abs()))
+            ),
         };
         [
             self.id.to_string(),
