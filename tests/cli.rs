@@ -5,12 +5,17 @@
 #[path = "common/cli.rs"]
 mod cli_runner;
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
-use cli_runner::{free_port, http, query_param, Env, Login, BIN, RUN_LIMIT};
+use std::time::{Duration, SystemTime};
+
+use cli_runner::{free_port, http, query_param, Env, Login, Run, BIN, RUN_LIMIT};
+use redis_server::RedisServer;
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Simulator};
-use zoho_auth::store::{FileStore, TokenSet, TokenStore};
-use zoho_auth::{Accounts, DataCenter, Environment};
+use zoho_auth::store::{FileStore, StoredAccess, StoredFailure, TokenSet, TokenStore};
+use zoho_auth::{AccessToken, Accounts, ConnectionId, DataCenter, Environment, RefreshToken};
 
 const SCOPES: &str = "ZohoCRM.modules.ALL,ZohoCRM.users.READ";
 
@@ -730,4 +735,373 @@ async fn missing_or_invalid_settings_name_where_to_set_them() {
     .await
     .assert_code(2)
     .assert_says(&["https", "--accounts-url", "ZOHO_ACCOUNTS_URL"]);
+}
+
+/// The line of `connections`' table for connection `id`.
+fn row<'a>(run: &'a Run, id: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("no row for {id}: {run:#?}"))
+}
+
+/// Two accounts in one store, by `--connection` and `ZOHO_CONNECTION`: each its own record,
+/// token, listing and revocation, and the store's single record untouched throughout.
+async fn two_connections_share_one_store(sim: &Simulator, env: &Env) {
+    let alice_code = sim.issue_grant_code(&["ZohoCRM.modules.ALL"], true, None);
+    let bob_code = sim.issue_grant_code(&["ZohoCRM.users.READ"], true, None);
+    let run = env
+        .run(&[
+            "exchange",
+            "--connection",
+            "alice",
+            "--code",
+            alice_code.expose(),
+        ])
+        .await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("token store:      connection \"alice\" in "),
+        "{run:#?}"
+    );
+    let run = env
+        .run(&[
+            "exchange",
+            "--code",
+            bob_code.expose(),
+            "--connection",
+            "bob",
+        ])
+        .await;
+    run.assert_code(0);
+
+    let alice = env.stored_connection("alice").await;
+    let bob = env.stored_connection("bob").await;
+    let (alice_refresh, bob_refresh) = (
+        alice.refresh_token.clone().expect("alice's refresh token"),
+        bob.refresh_token.clone().expect("bob's refresh token"),
+    );
+    assert_ne!(alice_refresh, bob_refresh);
+    let single = zoho_auth::store::open(&env.vars["ZOHO_TOKEN_STORE"]).unwrap();
+    assert_eq!(
+        single.load().await.unwrap(),
+        None,
+        "the single record stays empty"
+    );
+    let mut hidden = secrets(sim, &alice);
+    hidden.extend(secrets(sim, &bob));
+    hidden.extend([alice_code.expose().to_owned(), bob_code.expose().to_owned()]);
+
+    // `token` prints the connection's own token: the stored one, which the simulator accepts.
+    let run = env.run(&["token", "--connection", "alice"]).await;
+    run.assert_code(0);
+    let alice_token = run.stdout.trim();
+    assert_eq!(alice_token, alice.access.unwrap().access_token.expose());
+    assert!(sim.is_access_token_live(alice_token));
+    let mut by_env = Env::new("cli-connection-env");
+    by_env.vars = env.vars.clone();
+    by_env.set("ZOHO_CONNECTION", "bob");
+    let run = by_env.run(&["token"]).await;
+    run.assert_code(0);
+    let bob_token = run.stdout.trim();
+    assert_eq!(bob_token, bob.access.unwrap().access_token.expose());
+    assert_ne!(alice_token, bob_token);
+    assert_eq!(
+        sim.counters().token_requests,
+        2,
+        "both printed from the store"
+    );
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let location = format!("{}/", sim.url());
+    for (id, scope) in [
+        ("alice", "ZohoCRM.modules.ALL"),
+        ("bob", "ZohoCRM.users.READ"),
+    ] {
+        let line = row(&run, id);
+        for phrase in [
+            location.as_str(),
+            scope,
+            "connected",
+            "expires in ",
+            " minutes",
+        ] {
+            assert!(line.contains(phrase), "{phrase:?} in {line:?}");
+        }
+    }
+    let run = env.run(&["connections", "--json"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let listed: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{run:#?}");
+    assert_eq!(listed[0]["id"], "alice");
+    assert_eq!(
+        listed[0]["scopes"],
+        serde_json::json!(["ZohoCRM.modules.ALL"])
+    );
+    assert_eq!(listed[1]["id"], "bob");
+    assert_eq!(listed[1]["status"], "connected");
+    assert_eq!(listed[1]["accounts_url"], location);
+    assert!(listed[1]["expires_in"].as_i64().unwrap() > 3000, "{run:#?}");
+
+    let run = env.run(&["revoke", "--connection", "bob"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    assert!(run.stdout.contains("Revoked"), "{run:#?}");
+    assert_eq!(sim.counters().revocations, 1);
+    assert!(sim.live_tokens(&bob_refresh) == 0 && sim.live_tokens(&alice_refresh) == 1);
+    let ids = env.connections().list(None, 10).await.unwrap();
+    assert_eq!(
+        ids,
+        [ConnectionId::new("alice").unwrap()],
+        "bob's record is removed"
+    );
+    assert_eq!(
+        env.stored_connection("alice").await.refresh_token,
+        Some(alice_refresh)
+    );
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    row(&run, "alice");
+    assert!(!run.stdout.contains("bob"), "{run:#?}");
+    env.run(&["token"])
+        .await
+        .assert_code(1)
+        .assert_says(&["Not signed in"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_a_file_store() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-connections-file", &sim);
+    two_connections_share_one_store(&sim, &env).await;
+    // One file per connection, beside the single record's file.
+    let dir = env.dir.join("tokens.json.connections");
+    assert!(dir.join("alice.json").is_file());
+    assert!(!dir.join("bob.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_a_redis_store() {
+    let server = RedisServer::start();
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-connections-redis", &sim);
+    env.set("ZOHO_TOKEN_STORE", &format!("{}?prefix=cli", server.url()));
+    two_connections_share_one_store(&sim, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_show_each_record_s_status_across_pages() {
+    let mut env = Env::new("cli-connections-status");
+    let store = format!("file:{}", env.store_path().display());
+    env.set("ZOHO_TOKEN_STORE", &store);
+    let empty = env.run(&["connections"]).await;
+    empty.assert_code(0);
+    assert_eq!(empty.stdout, format!("No connections in {store}.\n"));
+    let empty = env.run(&["connections", "--json"]).await;
+    assert_eq!((empty.code, empty.stdout.as_str()), (Some(0), ""));
+
+    let now = SystemTime::now();
+    let access = |token: &str, expires_at: SystemTime, scopes: &[&str]| {
+        StoredAccess::new(
+            AccessToken::new(token),
+            now - Duration::from_secs(3600),
+            expires_at,
+            None,
+            scopes.iter().map(|s| s.to_string()).collect(),
+        )
+    };
+    let mut carol = TokenSet::new(RefreshToken::new("1000.carol-refresh-token"));
+    carol.failure = Some(StoredFailure::new("invalid_code", "revoked"));
+    let mut dave = TokenSet::new(RefreshToken::new("1000.dave-refresh-token"));
+    dave.accounts_url = Some("https://accounts.zoho.eu".into());
+    dave.access = Some(access(
+        "1000.dave-access-token",
+        now - Duration::from_secs(60),
+        &["ZohoMail.accounts.READ"],
+    ));
+    let mut erin = TokenSet::default();
+    erin.access = Some(access(
+        "1000.erin-access-token",
+        now + Duration::from_secs(1800),
+        &["ZohoCRM.modules.ALL", "ZohoCRM.users.READ"],
+    ));
+    let connections = env.connections();
+    let records = [("carol", &carol), ("dave", &dave), ("erin", &erin)];
+    for (id, set) in records {
+        common::put(&*connections.connection(&id.parse().unwrap()), set)
+            .await
+            .unwrap();
+    }
+    // More than one page of the command's 500.
+    let filler = TokenSet::new(RefreshToken::new("1000.filler-refresh-token"));
+    for n in 0..500 {
+        let id = ConnectionId::new(format!("n{n:03}")).unwrap();
+        common::put(&*connections.connection(&id), &filler)
+            .await
+            .unwrap();
+    }
+    let hidden: Vec<String> = [
+        "1000.carol-refresh-token",
+        "1000.dave-refresh-token",
+        "1000.dave-access-token",
+        "1000.erin-access-token",
+        "1000.filler-refresh-token",
+    ]
+    .map(str::to_owned)
+    .into();
+
+    let run = env.run(&["connections"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let expected = [
+        (
+            "carol",
+            [
+                "unknown",
+                "-",
+                "needs re-consent (invalid_code)",
+                "no access token",
+            ],
+        ),
+        (
+            "dave",
+            ["eu", "ZohoMail.accounts.READ", "connected", "expired"],
+        ),
+        (
+            "erin",
+            [
+                "unknown",
+                "ZohoCRM.modules.ALL,ZohoCRM.users.READ",
+                "not connected",
+                "expires in ",
+            ],
+        ),
+    ];
+    for (id, cells) in expected {
+        let line = row(&run, id);
+        for cell in cells {
+            assert!(line.contains(&format!("  {cell}")), "{cell:?} in {line:?}");
+        }
+    }
+    row(&run, "n499");
+    // Aligned: every row's status starts in the header's STATUS column.
+    let column = run.stdout.lines().next().unwrap().find("STATUS").unwrap();
+    assert_eq!(row(&run, "carol").find("needs"), Some(column), "{run:#?}");
+    assert_eq!(
+        row(&run, "n000").find("connected"),
+        Some(column),
+        "{run:#?}"
+    );
+
+    let run = env.run(&["connections", "--json"]).await;
+    run.assert_code(0).assert_hides(&hidden);
+    let listed: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 503);
+    assert_eq!(listed[0]["status"], "needs re-consent (invalid_code)");
+    assert_eq!(listed[0]["expires_in"], serde_json::Value::Null);
+    assert_eq!(listed[1]["data_centre"], "eu");
+    assert!(listed[1]["expires_in"].as_i64().unwrap() < 0);
+    let erin_left = listed[2]["expires_in"].as_i64().unwrap();
+    assert!(erin_left > 0 && erin_left <= 1800, "{erin_left}");
+    assert_eq!(listed[502]["id"], "n499");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_names_a_connection_and_the_flag_overrides_it() {
+    let sim = Simulator::start().await.unwrap();
+    let mut env = Env::for_sim("cli-connection-profile", &sim);
+    let refresh = sim.mint_refresh_token(&[]);
+    let alice = ConnectionId::new("alice").unwrap();
+    common::put(
+        &*env.connections().connection(&alice),
+        &TokenSet::new(refresh.clone()),
+    )
+    .await
+    .unwrap();
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(&profile, "connection = \"alice\"\n").unwrap();
+    env.set("ZOHO_AUTH_PROFILE", &profile.display().to_string());
+
+    let run = env.run(&["token"]).await;
+    run.assert_code(0);
+    assert!(sim.is_access_token_live(run.stdout.trim()), "{run:#?}");
+    env.run(&["token", "--connection", "bob"])
+        .await
+        .assert_code(1)
+        .assert_says(&["Not signed in", "connection \"bob\"", "--connection"])
+        .assert_hides(&[refresh.expose().to_owned()]);
+}
+
+#[tokio::test]
+async fn an_invalid_connection_id_is_a_usage_error() {
+    let mut env = Env::new("cli-connection-invalid");
+    env.set("ZOHO_CLIENT_ID", "1000.X")
+        .set("ZOHO_CLIENT_SECRET", "some-client-secret");
+    let names = [
+        "connection id",
+        "--connection",
+        "ZOHO_CONNECTION",
+        "`connection`",
+    ];
+    env.run(&["token", "--connection", "a\tb"])
+        .await
+        .assert_code(2)
+        .assert_says(&names)
+        .assert_says(&["control characters"]);
+    env.run(&["revoke", "--connection", "\u{7f}"])
+        .await
+        .assert_code(2)
+        .assert_says(&names);
+    env.set("ZOHO_CONNECTION", &"x".repeat(ConnectionId::MAX_LEN + 1));
+    env.run(&["exchange", "--code", "x"])
+        .await
+        .assert_code(2)
+        .assert_says(&names)
+        .assert_says(&["1 to 256 bytes"]);
+    env.unset("ZOHO_CONNECTION");
+    let profile = env.dir.join("profile.toml");
+    std::fs::write(&profile, "connection = \"a\\u0000b\"\n").unwrap();
+    env.run(&["--profile", &profile.display().to_string(), "token"])
+        .await
+        .assert_code(2)
+        .assert_says(&names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_stores_a_connection_s_record() {
+    let sim = Simulator::start().await.unwrap();
+    let env = Env::for_sim("cli-login-connection", &sim);
+    let login = Login::start(
+        &env,
+        &[
+            "login",
+            "--no-browser",
+            "--port",
+            "0",
+            "--scopes",
+            SCOPES,
+            "--connection",
+            "carol",
+        ],
+    )
+    .await;
+    sim.register_redirect_uri(query_param(&login.url, "redirect_uri"));
+    let location = sim.accept_consent(&login.url).expect("the consent page");
+    assert_eq!(http().get(&location).send().await.unwrap().status(), 200);
+    let run = login.finish().await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("connection \"carol\""), "{run:#?}");
+    let set = env.stored_connection("carol").await;
+    assert!(set.refresh_token.is_some(), "{run:#?}");
+    run.assert_hides(&secrets(&sim, &set));
+    assert_eq!(env.stored().await, TokenSet::default());
 }

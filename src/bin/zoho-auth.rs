@@ -5,8 +5,13 @@
 //! zoho-auth exchange --code CODE        # a Self Client code from Zoho's API console; `-` reads stdin
 //! zoho-auth token [--json]              # a valid access token, refreshed when needed
 //! zoho-auth revoke                      # revoke the stored refresh token, empty the store
+//! zoho-auth connections [--json]        # the store's connections, their status; never a token
 //! zoho-auth dcs                         # Zoho's data centres
 //! ```
+//!
+//! `login`, `exchange`, `token` and `revoke` take `--connection ID`: they then work on that
+//! connection's record among the store's many (`zoho_auth::store::open_connections`) instead of
+//! its single record, and `revoke` removes the record.
 //!
 //! Settings, flag > environment > profile (`--profile PATH` or `ZOHO_AUTH_PROFILE`, TOML; default
 //! `<config dir>/zoho-auth/profile.toml` when it exists):
@@ -18,6 +23,7 @@
 //! | `--dc` | `ZOHO_DC` | `dc` | `us` |
 //! | `--accounts-url` | `ZOHO_ACCOUNTS_URL` | `accounts_url` | the DC's |
 //! | `--store` | `ZOHO_TOKEN_STORE` | `store` | `file:<config dir>/zoho-auth/tokens.json` |
+//! | `--connection` (`login`, `exchange`, `token`, `revoke`) | `ZOHO_CONNECTION` | `connection` | the single record |
 //! | `login --scopes` | `ZOHO_SCOPES` | `scopes` | |
 //! | `login --port` | `ZOHO_REDIRECT_PORT` | `redirect_port` | `8765` |
 //!
@@ -36,6 +42,8 @@
 // them in `src/bin/`, where cargo takes every file for a binary of its own.
 #[path = "zoho-auth/advice.rs"]
 mod advice;
+#[path = "zoho-auth/connections.rs"]
+mod connections;
 #[path = "zoho-auth/login.rs"]
 mod login;
 #[path = "zoho-auth/settings.rs"]
@@ -51,7 +59,7 @@ use zoho_auth::store::TokenSet;
 use zoho_auth::{Accounts, ClientId, ClientSecret, DataCenter, Environment, GrantCode, TokenCache};
 
 use advice::{explain, keep_secret, Context, Problem, Step};
-use settings::{Settings, Store};
+use settings::{ConnectionFlag, Settings, Store};
 
 /// How long a printed access token stays valid at least: it is used after this command exits,
 /// so one about to expire is refreshed first (capped by the library at a tenth of its lifetime).
@@ -64,6 +72,7 @@ Settings (flag > environment > profile key):
   --dc                   ZOHO_DC              dc                   (default us)
   --accounts-url         ZOHO_ACCOUNTS_URL    accounts_url
   --store                ZOHO_TOKEN_STORE     store                (default file:<config dir>/zoho-auth/tokens.json)
+  --connection           ZOHO_CONNECTION      connection           (login, exchange, token, revoke)
   login --scopes         ZOHO_SCOPES          scopes
   login --port           ZOHO_REDIRECT_PORT   redirect_port        (default 8765)
 The profile is a TOML file (--profile or ZOHO_AUTH_PROFILE; default <config dir>/zoho-auth/profile.toml
@@ -109,7 +118,14 @@ enum Command {
     /// sharing the store refresh once between them.
     Token(TokenArgs),
     /// Revoke the stored refresh token at Zoho and remove the tokens from the store
-    Revoke,
+    ///
+    /// With --connection, the connection's record is removed (and no longer listed).
+    Revoke(ConnectionFlag),
+    /// List the store's connections: id, data centre, scopes, status and access token expiry
+    ///
+    /// Never prints a token. Status: "connected" (a refresh token is stored), "not connected"
+    /// (none), or "needs re-consent (CODE)" once Zoho refused the refresh token.
+    Connections(connections::Args),
     /// List Zoho's data centres: accounts servers and API domains
     Dcs,
 }
@@ -143,6 +159,9 @@ struct LoginArgs {
     /// How long to wait for the sign-in, in seconds
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     timeout: u64,
+
+    #[command(flatten)]
+    connection: ConnectionFlag,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +170,9 @@ struct ExchangeArgs {
     /// --client-secret-stdin)
     #[arg(long, value_name = "CODE")]
     code: String,
+
+    #[command(flatten)]
+    connection: ConnectionFlag,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +180,9 @@ struct TokenArgs {
     /// Print {"access_token","expires_in","api_domain","scopes"} as JSON instead
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    connection: ConnectionFlag,
 }
 
 fn main() -> ExitCode {
@@ -191,7 +216,8 @@ async fn run(cli: Cli) -> Result<(), Problem> {
         Command::Login(args) => login(&settings, args).await,
         Command::Exchange(args) => exchange(&settings, args).await,
         Command::Token(args) => token(&settings, args).await,
-        Command::Revoke => revoke(&settings).await,
+        Command::Revoke(connection) => revoke(&settings, &connection).await,
+        Command::Connections(args) => connections::list(&settings, args).await,
         Command::Dcs => {
             dcs();
             Ok(())
@@ -203,7 +229,7 @@ async fn login(settings: &Settings, args: LoginArgs) -> Result<(), Problem> {
     let client_id = settings.client_id()?;
     let secret = settings.client_secret()?;
     let scopes = settings.scopes(args.scopes.as_deref())?;
-    let store = settings.store()?;
+    let store = settings.store(&args.connection)?;
     let custom = settings.custom_accounts()?;
     let accounts = settings.accounts()?;
 
@@ -273,7 +299,7 @@ async fn exchange(settings: &Settings, args: ExchangeArgs) -> Result<(), Problem
         args.code.trim().to_owned()
     };
     keep_secret(&code);
-    let store = settings.store()?;
+    let store = settings.store(&args.connection)?;
     let accounts = settings.accounts()?;
     // A Self Client code carries no redirect URI.
     let connector = Connector::new(client_id.clone(), secret, "").store(store.store.clone());
@@ -293,7 +319,7 @@ async fn exchange(settings: &Settings, args: ExchangeArgs) -> Result<(), Problem
 }
 
 async fn token(settings: &Settings, args: TokenArgs) -> Result<(), Problem> {
-    let store = settings.store()?;
+    let store = settings.store(&args.connection)?;
     let client_id = settings.client_id()?;
     let secret = settings.client_secret()?;
     let mut ctx = Context {
@@ -348,8 +374,8 @@ async fn token(settings: &Settings, args: TokenArgs) -> Result<(), Problem> {
     Ok(())
 }
 
-async fn revoke(settings: &Settings) -> Result<(), Problem> {
-    let store = settings.store()?;
+async fn revoke(settings: &Settings, connection: &ConnectionFlag) -> Result<(), Problem> {
+    let store = settings.store(connection)?;
     let mut ctx = Context {
         step: Step::Revoke,
         accounts: String::new(),
@@ -388,6 +414,11 @@ async fn revoke(settings: &Settings) -> Result<(), Problem> {
         ),
         Err(error) => return Err(explain(&error, &ctx)),
     };
+    let could_not = |error: zoho_auth::Error, what: &str| {
+        let mut problem = explain(&error, &ctx);
+        problem.what = format!("{note}, but could not {what}: {}", problem.what);
+        problem
+    };
     // Fenced: a login that stored a new refresh token meanwhile is kept.
     let emptied = store
         .store
@@ -399,12 +430,18 @@ async fn revoke(settings: &Settings) -> Result<(), Problem> {
             Ok(revoked)
         })
         .await
-        .map_err(|error| {
-            let mut problem = explain(&error, &ctx);
-            problem.what = format!("{note}, but could not empty the store: {}", problem.what);
-            problem
-        })?
+        .map_err(|error| could_not(error, "empty the store"))?
         .0;
+    // The emptied record is the fence: a connection is removed only once it held nothing but
+    // the revoked token. (`ConnectionStore::remove` is unconditional, so a login landing
+    // between the two calls would be removed too; the window is one store round trip.)
+    if let (true, Some(connection)) = (emptied, &store.connection) {
+        connection
+            .connections
+            .remove(&connection.id)
+            .await
+            .map_err(|error| could_not(error, "remove the emptied connection"))?;
+    }
     if emptied {
         println!("{note}, and removed the tokens from {}.", store.name);
     } else {
@@ -430,32 +467,17 @@ fn dcs() {
             ]
         })
         .collect();
-    let header = [
-        "DC",
-        "LOCATION",
-        "ACCOUNTS SERVER",
-        "API (PRODUCTION)",
-        "SANDBOX",
-        "DEVELOPER",
-    ]
-    .map(str::to_owned);
-    let widths: Vec<usize> = (0..header.len())
-        .map(|column| {
-            std::iter::once(&header)
-                .chain(&rows)
-                .map(|row| row[column].len())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    print_table(
+        [
+            "DC",
+            "LOCATION",
+            "ACCOUNTS SERVER",
+            "API (PRODUCTION)",
+            "SANDBOX",
+            "DEVELOPER",
+        ],
+        &rows,
+    );
     println!();
     println!(
         "Pick one with --dc LOCATION (or ZOHO_DC). Consent for multi-DC clients starts at {} for \
@@ -463,6 +485,28 @@ fn dcs() {
         DataCenter::Us.consent_accounts_url(),
         DataCenter::Cn.consent_accounts_url()
     );
+}
+
+/// Prints `rows` under `header`, each column as wide as its widest cell.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let header = header.map(str::to_owned);
+    let widths: Vec<usize> = (0..N)
+        .map(|column| {
+            std::iter::once(&header)
+                .chain(rows)
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
 }
 
 /// The store's token set.
@@ -491,8 +535,15 @@ fn stored_accounts(set: &TokenSet, settings: &Settings) -> Result<Accounts, Prob
 fn not_signed_in(store: &Store) -> Problem {
     Problem::failure(
         format!("Not signed in: {} holds no Zoho tokens.", store.name),
-        "Run `zoho-auth login`, or `zoho-auth exchange --code CODE` with a Self Client code from \
-         Zoho's API console (and the same --store).",
+        format!(
+            "Run `zoho-auth login`, or `zoho-auth exchange --code CODE` with a Self Client code \
+             from Zoho's API console (and the same --store{}).",
+            if store.connection.is_some() {
+                " and --connection"
+            } else {
+                ""
+            }
+        ),
     )
 }
 

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use zoho_auth::sim::Simulator;
-use zoho_auth::store::{FileStore, TokenSet, TokenStore};
-use zoho_auth::RefreshToken;
+use zoho_auth::store::{self, ConnectionStore, FileStore, TokenSet, TokenStore};
+use zoho_auth::{ConnectionId, RefreshToken};
 
 use crate::common::{self, TempDir};
 
@@ -122,6 +123,18 @@ impl Env {
 
     pub async fn stored(&self) -> TokenSet {
         self.store().load().await.unwrap().unwrap_or_default()
+    }
+
+    /// The connections of the store the command is set to use (`ZOHO_TOKEN_STORE`).
+    pub fn connections(&self) -> Arc<dyn ConnectionStore> {
+        store::open_connections(&self.vars["ZOHO_TOKEN_STORE"]).unwrap()
+    }
+
+    /// The record of connection `id` (empty when none).
+    pub async fn stored_connection(&self, id: &str) -> TokenSet {
+        let id = ConnectionId::new(id).unwrap();
+        let record = self.connections().connection(&id);
+        record.load().await.unwrap().unwrap_or_default()
     }
 
     /// Seeds the store with a refresh token only, as a login on another machine would.

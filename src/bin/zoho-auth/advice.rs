@@ -58,6 +58,7 @@ pub enum Step {
     Exchange,
     Token,
     Revoke,
+    Connections,
 }
 
 /// What a message may name besides the error itself. No secrets.
@@ -213,7 +214,7 @@ fn invalid_code(ctx: &Context) -> Problem {
              used.",
             "Run `zoho-auth login` again and finish the consent within 2 minutes.",
         ),
-        Step::Token | Step::Revoke => Problem::failure(
+        Step::Token | Step::Revoke | Step::Connections => Problem::failure(
             format!(
                 "Zoho rejected the refresh token in {} (invalid_code): it was revoked — under \
                  Connected Apps in Zoho Accounts, by `zoho-auth revoke`, or because 20 newer ones \

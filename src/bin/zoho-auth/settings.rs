@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use serde::Deserialize;
-use zoho_auth::store::{self, TokenStore};
-use zoho_auth::{Accounts, ClientId, ClientSecret, DataCenter};
+use zoho_auth::store::{self, ConnectionStore, TokenStore};
+use zoho_auth::{Accounts, ClientId, ClientSecret, ConnectionId, DataCenter, Error};
 
 use crate::advice::{keep_secret, redact, Problem};
 
@@ -91,6 +91,21 @@ pub struct Flags {
     client_secret_refused: Option<Option<String>>,
 }
 
+/// `--connection`, on the subcommands that work on one record (not global: `dcs` and
+/// `connections` have no use for it).
+#[derive(Args, Debug)]
+pub struct ConnectionFlag {
+    /// Work on this connection's record (one Zoho account among the store's many, by the
+    /// application's id for it) instead of the store's single record [profile: connection]
+    #[arg(
+        long,
+        env = "ZOHO_CONNECTION",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
+    connection: Option<String>,
+}
+
 /// The profile file: the same settings as the flags, by key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +117,7 @@ struct Profile {
     store: Option<String>,
     scopes: Option<Scopes>,
     redirect_port: Option<u16>,
+    connection: Option<String>,
     /// Only so that a profile holding the secret itself gets a clear refusal instead of an
     /// "unknown field" error; its value is never read.
     client_secret: Option<serde::de::IgnoredAny>,
@@ -170,6 +186,12 @@ const STORE: Source = Source {
     env: "ZOHO_TOKEN_STORE",
     key: "store",
 };
+const CONNECTION: Source = Source {
+    what: "connection id",
+    flag: "--connection",
+    env: "ZOHO_CONNECTION",
+    key: "connection",
+};
 const SCOPES: Source = Source {
     what: "the scopes to ask for",
     flag: "--scopes",
@@ -180,6 +202,20 @@ const SCOPES: Source = Source {
 /// A token store and how to name it in messages (a Redis password replaced).
 pub struct Store {
     pub store: Arc<dyn TokenStore>,
+    pub name: String,
+    /// Set when `store` is one connection's record: what `revoke` removes.
+    pub connection: Option<Connection>,
+}
+
+/// One connection's record in a [`ConnectionStore`].
+pub struct Connection {
+    pub connections: Arc<dyn ConnectionStore>,
+    pub id: ConnectionId,
+}
+
+/// A connection store and how to name it in messages.
+pub struct Connections {
+    pub store: Arc<dyn ConnectionStore>,
     pub name: String,
 }
 
@@ -302,9 +338,51 @@ impl Settings {
         }
     }
 
-    /// The token store (default: a file in the user's configuration directory; never memory,
-    /// which would forget the tokens when the command exits).
-    pub fn store(&self) -> Result<Store, Problem> {
+    /// The token store: the single record of the configured store, or, with a connection id
+    /// (`--connection`, `ZOHO_CONNECTION` or the profile's `connection`), that connection's record
+    /// in the same store's connections.
+    pub fn store(&self, connection: &ConnectionFlag) -> Result<Store, Problem> {
+        let connection = resolve(
+            connection.connection.as_deref(),
+            self.profile.connection.as_deref(),
+        )
+        .map(|id| {
+            ConnectionId::new(id).map_err(|error| {
+                CONNECTION.invalid(
+                    redact(&error.to_string()),
+                    "Use the application's id for the Zoho account (`zoho-auth connections` \
+                     lists the stored ones).",
+                )
+            })
+        })
+        .transpose()?;
+        let (spec, name) = self.store_spec()?;
+        let Some(id) = connection else {
+            let store = open_spec(&spec, &name, store::open)?;
+            return Ok(Store {
+                store,
+                name,
+                connection: None,
+            });
+        };
+        let connections = open_spec(&spec, &name, store::open_connections)?;
+        Ok(Store {
+            store: connections.connection(&id),
+            name: format!("connection {:?} in {name}", id.as_str()),
+            connection: Some(Connection { connections, id }),
+        })
+    }
+
+    /// The configured store's connections, for `zoho-auth connections`.
+    pub fn connections(&self) -> Result<Connections, Problem> {
+        let (spec, name) = self.store_spec()?;
+        let store = open_spec(&spec, &name, store::open_connections)?;
+        Ok(Connections { store, name })
+    }
+
+    /// The store specification (default: a file in the user's configuration directory; never
+    /// memory, which would forget the tokens when the command exits) and its name for messages.
+    fn store_spec(&self) -> Result<(String, String), Problem> {
         let spec = match resolve(self.flags.store.as_deref(), self.profile.store.as_deref()) {
             Some(spec) => expand_home(spec),
             None => match config_dir() {
@@ -321,12 +399,7 @@ impl Settings {
                 "Use file:PATH or a redis:// URL.",
             ));
         }
-        let store = store::open(&spec).map_err(|error| {
-            // The library's message may quote the specification, password included.
-            let detail = redact(&error.to_string()).replace(&spec, &name);
-            STORE.invalid(detail, "Use file:PATH or a redis:// URL.")
-        })?;
-        Ok(Store { store, name })
+        Ok((spec, name))
     }
 
     /// The scopes for `login`: the flag (or `ZOHO_SCOPES`), else the profile's.
@@ -356,6 +429,15 @@ impl Settings {
     }
 }
 
+/// Opens the store `spec` (named `name`) with `open`, or says why it cannot.
+fn open_spec<T>(spec: &str, name: &str, open: fn(&str) -> Result<T, Error>) -> Result<T, Problem> {
+    open(spec).map_err(|error| {
+        // The library's message may quote the specification, password included.
+        let detail = redact(&error.to_string()).replace(spec, name);
+        STORE.invalid(detail, "Use file:PATH or a redis:// URL.")
+    })
+}
+
 impl Profile {
     fn read(path: &Path) -> Result<Self, Problem> {
         let fix = "Fix the file, or name another with --profile (or ZOHO_AUTH_PROFILE).";
@@ -382,7 +464,7 @@ impl Profile {
                 ),
                 format!(
                     "{fix} Its keys are client_id, client_secret_file, dc, accounts_url, store, \
-                     scopes and redirect_port."
+                     connection, scopes and redirect_port."
                 ),
             )
         })?;
@@ -498,9 +580,9 @@ fn expand_home(spec: &str) -> String {
     }
 }
 
-/// The store specification with a URL password replaced, for messages. The password is also
-/// registered as a secret, so no message can repeat it.
-fn hide_password(spec: &str) -> String {
+/// The store specification (or any URL) with a URL password replaced, for messages. The password
+/// is also registered as a secret, so no message can repeat it.
+pub fn hide_password(spec: &str) -> String {
     match url::Url::parse(spec) {
         Ok(mut url) if url.password().is_some() => {
             if let Some(password) = url.password() {
