@@ -206,11 +206,11 @@ async fn all_stored_connections(
     let store = connection_store()?;
     let ids = list_all(&*store).await?;
     if ids.is_empty() {
-        return Err(format!(
-            "--connections all found no connections in {store:?}: set ZOHO_TOKEN_STORE to the \
-             file: or redis:// store your application's consents write to"
-        )
-        .into());
+        return Err(
+            "--connections all found no connections in ZOHO_TOKEN_STORE: set it to the file: or \
+             redis:// store your application's consents write to"
+                .into(),
+        );
     }
     println!("{} connections in the store", ids.len());
     let connections = connections(
