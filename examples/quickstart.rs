@@ -23,6 +23,7 @@
 //! `ZOHO_CLIENT_ID` and `ZOHO_CLIENT_SECRET` set, `--connections all` uses every connection that
 //! store lists (no `ZOHO_REFRESH_TOKEN`): a fleet of such processes on one store, against Zoho or
 //! an external simulator (`cargo run --example simulator`), refreshes each connection once.
+//! Under `--connections` it logs warnings only (`RUST_LOG=zoho_auth=info` shows every refresh).
 //!
 //! The last line is machine-readable:
 //! `summary: requests=N ok=N failed=N token_requests=N replays=N p50_ms=X p99_ms=Y`, with
@@ -134,8 +135,12 @@ struct Tally {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    common::init_logging();
     let args = Args::parse();
+    // A line for every refresh of every connection would bury the output; the summary counts them.
+    common::init_logging(match args.connections {
+        None => "zoho_auth=info",
+        Some(_) => "zoho_auth=warn",
+    });
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
