@@ -78,7 +78,7 @@ struct Inner {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    common::init_logging();
+    common::init_logging("zoho_auth=info");
     let args = Args::parse();
 
     // Bound first: with port 0 the redirect URI needs the port the system chose.

@@ -1,6 +1,6 @@
 //! Fleets of real processes — quickstart processes sharing one simulator and one token store —
-//! refresh once per expiry between them, and survive a lock holder killed mid-refresh; a single
-//! quickstart against "real Zoho" survives a transient failure at start.
+//! refresh once per expiry between them, one connection or many, and survive a lock holder killed
+//! mid-refresh; a single quickstart against "real Zoho" survives a transient failure at start.
 //!
 //! The multi-process runs are heavy for a 2-core machine, so they take turns.
 
@@ -10,13 +10,14 @@ mod redis_server;
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
+use zoho_auth::accounts::{AccountsClient, TokenResponse};
 use zoho_auth::sim::{Fault, Simulator};
-use zoho_auth::store::{StoredAccess, TokenSet, TokenStore};
-use zoho_auth::RefreshToken;
+use zoho_auth::store::{ConnectionStore, StoredAccess, TokenSet, TokenStore};
+use zoho_auth::{Accounts, ConnectionId, RefreshToken};
 
 use common::{accounts_client, TempDir};
 use redis_server::RedisServer;
@@ -29,26 +30,34 @@ fn file_store(dir: &TempDir) -> String {
     format!("file:{}", dir.join("tokens.json").display())
 }
 
-/// A quickstart process using `store`, talking to `zoho` as if it were Zoho.
+/// A quickstart process using `store`, talking to `zoho` as if it were Zoho, not yet spawned.
+fn quickstart(zoho: &Simulator, store: &str) -> Command {
+    let mut command = Command::new(common::example("quickstart"));
+    command
+        .env("ZOHO_CLIENT_ID", zoho.client_id().as_str())
+        .env("ZOHO_CLIENT_SECRET", zoho.client_secret().expose())
+        .env("ZOHO_ACCOUNTS_URL", zoho.url())
+        .env("ZOHO_TOKEN_STORE", store)
+        .env("RUST_LOG", "zoho_auth=warn")
+        .env_remove("ZOHO_DC")
+        .env_remove("ZOHO_REFRESH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// A quickstart process using `store` and `refresh_token`.
 fn spawn_quickstart(
     zoho: &Simulator,
     refresh_token: &RefreshToken,
     store: &str,
     args: &[&str],
 ) -> Child {
-    Command::new(common::example("quickstart"))
+    quickstart(zoho, store)
         .args(["--url", &format!("{}/crm/v8/Leads", zoho.url())])
         .args(args)
-        .env("ZOHO_CLIENT_ID", zoho.client_id().as_str())
-        .env("ZOHO_CLIENT_SECRET", zoho.client_secret().expose())
         .env("ZOHO_REFRESH_TOKEN", refresh_token.expose())
-        .env("ZOHO_ACCOUNTS_URL", zoho.url())
-        .env("ZOHO_TOKEN_STORE", store)
-        .env("RUST_LOG", "zoho_auth=warn")
-        .env_remove("ZOHO_DC")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }
@@ -59,6 +68,8 @@ struct Summary {
     requests: u64,
     ok: u64,
     failed: u64,
+    /// Under `--connections`.
+    connections: Option<u64>,
     stdout: String,
 }
 
@@ -74,17 +85,19 @@ async fn finish(child: Child) -> Summary {
         "quickstart failed: {stdout}\n{stderr}"
     );
     let line = stdout.lines().last().unwrap_or_default();
-    let field = |name: &str| -> u64 {
+    let optional = |name: &str| -> Option<u64> {
         line.split_whitespace()
             .find_map(|part| part.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {line:?}\n{stderr}"))
-            .parse()
-            .unwrap()
+            .map(|value| value.parse().unwrap())
+    };
+    let field = |name: &str| -> u64 {
+        optional(name).unwrap_or_else(|| panic!("no {name} in {line:?}\n{stderr}"))
     };
     Summary {
         requests: field("requests"),
         ok: field("ok"),
         failed: field("failed"),
+        connections: optional("connections"),
         stdout: stdout.into_owned(),
     }
 }
@@ -93,8 +106,19 @@ async fn finish(child: Child) -> Summary {
 async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
     let refresh_token = zoho.mint_refresh_token(&[]);
     let minted = accounts_client(zoho).refresh(&refresh_token).await.unwrap();
+    common::put(
+        &*zoho_auth::store::open(store).unwrap(),
+        &running(refresh_token.clone(), minted),
+    )
+    .await
+    .unwrap();
+    refresh_token
+}
+
+/// The set a running fleet leaves: the refresh token, and `minted` from it just now.
+fn running(refresh_token: RefreshToken, minted: TokenResponse) -> TokenSet {
     let now = SystemTime::now();
-    let mut set = TokenSet::new(refresh_token.clone());
+    let mut set = TokenSet::new(refresh_token);
     set.access = Some(StoredAccess::new(
         minted.access_token,
         now,
@@ -103,10 +127,7 @@ async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
         minted.scopes,
     ));
     set.token_requests.push(now);
-    common::put(&*zoho_auth::store::open(store).unwrap(), &set)
-        .await
-        .unwrap();
-    refresh_token
+    set
 }
 
 /// 8 processes × 200 concurrent requests for as long as three tokens last.
@@ -146,6 +167,127 @@ async fn eight_processes_refresh_once_per_expiry(store: &str) {
         zoho.counters().token_requests - before,
         3,
         "one token request per expiry for the whole fleet ({served} requests)"
+    );
+    assert_eq!(zoho.counters().throttled, 0);
+}
+
+/// `count` connections spread over the simulator's data centres, each holding a refresh token, its
+/// accounts server and a token minted just now, as a running fleet leaves them; their refresh
+/// tokens, in order.
+async fn seed_connections(
+    zoho: &Simulator,
+    store: &Arc<dyn ConnectionStore>,
+    count: usize,
+) -> Vec<RefreshToken> {
+    let data_centres: Vec<_> = (0..zoho.data_center_count())
+        .map(|dc| {
+            let url = zoho.data_center_url(dc).unwrap();
+            let accounts = Accounts::custom(&url).unwrap();
+            let client =
+                AccountsClient::new(accounts, zoho.client_id(), zoho.client_secret()).unwrap();
+            (url, client)
+        })
+        .collect();
+    // All at once, so that the seeds' expiries lie close together.
+    let seeds: Vec<_> = (0..count)
+        .map(|n| {
+            let dc = n % data_centres.len();
+            let (url, client) = data_centres[dc].clone();
+            let refresh_token = zoho.mint_refresh_token_in(dc, &[]).unwrap();
+            let record = store.connection(&ConnectionId::new(format!("user-{n}")).unwrap());
+            tokio::spawn(async move {
+                let minted = client.refresh(&refresh_token).await.unwrap();
+                let mut set = running(refresh_token.clone(), minted);
+                set.accounts_url = Some(url);
+                common::put(&*record, &set).await.unwrap();
+                refresh_token
+            })
+        })
+        .collect();
+    let mut users = Vec::with_capacity(count);
+    for seed in seeds {
+        users.push(seed.await.unwrap());
+    }
+    users
+}
+
+/// 4 processes, each sending round-robin over the same 250 connections of two data centres,
+/// across two expiries of every connection's token.
+async fn four_processes_refresh_each_connection_once_per_expiry(store: &str) {
+    const CONNECTIONS: usize = 250;
+    const LIFETIME: Duration = Duration::from_secs(10);
+    // What a cache uses of a token: its lifetime less the safety margin, a tenth of it.
+    const USABLE: Duration = Duration::from_secs(9);
+    // From a quickstart's spawn to its first request (the process starts and lists the store),
+    // and from a request's check of `--duration` to its token on a loaded machine.
+    const STARTUP: Duration = Duration::from_secs(4);
+    // How often each process sends to each connection: 250 in flight, 1 s API latency.
+    const ROUND: Duration = Duration::from_secs(1);
+    // From a connection's expiry to its refresh request: until a request finds it expired (a
+    // round), then a permit (32 token requests in flight per process) and the connection's lock.
+    const LATE: Duration = Duration::from_millis(1500);
+    let _turn = TURN.lock().await;
+    let zoho = Simulator::builder()
+        .token_lifetime(LIFETIME)
+        .api_latency(Duration::from_secs(1))
+        .data_centers(2)
+        .start()
+        .await
+        .unwrap();
+    let connections = zoho_auth::store::open_connections(store).unwrap();
+    let seeding = Instant::now();
+    let users = seed_connections(&zoho, &connections, CONNECTIONS).await;
+    let seeded = seeding.elapsed();
+    // A connection's first refresh is due USABLE after its seed, its second USABLE after that
+    // refresh was sent, a third USABLE later still: 3 × USABLE after `seeding` at the earliest.
+    // Every process has stopped sending by then, however long it took to start, if it sends for
+    // `stop` after `seeding` less its start...
+    let stop = USABLE * 3 - STARTUP;
+    // ...and every process, even one that started at once, is still sending a round after the
+    // second expiry of the last one seeded: at most USABLE + LATE + USABLE after its seed.
+    assert!(
+        seeded + USABLE * 2 + LATE + ROUND < stop,
+        "seeding {CONNECTIONS} connections took {seeded:?}: too long for this timeline"
+    );
+    let duration = (stop - seeding.elapsed()).as_secs_f64().to_string();
+    let args = [
+        "--connections",
+        "all",
+        "--concurrency",
+        "250",
+        "--duration",
+        &duration,
+        "--refresh-ahead",
+        "0",
+    ];
+    let fleet: Vec<_> = (0..4)
+        .map(|_| quickstart(&zoho, store).args(args).spawn().unwrap())
+        .collect();
+    let mut served = 0;
+    for child in fleet {
+        let summary = finish(child).await;
+        assert_eq!(summary.failed, 0, "{summary:?}");
+        assert!(summary.ok > 0, "{summary:?}");
+        assert_eq!(summary.connections, Some(CONNECTIONS as u64), "{summary:?}");
+        served += summary.requests;
+    }
+    // How many connections had each count, for a message that shows them all.
+    let mut tokens = std::collections::BTreeMap::<u64, usize>::new();
+    for (n, refresh_token) in users.iter().enumerate() {
+        let seen = zoho.counters_for(refresh_token).unwrap();
+        *tokens.entry(seen.tokens_issued).or_default() += 1;
+        assert!(seen.api_ok > 0, "user-{n} was never served: {seen:?}");
+        assert_eq!(
+            (seen.wrong_dc_refresh_grants, seen.wrong_dc_api_requests),
+            (0, 0),
+            "user-{n} went to another data centre: {seen:?}"
+        );
+    }
+    assert_eq!(
+        tokens,
+        [(3, CONNECTIONS)].into(),
+        "tokens issued per connection (count: connections): the seed's, then one per expiry for \
+         the whole fleet ({served} requests)"
     );
     assert_eq!(zoho.counters().throttled, 0);
 }
@@ -214,6 +356,19 @@ async fn eight_processes_sharing_a_file_store_make_one_token_request_per_expiry(
 async fn eight_processes_sharing_a_redis_store_make_one_token_request_per_expiry() {
     let redis = RedisServer::start();
     eight_processes_refresh_once_per_expiry(&format!("{}?prefix=fleet-expiry", redis.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_sharing_a_file_store_refresh_each_of_250_connections_once_per_expiry() {
+    let dir = TempDir::new("connections");
+    four_processes_refresh_each_connection_once_per_expiry(&file_store(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_sharing_a_redis_store_refresh_each_of_250_connections_once_per_expiry() {
+    let redis = RedisServer::start();
+    let store = format!("{}?prefix=fleet-connections", redis.url());
+    four_processes_refresh_each_connection_once_per_expiry(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
