@@ -500,7 +500,10 @@ async fn a_new_consent_cures_a_connection_and_disconnect_removes_it() {
 /// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
 /// it records what each request carried.
 #[derive(Clone, Default)]
-struct Redirecting(Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>);
+struct Redirecting(Arc<std::sync::Mutex<Vec<Hop>>>);
+
+/// A request's URI and `Authorization` header.
+type Hop = (String, Option<String>);
 
 impl Redirecting {
     fn service(
