@@ -39,6 +39,30 @@ async fn connect(
         .unwrap();
 }
 
+/// `count` users spread over the simulator's data centres, each connected in `store` with its
+/// DC's accounts server: `(id, refresh token, DC)`.
+async fn users_in_data_centres(
+    zoho: &Simulator,
+    store: &dyn ConnectionStore,
+    count: usize,
+) -> Vec<(ConnectionId, RefreshToken, usize)> {
+    let mut users = Vec::new();
+    for n in 0..count {
+        let dc = n % zoho.data_center_count();
+        let refresh = zoho.mint_refresh_token_in(dc, &[]).unwrap();
+        let id = id(&format!("user-{n:04}"));
+        connect(
+            store,
+            &id,
+            &refresh,
+            Some(zoho.data_center_url(dc).unwrap()),
+        )
+        .await;
+        users.push((id, refresh, dc));
+    }
+    users
+}
+
 fn request(path: &str, connection: Option<&ConnectionId>) -> Request<Empty<Bytes>> {
     let mut request = Request::get(path).body(Empty::new()).unwrap();
     if let Some(id) = connection {
@@ -252,20 +276,7 @@ async fn a_connection_evicted_while_in_use_keeps_its_one_cache() {
 async fn each_connection_s_token_goes_only_to_its_own_data_centre() {
     let zoho = Simulator::builder().data_centers(3).start().await.unwrap();
     let store = Arc::new(MemoryConnections::new());
-    let mut users = Vec::new();
-    for n in 0..30 {
-        let dc = n % 3;
-        let refresh = zoho.mint_refresh_token_in(dc, &[]).unwrap();
-        let id = id(&format!("user-{n}"));
-        connect(
-            &*store,
-            &id,
-            &refresh,
-            Some(zoho.data_center_url(dc).unwrap()),
-        )
-        .await;
-        users.push((id, refresh, dc));
-    }
+    let users = users_in_data_centres(&zoho, &*store, 30).await;
     // The default accounts server is DC 0's; each record names its own.
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
@@ -619,20 +630,7 @@ async fn a_redirect_keeps_its_connection_and_its_token_only_on_the_account_s_hos
 async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
     let zoho = Simulator::builder().data_centers(3).start().await.unwrap();
     let store = Arc::new(MemoryConnections::new());
-    let mut users = Vec::new();
-    for n in 0..1000 {
-        let dc = n % 3;
-        let refresh = zoho.mint_refresh_token_in(dc, &[]).unwrap();
-        let id = id(&format!("user-{n:04}"));
-        connect(
-            &*store,
-            &id,
-            &refresh,
-            Some(zoho.data_center_url(dc).unwrap()),
-        )
-        .await;
-        users.push((id, refresh));
-    }
+    let users = users_in_data_centres(&zoho, &*store, 1000).await;
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();
@@ -642,7 +640,7 @@ async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
     let round = |service: zoho_auth::ZohoAuth<_>| {
         let calls: Vec<_> = users
             .iter()
-            .flat_map(|(id, _)| [id.clone(), id.clone()])
+            .flat_map(|(id, _, _)| [id.clone(), id.clone()])
             .map(|id| {
                 let service = service.clone();
                 tokio::spawn(async move {
@@ -664,7 +662,7 @@ async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
 
     round(service.clone()).await;
     // Zoho kills the tokens of a tenth of them (a 16th token minted elsewhere, say).
-    for (_, refresh) in &users[..100] {
+    for (_, refresh, _) in &users[..100] {
         zoho.invalidate_tokens_of(refresh);
     }
     round(service.clone()).await;
@@ -672,7 +670,7 @@ async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
     common::fast_forward(Duration::from_secs(3600)).await;
     round(service.clone()).await;
 
-    for (n, (id, refresh)) in users.iter().enumerate() {
+    for (n, (id, refresh, _)) in users.iter().enumerate() {
         let seen = zoho.counters_for(refresh).unwrap();
         let events = if n < 100 { 3 } else { 2 };
         assert_eq!(seen.tokens_issued, events, "{id}: one token per event");
