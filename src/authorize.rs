@@ -326,7 +326,7 @@ impl Connector {
                 pending.verifier.as_deref(),
             )
             .await?;
-        self.save(store, accounts, response).await
+        self.save(store, id, accounts, response).await
     }
 
     /// Exchanges a self-client grant code, pasted from Zoho's API console, at `accounts` (the
@@ -338,7 +338,7 @@ impl Connector {
     ) -> Result<Connected, Error> {
         let client = self.client_for(&accounts)?;
         let response = client.exchange_code(code, None).await?;
-        self.save(&*self.store, accounts, response).await
+        self.save(&*self.store, None, accounts, response).await
     }
 
     /// The accounts server to exchange the code at: the callback's, if it is a Zoho accounts
@@ -381,6 +381,14 @@ impl Connector {
         }
     }
 
+    /// Where tokens come from when nothing says otherwise: the custom server, else where consent
+    /// starts.
+    pub(crate) fn home_accounts(&self) -> Accounts {
+        self.accounts
+            .clone()
+            .unwrap_or_else(|| Accounts::dc(self.data_center))
+    }
+
     /// An accounts client for `accounts` with this connector's client (and the DC's secret).
     pub(crate) fn client_for(&self, accounts: &Accounts) -> Result<AccountsClient, Error> {
         let secret = accounts
@@ -401,6 +409,7 @@ impl Connector {
     async fn save(
         &self,
         store: &dyn TokenStore,
+        id: Option<&ConnectionId>,
         accounts: Accounts,
         response: TokenResponse,
     ) -> Result<Connected, Error> {
@@ -430,6 +439,7 @@ impl Connector {
             "connected a Zoho account"
         );
         Ok(Connected {
+            connection: id.cloned(),
             data_center: accounts.data_center(),
             accounts,
             api_domain: response.api_domain,
@@ -444,6 +454,9 @@ impl Connector {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connected {
+    /// The connection the tokens were saved for ([`Connector::complete_for`]); `None` for the
+    /// connector's single store.
+    pub connection: Option<ConnectionId>,
     /// The user's data centre, when the accounts server is one of Zoho's.
     pub data_center: Option<DataCenter>,
     /// The accounts server that minted the tokens; refreshes must go there too.
