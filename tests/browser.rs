@@ -211,11 +211,11 @@ async fn two_users(h: Arc<Harness>) {
     bob.click("#connect").await;
     for (tab, dc) in [(&h.tab, 0), (&bob, 1)] {
         tab.find("#accept").await;
-        let location = h.zoho.data_center_location(dc).unwrap();
+        let option = format!("#dc option[value='{dc}']");
         tab.browser
-            .find(Locator::Css(&format!("#dc option[value='{location}']")))
+            .find(Locator::Css(&option))
             .await
-            .unwrap_or_else(|e| panic!("no option {location} on the consent page: {e}"))
+            .unwrap_or_else(|e| panic!("no {option} on the consent page: {e}"))
             .click()
             .await
             .unwrap();
