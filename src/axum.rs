@@ -1,5 +1,8 @@
 //! "Connect Zoho" for axum apps (feature `axum`): a router with the two routes of Zoho's
-//! authorization-code flow, built on a [`Connector`].
+//! authorization-code flow, built on a [`Connector`], and two to disconnect and to see the
+//! connection. [`ConnectZoho::new`] keeps one Zoho account for the whole app, in the connector's
+//! store; [`ConnectZoho::for_connections`] one per user of the app, each in its own record of a
+//! [`ConnectionStore`] (see [Many users](#many-users)).
 //!
 //! - **`GET /connect`** answers `303 See Other` to Zoho's consent page. The `state` and PKCE
 //!   verifier it sent ride in a cookie: `HttpOnly`, `SameSite=Lax` (Zoho's redirect back is a
@@ -14,20 +17,39 @@
 //!   prefix requires it, and the name already keeps each router to its own cookie.
 //! - **`GET /callback`** — the connector's redirect URI must point at it — checks Zoho's answer
 //!   against that cookie, exchanges the code at the accounts server the callback names (only if it
-//!   is Zoho's, or the connector's custom one: a forged `accounts-server` never receives the
-//!   client secret), saves the tokens in the connector's [`TokenStore`](crate::store::TokenStore)
-//!   and shows the outcome as a small HTML page. A success shows the data centre, the API domain,
+//!   is Zoho's, or one of the connector's custom ones: a forged `accounts-server` never receives
+//!   the client secret), saves the tokens in the connector's [`TokenStore`] (or the request's
+//!   connection's record) and shows the outcome as a small HTML page. A success shows the data centre, the API domain,
 //!   the scopes and the access token's expiry — never a token — and warns when Zoho sent no
 //!   refresh token. A failure explains what happened (access denied, a `state` that does not
 //!   match, an untrusted accounts server, an expired code, Zoho unreachable, ...) with status 400
 //!   for a callback that cannot be used, 502 when Zoho failed, 500 when the store did; nothing is
 //!   stored then. Either way the cookie is cleared: a `state` is good for one callback.
+//! - **`POST /disconnect`** revokes the refresh token at the accounts server that issued it and
+//!   forgets the account, then answers `303 See Other` to [`home`](ConnectZoho::home). Zoho
+//!   refusing the revocation (a token it no longer knows) still forgets it; Zoho unreachable keeps
+//!   it (`502`), to try again. Only `POST`, and only from the app's own pages: the request must
+//!   carry `Sec-Fetch-Site: same-origin`, or — from browsers that send no `Sec-Fetch-Site` —
+//!   an `Origin` equal to the redirect URI's; anything else (another site's form, a sibling
+//!   subdomain's script, a request with neither header) is `403`. The session cookie alone is no
+//!   defence: it is the app's, may well be `SameSite=None`, and even `Lax` ones ride along on a
+//!   `POST` from a sibling subdomain (same-site). A token in the form would need the app to put
+//!   it in its pages; these headers the browser sets, and no page can.
+//! - **`GET /status`** answers JSON, never a token: `{"connection": "alice", "status":
+//!   "connected", "data_center": "eu", "accounts_server": "https://accounts.zoho.eu",
+//!   "api_domain": "https://www.zohoapis.eu", "scopes": [...], "access_token_expires_at":
+//!   1767225600, "renewable": true}` (`data_center` is `null` for a custom accounts server,
+//!   `access_token_expires_at` — Unix seconds — when no access token is live, `connection` for
+//!   the single store). `status` is `connected`, `needs re-consent` (with Zoho's error `code`,
+//!   e.g. `invalid_code`: the refresh token was revoked), or `not connected` (with no other
+//!   field).
 //!
-//! For scripts and browser tests, the page's `<main id="outcome">` carries
+//! For scripts and browser tests, the pages' `<main id="outcome">` carries
 //! `data-outcome="connected"` or `data-outcome="error"` with a `data-reason`: `denied`,
 //! `state-mismatch`, `untrusted-accounts-server`, `code-rejected`, `no-cookie`, `bad-cookie`,
 //! `no-code`, `zoho-error`, `client-rejected`, `zoho-refused`, `zoho-unavailable`,
-//! `store-failed` or `start-failed`.
+//! `store-failed`, `start-failed`, and for the routes below `not-signed-in`, `other-connection`,
+//! `cross-site` and `revoke-failed`.
 //!
 //! ```no_run
 //! use zoho_auth::authorize::Connector;
@@ -53,11 +75,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! **Who may connect.** Whoever reaches `/connect` and consents replaces the account the store
-//! holds, which the whole app then acts as. Mount the router behind the app's own
-//! authentication, so that only its administrators can.
+//! **Who may connect.** With [`ConnectZoho::new`], whoever reaches `/connect` and consents
+//! replaces the account the store holds, which the whole app then acts as (and whoever reaches
+//! `/disconnect` removes it). Mount the router behind the app's own authentication, so that only
+//! its administrators can — or give each user their own connection, below.
 //!
-//! **Binding a sign-in to the app's session.** The cookie ties a callback to the browser that
+//! **Binding a sign-in to the app's session.** [`ConnectZoho::for_connections`] does this
+//! itself. With [`ConnectZoho::new`], the cookie ties a callback to the browser that
 //! started the sign-in, not to the person signed in to the app in it. To tie it to the app's own
 //! session (so that a callback completes only in the session that started it, and not after a
 //! sign-out or a change of user), wrap the router in a middleware that marks the session when
@@ -103,6 +127,87 @@
 //!
 //! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
 //! the first tab's callback is then refused as not matching.
+//!
+//! # Many users
+//!
+//! [`ConnectZoho::for_connections`] gives every user of the app a Zoho account of their own: it
+//! takes a function that names the request's [`ConnectionId`] — typically read from an
+//! extension the app's authentication layer set — and every route works on that connection's
+//! record only. A request it names none for gets `401` (`not-signed-in`) and starts, completes
+//! or removes nothing.
+//!
+//! The sign-in cookie is bound to the connection: besides the `state` and verifier it holds a
+//! SHA-256 of the state and the connection id (so the id itself, an email address say, is not in
+//! the cookie), and a callback completes only if the request's connection hashes to the same,
+//! compared in constant time — checked before the code is exchanged. A sign-in started by Alice
+//! and replayed in Bob's session (a shared computer, a copied cookie, a sign-out between) is
+//! refused with `403` (`other-connection`): it lands in neither account. A sign-in started for
+//! the single store completes in no connection, nor the other way round.
+//!
+//! Zoho's callback names the user's data centre. The connector accepts Zoho's own accounts
+//! servers, and custom ones only by name: [`Connector::accounts`] and
+//! [`Connector::also_accept`] (a simulator's other data centres, say). Requests then use each
+//! user's tokens through [`ZohoAuthLayer::connections`](crate::ZohoAuthLayer::connections) with
+//! the user's `ConnectionId` in the request's extensions, refreshing at, and calling, that
+//! user's own data centre.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::body::Body;
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::Router;
+//! use http::StatusCode;
+//! use tower::ServiceExt;
+//! use zoho_auth::authorize::Connector;
+//! use zoho_auth::axum::ConnectZoho;
+//! use zoho_auth::store::{ConnectionStore, MemoryConnections};
+//! use zoho_auth::{ClientId, ClientSecret, ConnectionId};
+//!
+//! /// Stands for the app's authentication layer: puts the signed-in user's id in the request.
+//! async fn signed_in(mut request: Request, next: Next) -> Response {
+//!     let user = request.headers().get("x-demo-user").and_then(|v| v.to_str().ok());
+//!     if let Some(id) = user.and_then(|user| ConnectionId::new(user).ok()) {
+//!         request.extensions_mut().insert(id);
+//!     }
+//!     next.run(request).await
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let connector = Connector::new(
+//!     ClientId::new("1000.ABC"),
+//!     ClientSecret::new("secret"),
+//!     "https://app.example.com/zoho/callback",
+//! )
+//! .scopes(["ZohoCRM.users.READ"]);
+//! // Or `store::open_connections("file:/var/lib/app/zoho-tokens.json")?`.
+//! let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+//! let connect = ConnectZoho::for_connections(connector, store.clone(), |parts| {
+//!     parts.extensions.get::<ConnectionId>().cloned()
+//! });
+//! let app: Router = Router::new()
+//!     .nest("/zoho", connect.into_router())
+//!     .layer(middleware::from_fn(signed_in));
+//!
+//! let alice = Request::get("/zoho/connect").header("x-demo-user", "alice");
+//! let response = app.clone().oneshot(alice.body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::SEE_OTHER, "off to Zoho's consent page");
+//!
+//! let anonymous = Request::get("/zoho/connect").body(Body::empty())?;
+//! let response = app.clone().oneshot(anonymous).await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//!
+//! let status = Request::get("/zoho/status").header("x-demo-user", "alice");
+//! let response = app.oneshot(status.body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK); // {"connection":"alice","status":"not connected"}
+//!
+//! // The app's calls to Zoho, each with the user's id in the request's extensions:
+//! // `ZohoAuthLayer::connections(Connections::builder(accounts_client, store).build()?)`.
+//! # Ok(()) }
+//! ```
 
 use html_escape::encode_quoted_attribute as escape;
 use std::fmt;
@@ -1516,7 +1621,11 @@ mod tests {
                 "{headers:?}"
             );
         }
-        assert_eq!(store.list(None, 10).await.unwrap(), [alice.clone()], "kept");
+        assert_eq!(
+            store.list(None, 10).await.unwrap(),
+            std::slice::from_ref(&alice),
+            "kept"
+        );
         for (name, value) in [
             ("sec-fetch-site", "same-origin"),
             ("origin", "http://127.0.0.1:3000"),
