@@ -184,16 +184,24 @@ async fn two_users_connect_two_accounts_in_two_data_centres() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     let service = ZohoAuthLayer::connections(connections).layer(client);
-    for user in ["alice", "bob"] {
+    let call = |user: &str| {
         let mut request = http::Request::get("/crm/v8/users?type=CurrentUser")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         request
             .extensions_mut()
             .insert(user.parse::<ConnectionId>().unwrap());
-        let response = service.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{user}");
-        body_text(response).await;
+        let service = service.clone();
+        async move {
+            match service.oneshot(request).await {
+                Ok(response) => Ok((response.status(), body_text(response).await)),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+    };
+    for user in ["alice", "bob"] {
+        let (status, body) = call(user).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{user}: {body}");
     }
     for token in [&alices, &bobs] {
         let seen = app
@@ -224,6 +232,26 @@ async fn two_users_connect_two_accounts_in_two_data_centres() {
     assert_eq!(app.status(&mut alice).await["status"], "connected");
     let listed = app.store.list(None, 10).await.unwrap();
     assert_eq!(listed, [ConnectionId::new("alice").unwrap()]);
+    assert_eq!(
+        app.zoho.live_tokens(&bobs),
+        0,
+        "revoked with his refresh token"
+    );
+
+    // Bob connects again: his next call, through the cache the registry kept with his revoked
+    // access token, uses the new tokens.
+    let callback = app.consent(&mut bob, 1).await;
+    let (status, _, page) = app.get(&mut bob, &callback).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (status, body) = call("bob").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bobs_new = app.refresh_token("bob").await.unwrap();
+    let seen = app.zoho.counters_for(&bobs_new).unwrap();
+    assert_eq!(
+        (seen.api_ok, seen.wrong_dc_api_requests),
+        (1, 0),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
