@@ -87,6 +87,14 @@ impl fmt::Debug for Connector {
                 "accounts",
                 &self.accounts.as_ref().map(|a| a.url().as_str()),
             )
+            .field(
+                "also_accepted",
+                &self
+                    .also_accepted
+                    .iter()
+                    .map(|a| a.url().as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
