@@ -203,14 +203,11 @@ fn var(name: &str) -> Option<String> {
 
 /// The session cookie's value, if the request has one.
 fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
+    let cookies = headers.get_all(COOKIE).iter();
+    cookies
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)
+        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
 }
 
 /// Puts the signed-in user's `ConnectionId` in the request's extensions, for the routes and for

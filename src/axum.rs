@@ -1092,11 +1092,10 @@ mod tests {
         Router::new().nest("/zoho", router(connector))
     }
 
-    async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, String) {
-        let mut request = Request::get(uri);
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
+    async fn send(
+        app: &Router,
+        request: http::request::Builder,
+    ) -> (StatusCode, HeaderMap, String) {
         let response = app
             .clone()
             .oneshot(request.body(Body::empty()).unwrap())
@@ -1109,6 +1108,14 @@ mod tests {
             parts.headers,
             String::from_utf8(body.to_vec()).unwrap(),
         )
+    }
+
+    async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(uri);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        send(app, request).await
     }
 
     /// Starts a sign-in: the consent URL and the `name=value` of the cookie it set.
@@ -1471,24 +1478,6 @@ mod tests {
         Router::new().nest("/zoho", connect.into_router())
     }
 
-    async fn send(
-        app: &Router,
-        request: http::request::Builder,
-    ) -> (StatusCode, HeaderMap, String) {
-        let response = app
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
-    }
-
     fn cookie_pair(headers: &HeaderMap) -> String {
         let set_cookie = headers[SET_COOKIE].to_str().unwrap();
         set_cookie.split(';').next().unwrap().to_owned()
@@ -1539,15 +1528,15 @@ mod tests {
             !alices.contains("alice"),
             "the id is not in the cookie: {alices}"
         );
+        let callback_as = |user: &'static str| {
+            let request = Request::get(format!("/zoho/callback?state={state}&code=1000.c"))
+                .header("x-user", user)
+                .header(COOKIE, &alices);
+            send(&app, request)
+        };
         // Alice's cookie and callback, replayed in Bob's session: refused before any exchange
         // (the connector's accounts server is unreachable, so an exchange would be a 502).
-        let (status, headers, page) = send(
-            &app,
-            Request::get(format!("/zoho/callback?state={state}&code=1000.c"))
-                .header("x-user", "bob")
-                .header(COOKIE, &alices),
-        )
-        .await;
+        let (status, headers, page) = callback_as("bob").await;
         assert_eq!(
             (status, reason(&page)),
             (StatusCode::FORBIDDEN, "other-connection")
@@ -1561,13 +1550,7 @@ mod tests {
             "nothing stored"
         );
         // Alice's own session gets as far as Zoho.
-        let (status, _, page) = send(
-            &app,
-            Request::get(format!("/zoho/callback?state={state}&code=1000.c"))
-                .header("x-user", "alice")
-                .header(COOKIE, &alices),
-        )
-        .await;
+        let (status, _, page) = callback_as("alice").await;
         assert_eq!(
             (status, reason(&page)),
             (StatusCode::BAD_GATEWAY, "zoho-unavailable")

@@ -168,14 +168,7 @@ async fn accept_and_call(h: Arc<Harness>) {
     assert!(h.text("#expires").await.contains("expires in"));
     h.assert_no_secrets(&[]).await;
 
-    h.click("#call-api").await;
-    let result = h.find("#api-result").await;
-    let text = result.text().await.unwrap();
-    assert_eq!(
-        result.attr("data-ok").await.unwrap().as_deref(),
-        Some("true"),
-        "{text}"
-    );
+    let text = h.call_api().await;
     assert!(
         text.contains("Simulated User") && text.contains("user@example.com"),
         "{text}"
@@ -229,14 +222,7 @@ async fn two_users(h: Arc<Harness>) {
         let url = h.zoho.data_center_url(dc).unwrap();
         assert!(data_center.contains(&url), "{data_center} is not {url}");
         tab.click("#continue").await;
-        tab.click("#call-api").await;
-        let result = tab.find("#api-result").await;
-        let text = result.text().await.unwrap();
-        assert_eq!(
-            result.attr("data-ok").await.unwrap().as_deref(),
-            Some("true"),
-            "{text}"
-        );
+        tab.call_api().await;
     }
     for (user, dc) in [("alice", 0), ("bob", 1)] {
         let stored = h.stored(user).await.expect("each user's record");
@@ -459,6 +445,19 @@ impl Tab {
         self.click("#sign-in-button").await;
         let shown = self.text("#signed-in-as").await;
         assert_eq!(shown, user);
+    }
+
+    /// Clicks the "call the API" button; the call must succeed. Returns what the page says.
+    async fn call_api(&self) -> String {
+        self.click("#call-api").await;
+        let result = self.find("#api-result").await;
+        let text = result.text().await.unwrap();
+        assert_eq!(
+            result.attr("data-ok").await.unwrap().as_deref(),
+            Some("true"),
+            "{text}"
+        );
+        text
     }
 
     /// Waits for the element `css` selects.
