@@ -9,6 +9,11 @@
 //! server comes from the callback, so it is checked against Zoho's own accounts hosts first — a
 //! forged `accounts-server` would otherwise receive the client secret.
 //!
+//! An app with many users, each connecting an account of their own, starts with
+//! [`Connector::authorize_for`] and completes with [`Connector::complete_for`]: the pending
+//! authorization is bound to the user's [`ConnectionId`], and completes into that connection's
+//! record of a [`ConnectionStore`] only.
+//!
 //! ```
 //! use zoho_auth::authorize::{Callback, Connector};
 //! use zoho_auth::{ClientId, ClientSecret};
