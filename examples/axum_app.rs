@@ -1,15 +1,18 @@
-//! A small web app with a "Connect Zoho" button: `zoho_auth::axum`'s consent flow, then calls to
-//! Zoho CRM through a `ZohoClient` (hyper-util behind `ZohoAuthLayer`) held in axum state.
+//! A small web app where each user connects a Zoho account of their own: a sign-in (a user name,
+//! no password), `zoho_auth::axum`'s "Connect Zoho" flow for many connections, then calls to
+//! Zoho CRM through one `ZohoClient` over `ZohoAuthLayer::connections`, which picks the
+//! signed-in user's connection for every request.
 //!
 //! ```text
 //! cargo run --example axum_app                  # against the embedded simulator: open the URL it prints
 //! cargo run --example axum_app -- --listen 127.0.0.1:0
 //! ```
 //!
-//! Without `ZOHO_CLIENT_ID` and `ZOHO_CLIENT_SECRET` it starts the embedded Zoho simulator, whose
-//! consent page has Accept and Deny buttons, and registers the app's redirect URI there. With
-//! them it talks to Zoho (or to `ZOHO_ACCOUNTS_URL`): register the redirect URI in Zoho's API
-//! console first. Settings, all optional:
+//! Without `ZOHO_CLIENT_ID` and `ZOHO_CLIENT_SECRET` it starts the embedded Zoho simulator with
+//! two data centres, whose consent page lets the user pick one and has Accept and Deny buttons,
+//! and registers the app's redirect URI there. With them it talks to Zoho (or to
+//! `ZOHO_ACCOUNTS_URL`): register the redirect URI in Zoho's API console first. Settings, all
+//! optional:
 //!
 //! | variable | default |
 //! |---|---|
@@ -17,63 +20,73 @@
 //! | `ZOHO_SCOPES` (comma-separated) | `ZohoCRM.users.READ` |
 //! | `ZOHO_DC` (where consent starts: `us`, `eu`, ... — the callback names the user's own) | `us` |
 //! | `ZOHO_ACCOUNTS_URL` (a proxy, or a simulator) | Zoho's |
-//! | `ZOHO_TOKEN_STORE` (`memory`, `file:PATH`, `redis://...`) | `memory` |
+//! | `ZOHO_MORE_ACCOUNTS_URLS` (comma-separated: further custom accounts servers a callback may name, e.g. a simulator's other data centres) | none |
+//! | `ZOHO_TOKEN_STORE` (`memory`, `file:PATH` — one file per user in `PATH.connections` —, `redis://...`) | `memory` |
 //! | `APP_LISTEN` or `--listen` (port 0: any free port) | `127.0.0.1:3000` |
 //!
-//! The page shows the connection (data centre, scopes, token expiry — never a token) read from
-//! the token store, and a button that asks CRM who the connected user is. Open the app at the
-//! address of its redirect URI: the sign-in cookie is set for that host only. The app has no
-//! login of its own, so anyone who can open it can connect an account: keep it on loopback.
+//! Signing in picks a user name; a random session cookie (`HttpOnly`, `SameSite=Lax`) maps to it
+//! in memory, and the name is the user's `ConnectionId`. There are no passwords — anyone can
+//! sign in as anyone — so this shows how accounts are kept apart, not how to authenticate: keep
+//! it on loopback. The page shows the user's connection (data centre, scopes, token expiry —
+//! never a token) read from their record, a button that asks CRM who they are, and one that
+//! disconnects (revokes the refresh token at Zoho). Open the app at the address of its redirect
+//! URI: the cookies are set for that host only.
 //!
 //! It prints `listening on http://HOST:PORT` once it accepts connections.
 
 mod common;
 
 use html_escape::encode_quoted_attribute as escape;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use axum::extract::State;
-use axum::response::Html;
-use axum::routing::get;
-use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use bytes::Bytes;
 use clap::Parser;
-use http::Request;
+use http::header::{COOKIE, SET_COOKIE};
+use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use tower::BoxError;
 use zoho_auth::accounts::AccountsClient;
-use zoho_auth::authorize::{Connected, Connector};
+use zoho_auth::authorize::Connector;
 use zoho_auth::axum::ConnectZoho;
 use zoho_auth::client::ZohoClient;
 use zoho_auth::sim::Simulator;
-use zoho_auth::store::{TokenSet, TokenStore};
-use zoho_auth::{Accounts, ClientId, ClientSecret, DataCenter, TokenCache};
+use zoho_auth::store::{ConnectionStore, TokenSet};
+use zoho_auth::{
+    Accounts, ClientId, ClientSecret, ConnectionId, Connections, DataCenter, ZohoAuthLayer,
+};
 
 #[derive(Parser, Debug)]
-#[command(about = "A web app that connects a Zoho account and calls Zoho CRM with it")]
+#[command(about = "A web app where each user connects a Zoho account and calls Zoho CRM with it")]
 struct Args {
     /// The address to listen on; port 0 picks a free one.
     #[arg(long, env = "APP_LISTEN", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
 }
 
-/// CRM's "who am I" endpoint: relative, so it goes to the connected account's `api_domain`.
+/// CRM's "who am I" endpoint: relative, so it goes to the user's own `api_domain`.
 const CURRENT_USER: &str = "/crm/v8/users?type=CurrentUser";
+
+/// The session cookie: a random token, mapped to a user name in memory.
+const SESSION_COOKIE: &str = "app_session";
 
 /// The axum state.
 #[derive(Clone)]
 struct App(Arc<Inner>);
 
 struct Inner {
-    store: Arc<dyn TokenStore>,
-    client_id: ClientId,
-    client_secret: ClientSecret,
-    /// Where refreshes go when the store does not say which server issued its refresh token.
-    accounts: Accounts,
-    /// `None` until an account is connected; replaced on every new connection.
-    zoho: RwLock<Option<ZohoClient>>,
+    store: Arc<dyn ConnectionStore>,
+    /// One client for every user: the layer picks each request's connection.
+    zoho: ZohoClient,
+    /// Session token → the signed-in user's connection.
+    sessions: Mutex<HashMap<String, ConnectionId>>,
 }
 
 #[tokio::main]
@@ -91,6 +104,13 @@ async fn main() -> Result<(), BoxError> {
     let redirect_uri = var("ZOHO_REDIRECT_URI").unwrap_or(format!("{base}/zoho/callback"));
     let scopes = var("ZOHO_SCOPES").unwrap_or("ZohoCRM.users.READ".into());
     let dc: DataCenter = var("ZOHO_DC").as_deref().unwrap_or("us").parse()?;
+    let mut more_accounts = var("ZOHO_MORE_ACCOUNTS_URLS")
+        .iter()
+        .flat_map(|urls| urls.split(','))
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(Accounts::custom)
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Kept alive until the server stops.
     let mut simulator = None;
@@ -104,13 +124,18 @@ async fn main() -> Result<(), BoxError> {
                     .transpose()?,
             ),
             _ => {
-                let zoho = Simulator::start().await?;
+                let zoho = Simulator::builder().data_centers(2).start().await?;
                 zoho.register_redirect_uri(&redirect_uri);
                 println!(
                     "No ZOHO_CLIENT_ID/ZOHO_CLIENT_SECRET set: using the embedded Zoho simulator \
-                     at {} (redirect URI {redirect_uri} registered)",
+                     at {} with 2 data centres (redirect URI {redirect_uri} registered)",
                     zoho.url()
                 );
+                // Its consent page lets the user pick a data centre; the callback then names
+                // that one's accounts server, which must be accepted by name.
+                for dc in 1..zoho.data_center_count() {
+                    more_accounts.push(Accounts::custom(&zoho.data_center_url(dc)?)?);
+                }
                 let settings = (
                     zoho.client_id(),
                     zoho.client_secret(),
@@ -120,36 +145,47 @@ async fn main() -> Result<(), BoxError> {
                 settings
             }
         };
-    let store = zoho_auth::store::open(var("ZOHO_TOKEN_STORE").as_deref().unwrap_or("memory"))?;
+    let store =
+        zoho_auth::store::open_connections(var("ZOHO_TOKEN_STORE").as_deref().unwrap_or("memory"))?;
     println!("Token store: {store:?}");
 
     let mut connector = Connector::new(client_id.clone(), client_secret.clone(), &redirect_uri)
         .scopes(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()))
         .data_center(dc)
-        .store(store.clone());
+        .also_accept(more_accounts);
     if let Some(accounts) = &custom_accounts {
         connector = connector.accounts(accounts.clone());
     }
-    let app = App(Arc::new(Inner {
-        store,
+    // Refreshes go to the accounts server each record names; this one is for records that
+    // name none.
+    let accounts = AccountsClient::new(
+        custom_accounts.unwrap_or(Accounts::dc(dc)),
         client_id,
         client_secret,
-        accounts: custom_accounts.unwrap_or(Accounts::dc(dc)),
-        zoho: RwLock::new(None),
+    )?;
+    let connections = Connections::builder(accounts, store.clone()).build()?;
+    // Plain http only to loopback (the simulator): the layer refuses it anywhere else.
+    let zoho = ZohoClient::with_layer(ZohoAuthLayer::connections(connections))?;
+    let app = App(Arc::new(Inner {
+        store: store.clone(),
+        zoho,
+        sessions: Mutex::default(),
     }));
-    app.use_stored_account().await?;
 
-    let on_connected = app.clone();
-    let connect = ConnectZoho::new(connector).on_connected(move |connected: &Connected| {
-        on_connected.use_accounts(connected.accounts.clone());
+    // The session middleware below puts the signed-in user's id in the request's extensions.
+    let connect = ConnectZoho::for_connections(connector, store, |parts| {
+        parts.extensions.get::<ConnectionId>().cloned()
     });
     let router = Router::new()
         .route("/", get(home))
         .route("/me", get(me))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
         .nest("/zoho", connect.into_router())
+        .layer(middleware::from_fn_with_state(app.clone(), session))
         .with_state(app);
 
-    println!("Open {base}/ and click \"Connect Zoho\".");
+    println!("Open {base}/, sign in and click \"Connect Zoho\".");
     println!("listening on {base}");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -165,71 +201,85 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The session cookie's value, if the request has one.
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    let cookies = headers.get_all(COOKIE).iter();
+    cookies
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+}
+
+/// Puts the signed-in user's `ConnectionId` in the request's extensions, for the routes and for
+/// the "Connect Zoho" router.
+async fn session(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    let user =
+        session_token(request.headers()).and_then(|token| app.sessions().get(token).cloned());
+    if let Some(user) = user {
+        request.extensions_mut().insert(user);
+    }
+    next.run(request).await
+}
+
+/// `POST /login` with a form field `name`: a new session for that user.
+async fn login(State(app): State<App>, body: Bytes) -> Response {
+    let name = form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "name")
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_default();
+    // Short and plain, so that any name is also a tidy file name in a file store.
+    let plain = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let Some(user) = plain.then(|| ConnectionId::new(&name).ok()).flatten() else {
+        return app
+            .page(
+                None,
+                Some("A user name is 1 to 32 letters, digits, - or _.".into()),
+                None,
+            )
+            .await
+            .into_response();
+    };
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        return (http::StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    }
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    app.sessions().insert(token.clone(), user);
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax");
+    ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+/// `POST /logout`: ends the session.
+async fn logout(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_token(&headers) {
+        app.sessions().remove(token);
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    ([(SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
 impl App {
-    /// Builds the Zoho client for the account a previous run connected, if any.
-    async fn use_stored_account(&self) -> Result<(), BoxError> {
-        let Some(set) = self.0.store.load().await? else {
-            return Ok(());
-        };
-        if set.refresh_token.is_some() {
-            let accounts = match &set.accounts_url {
-                Some(url) => Accounts::custom(url)?,
-                None => self.0.accounts.clone(),
-            };
-            self.use_accounts(accounts);
-        }
-        Ok(())
-    }
-
-    /// (Re)builds the Zoho client for tokens from `accounts`, which refreshes must go to. The
-    /// refresh token itself is read from the store, where the consent flow saved it.
-    fn use_accounts(&self, accounts: Accounts) {
-        let inner = &self.0;
-        let client = match AccountsClient::new(
-            accounts,
-            inner.client_id.clone(),
-            inner.client_secret.clone(),
-        ) {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(%error, "cannot build the Zoho accounts client");
-                return;
-            }
-        };
-        let cache = match TokenCache::from_store(client, inner.store.clone()).build() {
-            Ok(cache) => cache,
-            Err(error) => {
-                tracing::error!(%error, "cannot build the Zoho token cache");
-                return;
-            }
-        };
-        // Plain http only to loopback (the simulator): the layer refuses it anywhere else.
-        let zoho = match ZohoClient::new(cache) {
-            Ok(zoho) => zoho,
-            Err(error) => {
-                tracing::error!(%error, "cannot build the Zoho client");
-                return;
-            }
-        };
-        *inner.zoho.write().unwrap_or_else(PoisonError::into_inner) = Some(zoho);
-    }
-
-    fn zoho(&self) -> Option<ZohoClient> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionId>> {
         self.0
-            .zoho
-            .read()
+            .sessions
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
-    /// Asks CRM who the connected user is. The text is for people; it holds no token.
-    async fn who_am_i(&self) -> Result<String, String> {
-        let zoho = self.zoho().ok_or("No Zoho account is connected.")?;
+    /// Asks CRM who `user`'s Zoho account is. The text is for people; it holds no token.
+    async fn who_am_i(&self, user: &ConnectionId) -> Result<String, String> {
         let url = CURRENT_USER;
-        let request = Request::get(url)
+        let mut request = http::Request::get(url)
             .body(Full::new(Bytes::new()))
             .map_err(|error| format!("Bad URL {url}: {error}"))?;
-        let response = zoho
+        // Which connection's token, data centre and `api_domain` the layer uses.
+        request.extensions_mut().insert(user.clone());
+        let response = self
+            .0
+            .zoho
             .request(request)
             .await
             .map_err(|error| format!("Calling {url} failed: {error}"))?;
@@ -258,29 +308,32 @@ impl App {
         ))
     }
 
-    /// The page: the connection as the store records it, and an API call's outcome if any.
-    async fn page(&self, api_result: Option<Result<String, String>>) -> Html<String> {
+    /// The page: the sign-in form, or the user's connection as their record shows it, and an
+    /// API call's outcome if any.
+    async fn page(
+        &self,
+        user: Option<&ConnectionId>,
+        notice: Option<String>,
+        api_result: Option<Result<String, String>>,
+    ) -> Html<String> {
         let mut body = String::from("<h1>Zoho demo app</h1>\n");
-        match self.0.store.load().await {
-            Err(error) => {
-                body += &format!(
-                    "<p id=\"store-error\">The token store failed: {}</p>\n",
-                    escape(&error.to_string())
-                )
+        if let Some(notice) = notice {
+            body += &format!("<p id=\"notice\">{}</p>\n", escape(&notice));
+        }
+        match user {
+            None => {
+                body += "<form id=\"sign-in\" method=\"post\" action=\"/login\">\
+                         <label>User name <input id=\"name\" name=\"name\" required></label> \
+                         <button id=\"sign-in-button\" type=\"submit\">Sign in</button></form>\n";
             }
-            Ok(Some(set)) if set.refresh_token.is_some() => body += &connected(&set),
-            Ok(set) => {
-                let failure = set.and_then(|set| set.failure);
-                if let Some(failure) = failure {
-                    body += &format!(
-                        "<p id=\"failure\">Zoho refused the stored refresh token ({}): connect \
-                         again.</p>\n",
-                        escape(&failure.code)
-                    );
-                }
-                body += "<p id=\"not-connected\">No Zoho account is connected.</p>\n\
-                         <p><a id=\"connect\" class=\"button\" href=\"/zoho/connect\">Connect \
-                         Zoho</a></p>\n";
+            Some(user) => {
+                body += &format!(
+                    "<p>Signed in as <b id=\"signed-in-as\">{}</b>. <form method=\"post\" \
+                     action=\"/logout\" style=\"display:inline\"><button id=\"sign-out\" \
+                     type=\"submit\">Sign out</button></form></p>\n",
+                    escape(user.as_str())
+                );
+                body += &self.connection(user).await;
             }
         }
         if let Some(result) = api_result {
@@ -300,9 +353,36 @@ impl App {
              <body>\n{body}</body></html>\n"
         ))
     }
+
+    /// The user's connection, from their record.
+    async fn connection(&self, user: &ConnectionId) -> String {
+        match self.0.store.connection(user).load().await {
+            Err(error) => format!(
+                "<p id=\"store-error\">The token store failed: {}</p>\n",
+                escape(&error.to_string())
+            ),
+            Ok(Some(set)) if set.refresh_token.is_some() && set.failure.is_none() => {
+                connected(&set)
+            }
+            Ok(set) => {
+                let mut html = String::new();
+                if let Some(failure) = set.and_then(|set| set.failure) {
+                    html += &format!(
+                        "<p id=\"failure\">Zoho refused the stored refresh token ({}): connect \
+                         again.</p>\n",
+                        escape(&failure.code)
+                    );
+                }
+                html += "<p id=\"not-connected\">No Zoho account is connected.</p>\n\
+                         <p><a id=\"connect\" class=\"button\" href=\"/zoho/connect\">Connect \
+                         Zoho</a></p>\n";
+                html
+            }
+        }
+    }
 }
 
-/// The connected account, from the store: never a token.
+/// The connected account, from the record: never a token.
 fn connected(set: &TokenSet) -> String {
     let data_center = match set.accounts_url.as_deref() {
         Some(url) => match DataCenter::from_accounts_url(url) {
@@ -334,6 +414,8 @@ fn connected(set: &TokenSet) -> String {
          <dt>Access token</dt><dd id=\"expires\">{expiry}</dd>\n</dl>\n\
          <form method=\"get\" action=\"/me\"><button id=\"call-api\" type=\"submit\">Ask Zoho CRM \
          who I am</button></form>\n\
+         <form method=\"post\" action=\"/zoho/disconnect\"><button id=\"disconnect\" \
+         type=\"submit\">Disconnect Zoho</button></form>\n\
          <p><a id=\"reconnect\" href=\"/zoho/connect\">Connect another account</a></p>\n",
         escape(&data_center),
         escape(api_domain.unwrap_or("unknown")),
@@ -341,15 +423,18 @@ fn connected(set: &TokenSet) -> String {
 }
 
 /// `GET /`.
-async fn home(State(app): State<App>) -> Html<String> {
-    app.page(None).await
+async fn home(State(app): State<App>, user: Option<Extension<ConnectionId>>) -> Html<String> {
+    app.page(user.as_deref(), None, None).await
 }
 
 /// `GET /me`: the "call the API" button.
-async fn me(State(app): State<App>) -> Html<String> {
-    let result = app.who_am_i().await;
+async fn me(State(app): State<App>, user: Option<Extension<ConnectionId>>) -> Html<String> {
+    let Some(Extension(user)) = user else {
+        return app.page(None, Some("Sign in first.".into()), None).await;
+    };
+    let result = app.who_am_i(&user).await;
     if let Err(error) = &result {
-        tracing::warn!(%error, "the CRM call failed");
+        tracing::warn!(%error, %user, "the CRM call failed");
     }
-    app.page(Some(result)).await
+    app.page(Some(&user), None, Some(result)).await
 }

@@ -9,6 +9,11 @@
 //! server comes from the callback, so it is checked against Zoho's own accounts hosts first — a
 //! forged `accounts-server` would otherwise receive the client secret.
 //!
+//! An app with many users, each connecting an account of their own, starts with
+//! [`Connector::authorize_for`] and completes with [`Connector::complete_for`]: the pending
+//! authorization is bound to the user's [`ConnectionId`], and completes into that connection's
+//! record of a [`ConnectionStore`] only.
+//!
 //! ```
 //! use zoho_auth::authorize::{Callback, Connector};
 //! use zoho_auth::{ClientId, ClientSecret};
@@ -37,10 +42,11 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{AccountsClient, TokenResponse, DEFAULT_TIMEOUT};
+use crate::connections::ConnectionId;
 use crate::dc::{Accounts, DataCenter};
 use crate::error::{Error, Kind};
 use crate::secret::{constant_time_eq, ClientId, ClientSecret, GrantCode};
-use crate::store::{MemoryStore, StoredAccess, TokenStore};
+use crate::store::{ConnectionStore, MemoryStore, StoredAccess, TokenStore};
 
 /// Whether Zoho issues a refresh token with the code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +72,9 @@ pub struct Connector {
     pkce: bool,
     data_center: DataCenter,
     accounts: Option<Accounts>,
+    /// Custom accounts servers accepted in a callback besides `accounts` (a simulator's other
+    /// data centres): the callback picks one, so each must be named here to get the secret.
+    also_accepted: Vec<Accounts>,
     store: Arc<dyn TokenStore>,
     timeout: Duration,
 }
@@ -82,6 +91,14 @@ impl fmt::Debug for Connector {
             .field(
                 "accounts",
                 &self.accounts.as_ref().map(|a| a.url().as_str()),
+            )
+            .field(
+                "also_accepted",
+                &self
+                    .also_accepted
+                    .iter()
+                    .map(|a| a.url().as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("store", &self.store)
             .finish_non_exhaustive()
@@ -109,6 +126,7 @@ impl Connector {
             pkce: true,
             data_center: DataCenter::Us,
             accounts: None,
+            also_accepted: Vec::new(),
             store: Arc::new(MemoryStore::new()),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -163,6 +181,18 @@ impl Connector {
         self
     }
 
+    /// Further custom accounts servers to accept as the callback's `accounts-server`, besides
+    /// [`accounts`](Self::accounts): a simulator's other data centres, say. Each is matched
+    /// exactly (scheme, host, port, path); any other non-Zoho server is still refused.
+    #[must_use]
+    pub fn also_accept<I>(mut self, accounts: I) -> Self
+    where
+        I: IntoIterator<Item = Accounts>,
+    {
+        self.also_accepted.extend(accounts);
+        self
+    }
+
     /// The client secret for one data centre, for multi-DC clients whose secrets differ.
     #[must_use]
     pub fn secret_for(mut self, dc: DataCenter, secret: ClientSecret) -> Self {
@@ -201,14 +231,31 @@ impl Connector {
     }
 
     /// The consent URL to send the user to, and what to keep (in a cookie, say) to check the
-    /// callback: a fresh random `state` and PKCE verifier each time.
+    /// callback: a fresh random `state` and PKCE verifier each time. It completes with
+    /// [`complete`](Self::complete), into this connector's store.
     pub fn authorize(&self) -> Result<(url::Url, PendingAuthorization), Error> {
+        self.start(None)
+    }
+
+    /// As [`authorize`](Self::authorize), for one connection of many: the pending authorization
+    /// is bound to `id`, and completes only with [`complete_for`](Self::complete_for) and the
+    /// same `id` — a callback can never land in another connection.
+    pub fn authorize_for(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<(url::Url, PendingAuthorization), Error> {
+        self.start(Some(id))
+    }
+
+    fn start(&self, id: Option<&ConnectionId>) -> Result<(url::Url, PendingAuthorization), Error> {
         let base = match &self.accounts {
             Some(accounts) => accounts.clone(),
             None => Accounts::custom(self.data_center.consent_accounts_url())?,
         };
+        let state = random_token()?;
         let pending = PendingAuthorization {
-            state: random_token()?,
+            binding: id.map(|id| binding(&state, id)),
+            state,
             verifier: if self.pkce {
                 Some(random_token()?)
             } else {
@@ -243,13 +290,45 @@ impl Connector {
         Ok((url, pending))
     }
 
-    /// Checks a callback against `pending`, exchanges its code at the accounts server it names
-    /// (only if that is Zoho's, or the configured custom server), and saves the tokens.
+    /// Checks a callback against `pending` (from [`authorize`](Self::authorize)), exchanges its
+    /// code at the accounts server it names (only if that is Zoho's, or a configured custom
+    /// server), and saves the tokens in this connector's store.
     pub async fn complete(
         &self,
         pending: &PendingAuthorization,
         callback: &Callback,
     ) -> Result<Connected, Error> {
+        self.complete_in(&*self.store, None, pending, callback)
+            .await
+    }
+
+    /// As [`complete`](Self::complete), for a `pending` from [`authorize_for`](Self::authorize_for)
+    /// with this very `id`, saving into the connection's record in `store`. Refuses, before any
+    /// exchange, a pending authorization bound to another connection or to none.
+    pub async fn complete_for(
+        &self,
+        store: &dyn ConnectionStore,
+        id: &ConnectionId,
+        pending: &PendingAuthorization,
+        callback: &Callback,
+    ) -> Result<Connected, Error> {
+        self.complete_in(&*store.connection(id), Some(id), pending, callback)
+            .await
+    }
+
+    async fn complete_in(
+        &self,
+        store: &dyn TokenStore,
+        id: Option<&ConnectionId>,
+        pending: &PendingAuthorization,
+        callback: &Callback,
+    ) -> Result<Connected, Error> {
+        if !pending.is_for(id) {
+            return Err(Error::new(
+                Kind::Authorization,
+                "this sign-in was started for another connection: refusing its callback here",
+            ));
+        }
         let code = pending.verify(callback)?;
         let accounts = self.callback_accounts(callback)?;
         let client = self.client_for(&accounts)?;
@@ -260,7 +339,7 @@ impl Connector {
                 pending.verifier.as_deref(),
             )
             .await?;
-        self.save(accounts, response).await
+        self.save(store, id, accounts, response).await
     }
 
     /// Exchanges a self-client grant code, pasted from Zoho's API console, at `accounts` (the
@@ -272,17 +351,18 @@ impl Connector {
     ) -> Result<Connected, Error> {
         let client = self.client_for(&accounts)?;
         let response = client.exchange_code(code, None).await?;
-        self.save(accounts, response).await
+        self.save(&*self.store, None, accounts, response).await
     }
 
     /// The accounts server to exchange the code at: the callback's, if it is a Zoho accounts
-    /// host or the configured custom one; else its `location`'s; else where consent started.
+    /// host or a configured custom one; else its `location`'s; else where consent started.
     fn callback_accounts(&self, callback: &Callback) -> Result<Accounts, Error> {
         if let Some(server) = callback.accounts_server.as_deref() {
             if let Some(custom) = self
                 .accounts
-                .as_ref()
-                .filter(|custom| same_url(custom.url(), server))
+                .iter()
+                .chain(&self.also_accepted)
+                .find(|custom| same_url(custom.url(), server))
             {
                 return Ok(custom.clone());
             }
@@ -314,7 +394,16 @@ impl Connector {
         }
     }
 
-    fn client_for(&self, accounts: &Accounts) -> Result<AccountsClient, Error> {
+    /// Where tokens come from when nothing says otherwise: the custom server, else where consent
+    /// starts.
+    pub(crate) fn home_accounts(&self) -> Accounts {
+        self.accounts
+            .clone()
+            .unwrap_or_else(|| Accounts::dc(self.data_center))
+    }
+
+    /// An accounts client for `accounts` with this connector's client (and the DC's secret).
+    pub(crate) fn client_for(&self, accounts: &Accounts) -> Result<AccountsClient, Error> {
         let secret = accounts
             .data_center()
             .and_then(|dc| self.dc_secrets.iter().find(|(known, _)| *known == dc))
@@ -330,7 +419,13 @@ impl Connector {
     /// Saves an exchange's tokens, keeping a stored refresh token when Zoho sent none. The save
     /// is fenced: a refresh that lands meanwhile merges into these tokens instead of reverting
     /// them.
-    async fn save(&self, accounts: Accounts, response: TokenResponse) -> Result<Connected, Error> {
+    async fn save(
+        &self,
+        store: &dyn TokenStore,
+        id: Option<&ConnectionId>,
+        accounts: Accounts,
+        response: TokenResponse,
+    ) -> Result<Connected, Error> {
         let now = SystemTime::now();
         let refresh_token_received = response.refresh_token.is_some();
         if !refresh_token_received {
@@ -340,7 +435,7 @@ impl Connector {
             );
         }
         let access = StoredAccess::from_response(&response, now);
-        self.store
+        store
             .update(None, |set| {
                 if let Some(refresh_token) = &response.refresh_token {
                     set.refresh_token = Some(refresh_token.clone());
@@ -357,6 +452,7 @@ impl Connector {
             "connected a Zoho account"
         );
         Ok(Connected {
+            connection: id.cloned(),
             data_center: accounts.data_center(),
             accounts,
             api_domain: response.api_domain,
@@ -371,6 +467,9 @@ impl Connector {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connected {
+    /// The connection the tokens were saved for ([`Connector::complete_for`]); `None` for the
+    /// connector's single store.
+    pub connection: Option<ConnectionId>,
     /// The user's data centre, when the accounts server is one of Zoho's.
     pub data_center: Option<DataCenter>,
     /// The accounts server that minted the tokens; refreshes must go there too.
@@ -385,12 +484,16 @@ pub struct Connected {
     pub refresh_token_received: bool,
 }
 
-/// What an app keeps between sending the user to Zoho and the callback: the `state` it sent and
-/// the PKCE verifier. Both are random (256 bits); `Debug` does not print them.
+/// What an app keeps between sending the user to Zoho and the callback: the `state` it sent,
+/// the PKCE verifier, and for [`Connector::authorize_for`] a binding to the connection. The
+/// first two are random (256 bits); `Debug` prints none of them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PendingAuthorization {
     state: String,
     verifier: Option<String>,
+    /// [`binding`] of the state and the connection id: names the connection without putting
+    /// the id (an email address, say) in a cookie.
+    binding: Option<String>,
 }
 
 impl fmt::Debug for PendingAuthorization {
@@ -405,32 +508,54 @@ impl PendingAuthorization {
         &self.state
     }
 
-    /// A compact form for a cookie (URL-safe characters only).
+    /// A compact form for a cookie (URL-safe characters only): `state[.verifier][~binding]`.
     pub fn to_cookie_value(&self) -> String {
-        match &self.verifier {
-            Some(verifier) => format!("{}.{verifier}", self.state),
-            None => self.state.clone(),
+        let mut value = self.state.clone();
+        if let Some(verifier) = &self.verifier {
+            value.push('.');
+            value.push_str(verifier);
         }
+        if let Some(binding) = &self.binding {
+            value.push('~');
+            value.push_str(binding);
+        }
+        value
     }
 
     /// Reads [`to_cookie_value`](Self::to_cookie_value)'s form back.
     pub fn from_cookie_value(value: &str) -> Result<Self, Error> {
-        let mut parts = value.trim().splitn(2, '.');
+        let (rest, binding) = match value.trim().split_once('~') {
+            Some((rest, binding)) => (rest, Some(binding)),
+            None => (value.trim(), None),
+        };
+        let mut parts = rest.splitn(2, '.');
         let state = parts.next().filter(|s| valid_token(s));
         let verifier = parts.next();
-        match (state, verifier) {
-            (Some(state), None) => Ok(Self {
-                state: state.into(),
-                verifier: None,
-            }),
-            (Some(state), Some(verifier)) if valid_token(verifier) => Ok(Self {
-                state: state.into(),
-                verifier: Some(verifier.into()),
-            }),
-            _ => Err(Error::new(
+        let malformed = || {
+            Error::new(
                 Kind::Authorization,
                 "the sign-in cookie is malformed; start again",
-            )),
+            )
+        };
+        if binding.is_some_and(|b| !valid_token(b)) || verifier.is_some_and(|v| !valid_token(v)) {
+            return Err(malformed());
+        }
+        Ok(Self {
+            state: state.ok_or_else(malformed)?.into(),
+            verifier: verifier.map(Into::into),
+            binding: binding.map(Into::into),
+        })
+    }
+
+    /// Whether this was started for connection `id` (`None`: for a connector's single store).
+    /// Compared in constant time, like the state.
+    pub fn is_for(&self, id: Option<&ConnectionId>) -> bool {
+        match (&self.binding, id) {
+            (None, None) => true,
+            (Some(bound), Some(id)) => {
+                constant_time_eq(bound.as_bytes(), binding(&self.state, id).as_bytes())
+            }
+            _ => false,
         }
     }
 
@@ -510,6 +635,17 @@ fn valid_token(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Binds a pending authorization to a connection: a hash of its (secret, fixed-length) state
+/// and the id. Without the state nobody can make one, and the cookie does not show the id.
+fn binding(state: &str, id: &ConnectionId) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"zoho-auth pending connection\0");
+    hash.update(state.as_bytes());
+    hash.update(b"\0");
+    hash.update(id.as_str().as_bytes());
+    URL_SAFE_NO_PAD.encode(hash.finalize())
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636).
@@ -616,6 +752,13 @@ mod tests {
         assert!(custom.callback_accounts(&callback).is_ok());
         let elsewhere = Callback::parse("accounts-server=http%3A%2F%2F127.0.0.1%3A9001");
         assert!(custom.callback_accounts(&elsewhere).is_err());
+        // A simulator's second data centre, once named, and only that one.
+        let both = custom.also_accept([Accounts::custom("http://127.0.0.2:9001").unwrap()]);
+        let second = Callback::parse("accounts-server=http%3A%2F%2F127.0.0.2%3A9001");
+        assert!(both.callback_accounts(&second).is_ok());
+        assert!(both.callback_accounts(&elsewhere).is_err());
+        let forged = Callback::parse("accounts-server=https%3A%2F%2Faccounts.zoho.eu.evil.test");
+        assert!(both.callback_accounts(&forged).is_err());
     }
 
     #[test]
@@ -644,5 +787,65 @@ mod tests {
         assert!(PendingAuthorization::from_cookie_value("a.b.c").is_err());
         assert!(PendingAuthorization::from_cookie_value("").is_err());
         assert!(!format!("{pending:?}").contains(pending.state()));
+        assert!(pending.is_for(None));
+    }
+
+    #[test]
+    fn a_pending_authorization_is_bound_to_its_connection() {
+        let alice = ConnectionId::new("alice@example.com").unwrap();
+        let bob = ConnectionId::new("bob").unwrap();
+        let (_, pending) = connector().authorize_for(&alice).unwrap();
+        let cookie = pending.to_cookie_value();
+        assert!(!cookie.contains("alice"), "{cookie}");
+        let back = PendingAuthorization::from_cookie_value(&cookie).unwrap();
+        assert_eq!(back, pending);
+        assert!(back.is_for(Some(&alice)));
+        assert!(!back.is_for(Some(&bob)));
+        assert!(!back.is_for(None), "not for the single store either");
+        // Another sign-in's binding does not carry over to this state.
+        let (_, bobs) = connector().authorize_for(&bob).unwrap();
+        let (state, _) = cookie.split_once('~').unwrap();
+        let (_, bob_binding) = bobs
+            .to_cookie_value()
+            .split_once('~')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .unwrap();
+        let spliced =
+            PendingAuthorization::from_cookie_value(&format!("{state}~{bob_binding}")).unwrap();
+        assert!(!spliced.is_for(Some(&bob)) && !spliced.is_for(Some(&alice)));
+        for bad in ["s~", "s~a.b", "s.v~b~c", "~b"] {
+            assert!(
+                PendingAuthorization::from_cookie_value(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_callback_completes_only_into_its_own_connection() {
+        use crate::store::MemoryConnections;
+        let store = MemoryConnections::new();
+        let alice = ConnectionId::new("alice").unwrap();
+        let bob = ConnectionId::new("bob").unwrap();
+        let c = connector();
+        let (_, pending) = c.authorize_for(&alice).unwrap();
+        let callback = Callback::parse(&format!("state={}&code=1000.c", pending.state()));
+        for result in [
+            c.complete_for(&store, &bob, &pending, &callback).await,
+            c.complete(&pending, &callback).await,
+        ] {
+            assert!(result.unwrap_err().is_authorization());
+        }
+        let (_, single) = c.authorize().unwrap();
+        let callback = Callback::parse(&format!("state={}&code=1000.c", single.state()));
+        let error = c
+            .complete_for(&store, &alice, &single, &callback)
+            .await
+            .unwrap_err();
+        assert!(error.is_authorization());
+        assert!(
+            store.list(None, 10).await.unwrap().is_empty(),
+            "nothing stored"
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! "Connect Zoho" for axum apps (feature `axum`): a router with the two routes of Zoho's
-//! authorization-code flow, built on a [`Connector`].
+//! authorization-code flow, built on a [`Connector`], and two to disconnect and to see the
+//! connection. [`ConnectZoho::new`] keeps one Zoho account for the whole app, in the connector's
+//! store; [`ConnectZoho::for_connections`] one per user of the app, each in its own record of a
+//! [`ConnectionStore`] (see [Many users](#many-users)).
 //!
 //! - **`GET /connect`** answers `303 See Other` to Zoho's consent page. The `state` and PKCE
 //!   verifier it sent ride in a cookie: `HttpOnly`, `SameSite=Lax` (Zoho's redirect back is a
@@ -14,20 +17,39 @@
 //!   prefix requires it, and the name already keeps each router to its own cookie.
 //! - **`GET /callback`** — the connector's redirect URI must point at it — checks Zoho's answer
 //!   against that cookie, exchanges the code at the accounts server the callback names (only if it
-//!   is Zoho's, or the connector's custom one: a forged `accounts-server` never receives the
-//!   client secret), saves the tokens in the connector's [`TokenStore`](crate::store::TokenStore)
-//!   and shows the outcome as a small HTML page. A success shows the data centre, the API domain,
+//!   is Zoho's, or one of the connector's custom ones: a forged `accounts-server` never receives
+//!   the client secret), saves the tokens in the connector's [`TokenStore`] (or the request's
+//!   connection's record) and shows the outcome as a small HTML page. A success shows the data centre, the API domain,
 //!   the scopes and the access token's expiry — never a token — and warns when Zoho sent no
 //!   refresh token. A failure explains what happened (access denied, a `state` that does not
 //!   match, an untrusted accounts server, an expired code, Zoho unreachable, ...) with status 400
 //!   for a callback that cannot be used, 502 when Zoho failed, 500 when the store did; nothing is
 //!   stored then. Either way the cookie is cleared: a `state` is good for one callback.
+//! - **`POST /disconnect`** revokes the refresh token at the accounts server that issued it and
+//!   forgets the account, then answers `303 See Other` to [`home`](ConnectZoho::home). Zoho
+//!   refusing the revocation (a token it no longer knows) still forgets it; Zoho unreachable keeps
+//!   it (`502`), to try again. Only `POST`, and only from the app's own pages: the request must
+//!   carry `Sec-Fetch-Site: same-origin`, or — from browsers that send no `Sec-Fetch-Site` —
+//!   an `Origin` equal to the redirect URI's; anything else (another site's form, a sibling
+//!   subdomain's script, a request with neither header) is `403`. The session cookie alone is no
+//!   defence: it is the app's, may well be `SameSite=None`, and even `Lax` ones ride along on a
+//!   `POST` from a sibling subdomain (same-site). A token in the form would need the app to put
+//!   it in its pages; these headers the browser sets, and no page can.
+//! - **`GET /status`** answers JSON, never a token: `{"connection": "alice", "status":
+//!   "connected", "data_center": "eu", "accounts_server": "https://accounts.zoho.eu",
+//!   "api_domain": "https://www.zohoapis.eu", "scopes": [...], "access_token_expires_at":
+//!   1767225600, "renewable": true}` (`data_center` is `null` for a custom accounts server,
+//!   `access_token_expires_at` — Unix seconds — when no access token is live, `connection` for
+//!   the single store). `status` is `connected`, `needs re-consent` (with Zoho's error `code`,
+//!   e.g. `invalid_code`: the refresh token was revoked), or `not connected` (with no other
+//!   field).
 //!
-//! For scripts and browser tests, the page's `<main id="outcome">` carries
+//! For scripts and browser tests, the pages' `<main id="outcome">` carries
 //! `data-outcome="connected"` or `data-outcome="error"` with a `data-reason`: `denied`,
 //! `state-mismatch`, `untrusted-accounts-server`, `code-rejected`, `no-cookie`, `bad-cookie`,
 //! `no-code`, `zoho-error`, `client-rejected`, `zoho-refused`, `zoho-unavailable`,
-//! `store-failed` or `start-failed`.
+//! `store-failed`, `start-failed`, and for the routes below `not-signed-in`, `other-connection`,
+//! `cross-site` and `revoke-failed`.
 //!
 //! ```no_run
 //! use zoho_auth::authorize::Connector;
@@ -53,11 +75,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! **Who may connect.** Whoever reaches `/connect` and consents replaces the account the store
-//! holds, which the whole app then acts as. Mount the router behind the app's own
-//! authentication, so that only its administrators can.
+//! **Who may connect.** With [`ConnectZoho::new`], whoever reaches `/connect` and consents
+//! replaces the account the store holds, which the whole app then acts as (and whoever reaches
+//! `/disconnect` removes it). Mount the router behind the app's own authentication, so that only
+//! its administrators can — or give each user their own connection, below.
 //!
-//! **Binding a sign-in to the app's session.** The cookie ties a callback to the browser that
+//! **Binding a sign-in to the app's session.** [`ConnectZoho::for_connections`] does this
+//! itself. With [`ConnectZoho::new`], the cookie ties a callback to the browser that
 //! started the sign-in, not to the person signed in to the app in it. To tie it to the app's own
 //! session (so that a callback completes only in the session that started it, and not after a
 //! sign-out or a change of user), wrap the router in a middleware that marks the session when
@@ -103,26 +127,111 @@
 //!
 //! One sign-in per browser at a time: a second `/connect` (another tab) replaces the cookie, and
 //! the first tab's callback is then refused as not matching.
+//!
+//! # Many users
+//!
+//! [`ConnectZoho::for_connections`] gives every user of the app a Zoho account of their own: it
+//! takes a function that names the request's [`ConnectionId`] — typically read from an
+//! extension the app's authentication layer set — and every route works on that connection's
+//! record only. A request it names none for gets `401` (`not-signed-in`) and starts, completes
+//! or removes nothing.
+//!
+//! The sign-in cookie is bound to the connection: besides the `state` and verifier it holds a
+//! SHA-256 of the state and the connection id (so the id itself, an email address say, is not in
+//! the cookie), and a callback completes only if the request's connection hashes to the same,
+//! compared in constant time — checked before the code is exchanged. A sign-in started by Alice
+//! and replayed in Bob's session (a shared computer, a copied cookie, a sign-out between) is
+//! refused with `403` (`other-connection`): it lands in neither account. A sign-in started for
+//! the single store completes in no connection, nor the other way round.
+//!
+//! Zoho's callback names the user's data centre. The connector accepts Zoho's own accounts
+//! servers, and custom ones only by name: [`Connector::accounts`] and
+//! [`Connector::also_accept`] (a simulator's other data centres, say). Requests then use each
+//! user's tokens through [`ZohoAuthLayer::connections`](crate::ZohoAuthLayer::connections) with
+//! the user's `ConnectionId` in the request's extensions, refreshing at, and calling, that
+//! user's own data centre.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::body::Body;
+//! use axum::extract::Request;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//! use axum::Router;
+//! use http::StatusCode;
+//! use tower::ServiceExt;
+//! use zoho_auth::authorize::Connector;
+//! use zoho_auth::axum::ConnectZoho;
+//! use zoho_auth::store::{ConnectionStore, MemoryConnections};
+//! use zoho_auth::{ClientId, ClientSecret, ConnectionId};
+//!
+//! /// Stands for the app's authentication layer: puts the signed-in user's id in the request.
+//! async fn signed_in(mut request: Request, next: Next) -> Response {
+//!     let user = request.headers().get("x-demo-user").and_then(|v| v.to_str().ok());
+//!     if let Some(id) = user.and_then(|user| ConnectionId::new(user).ok()) {
+//!         request.extensions_mut().insert(id);
+//!     }
+//!     next.run(request).await
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let connector = Connector::new(
+//!     ClientId::new("1000.ABC"),
+//!     ClientSecret::new("secret"),
+//!     "https://app.example.com/zoho/callback",
+//! )
+//! .scopes(["ZohoCRM.users.READ"]);
+//! // Or `store::open_connections("file:/var/lib/app/zoho-tokens.json")?`.
+//! let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+//! let connect = ConnectZoho::for_connections(connector, store.clone(), |parts| {
+//!     parts.extensions.get::<ConnectionId>().cloned()
+//! });
+//! let app: Router = Router::new()
+//!     .nest("/zoho", connect.into_router())
+//!     .layer(middleware::from_fn(signed_in));
+//!
+//! let alice = Request::get("/zoho/connect").header("x-demo-user", "alice");
+//! let response = app.clone().oneshot(alice.body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::SEE_OTHER, "off to Zoho's consent page");
+//!
+//! let anonymous = Request::get("/zoho/connect").body(Body::empty())?;
+//! let response = app.clone().oneshot(anonymous).await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//!
+//! let status = Request::get("/zoho/status").header("x-demo-user", "alice");
+//! let response = app.oneshot(status.body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK); // {"connection":"alice","status":"not connected"}
+//!
+//! // The app's calls to Zoho, each with the user's id in the request's extensions:
+//! // `ZohoAuthLayer::connections(Connections::builder(accounts_client, store).build()?)`.
+//! # Ok(()) }
+//! ```
 
 use html_escape::encode_quoted_attribute as escape;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::axum::body::Body;
 use ::axum::extract::State;
 use ::axum::response::Response;
-use ::axum::routing::get;
+use ::axum::routing::{get, post};
 use ::axum::Router;
 use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, REFERRER_POLICY,
-    SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, ORIGIN,
+    REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
 };
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::authorize::{Callback, Connected, Connector, PendingAuthorization};
+use crate::connections::ConnectionId;
+use crate::dc::{Accounts, DataCenter};
 use crate::error::Error;
 use crate::hosts::is_loopback_host;
+use crate::store::{ConnectionStore, TokenSet, TokenStore};
 
 /// The start of the name of the cookie that carries a pending sign-in's `state` and PKCE verifier
 /// from `/connect` to `/callback`; the [module docs](self) say how the rest is made.
@@ -133,19 +242,40 @@ const PENDING_MAX_AGE: Duration = Duration::from_secs(600);
 
 type ConnectedHook = Arc<dyn Fn(&Connected) + Send + Sync>;
 
+/// How the app names a request's connection.
+type Identify = dyn Fn(&Parts) -> Option<ConnectionId> + Send + Sync;
+
+/// Where the routes keep tokens.
+#[derive(Clone)]
+enum Records {
+    /// The connector's own store: one account for the whole app.
+    Single,
+    /// One record per connection; `identify` names the request's.
+    Many {
+        store: Arc<dyn ConnectionStore>,
+        identify: Arc<Identify>,
+    },
+}
+
 /// Configures the "Connect Zoho" router; [`into_router`](Self::into_router) builds it.
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `into_router` is called"]
 pub struct ConnectZoho {
     connector: Connector,
+    records: Records,
     home: String,
     on_connected: Option<ConnectedHook>,
 }
 
 impl fmt::Debug for ConnectZoho {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let store = match &self.records {
+            Records::Single => None,
+            Records::Many { store, .. } => Some(store),
+        };
         f.debug_struct("ConnectZoho")
             .field("connector", &self.connector)
+            .field("connections", &store)
             .field("home", &self.home)
             .field("on_connected", &self.on_connected.is_some())
             .finish()
@@ -154,12 +284,36 @@ impl fmt::Debug for ConnectZoho {
 
 impl ConnectZoho {
     /// The flow for `connector`, whose redirect URI must be where the router's `/callback` is
-    /// served (`https://app.example.com/zoho/callback` for a router nested at `/zoho`).
+    /// served (`https://app.example.com/zoho/callback` for a router nested at `/zoho`). Tokens
+    /// go to the connector's store: one Zoho account for the whole app.
     pub fn new(connector: Connector) -> Self {
         Self {
             connector,
+            records: Records::Single,
             home: "/".to_owned(),
             on_connected: None,
+        }
+    }
+
+    /// The flow for many users, each connecting a Zoho account of their own: every route works
+    /// on the record in `store` of the connection `connection` names for the request — from the
+    /// app's session, typically an extension its authentication layer put in `parts`. A request
+    /// it names none for is answered `401 Unauthorized`, and starts nothing. The connector's own
+    /// store is not used.
+    ///
+    /// The sign-in cookie is bound to the connection (see the [module docs](self)): a callback
+    /// completes only in a request for the connection that started it.
+    pub fn for_connections(
+        connector: Connector,
+        store: Arc<dyn ConnectionStore>,
+        connection: impl Fn(&Parts) -> Option<ConnectionId> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            records: Records::Many {
+                store,
+                identify: Arc::new(connection),
+            },
+            ..Self::new(connector)
         }
     }
 
@@ -177,22 +331,34 @@ impl ConnectZoho {
         self
     }
 
-    /// The router with `GET /connect` and `GET /callback`, to [`nest`](Router::nest) in the
-    /// app's router (or [`merge`](Router::merge) at its root).
+    /// The router with `GET /connect`, `GET /callback`, `POST /disconnect` and `GET /status`,
+    /// to [`nest`](Router::nest) in the app's router (or [`merge`](Router::merge) at its root).
     pub fn into_router<S>(self) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
-        let cookie = PendingCookie::new(self.connector.redirect_uri());
+        let redirect_uri = self.connector.redirect_uri();
+        let cookie = PendingCookie::new(redirect_uri);
+        // Only a tuple origin: an opaque one serializes as `null`, which is what a sandboxed
+        // frame sends as its `Origin`.
+        let origin = url::Url::parse(redirect_uri)
+            .ok()
+            .map(|url| url.origin())
+            .filter(url::Origin::is_tuple)
+            .map(|origin| origin.ascii_serialization());
         let flow = Arc::new(Flow {
             connector: self.connector,
+            records: self.records,
             home: self.home,
             on_connected: self.on_connected,
             cookie,
+            origin,
         });
         Router::new()
             .route("/connect", get(connect))
             .route("/callback", get(callback))
+            .route("/disconnect", post(disconnect))
+            .route("/status", get(status))
             .with_state(flow)
     }
 }
@@ -205,12 +371,62 @@ where
     ConnectZoho::new(connector).into_router()
 }
 
-/// What both routes share.
+/// What the routes share.
 struct Flow {
     connector: Connector,
+    records: Records,
     home: String,
     on_connected: Option<ConnectedHook>,
     cookie: PendingCookie,
+    /// The app's origin as browsers send it, from the redirect URI.
+    origin: Option<String>,
+}
+
+/// The record a request works on.
+enum Target {
+    Single(Arc<dyn TokenStore>),
+    Connection {
+        store: Arc<dyn ConnectionStore>,
+        id: ConnectionId,
+    },
+}
+
+impl Target {
+    fn id(&self) -> Option<&ConnectionId> {
+        match self {
+            Target::Single(_) => None,
+            Target::Connection { id, .. } => Some(id),
+        }
+    }
+
+    fn record(&self) -> Arc<dyn TokenStore> {
+        match self {
+            Target::Single(store) => store.clone(),
+            Target::Connection { store, id } => store.connection(id),
+        }
+    }
+
+    /// Forgets the account: the connection's record goes; the single store keeps only its
+    /// token-request history, which the fleet-wide budget counts.
+    async fn forget(&self) -> Result<(), Error> {
+        match self {
+            Target::Single(store) => {
+                store
+                    .update(None, |set| {
+                        set.refresh_token = None;
+                        set.accounts_url = None;
+                        set.access = None;
+                        set.failure = None;
+                        Ok(())
+                    })
+                    .await?;
+            }
+            Target::Connection { store, id } => {
+                store.remove(id).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The pending cookie's name and attributes, fixed by the connector's redirect URI.
@@ -275,18 +491,47 @@ impl PendingCookie {
 }
 
 impl Flow {
+    /// The record the request works on; refused when the app names no connection for it.
+    fn target(&self, parts: &Parts) -> Result<Target, Failure> {
+        match &self.records {
+            Records::Single => Ok(Target::Single(self.connector.token_store().clone())),
+            Records::Many { store, identify } => match identify(parts) {
+                Some(id) => Ok(Target::Connection {
+                    store: store.clone(),
+                    id,
+                }),
+                None => Err(Failure::new(Reason::NotSignedIn)),
+            },
+        }
+    }
+
+    /// Whether a state-changing request comes from the app's own pages. Browsers send
+    /// `Sec-Fetch-Site` (which no page can set or forge) with every request, and `Origin` with
+    /// every `POST`; a request with neither is refused, as no browser made it with the user's
+    /// cookies.
+    fn same_origin(&self, headers: &HeaderMap) -> bool {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            return site.as_bytes() == b"same-origin";
+        }
+        match (headers.get(ORIGIN), &self.origin) {
+            (Some(origin), Some(ours)) => origin.as_bytes() == ours.as_bytes(),
+            _ => false,
+        }
+    }
+
     /// Checks a callback against the browser's cookie, exchanges and saves.
-    async fn complete(
-        &self,
-        headers: &HeaderMap,
-        callback: &Callback,
-    ) -> Result<Connected, Failure> {
-        let value = self.cookie.find(headers).ok_or_else(|| {
+    async fn complete(&self, parts: &Parts, callback: &Callback) -> Result<Connected, Failure> {
+        let target = self.target(parts)?;
+        let value = self.cookie.find(&parts.headers).ok_or_else(|| {
             let redirect_uri = self.connector.redirect_uri();
             Failure::new(Reason::NoCookie).detail(format!("The app's redirect URI: {redirect_uri}"))
         })?;
         let pending = PendingAuthorization::from_cookie_value(value)
             .map_err(|_| Failure::new(Reason::BadCookie))?;
+        // `complete_for` checks it too; checking first tells the user what went wrong.
+        if !pending.is_for(target.id()) {
+            return Err(Failure::new(Reason::OtherConnection));
+        }
         // `complete` runs the same check; running it first tells which part failed.
         if pending.verify(callback).is_err() {
             return Err(match &callback.error {
@@ -297,21 +542,81 @@ impl Flow {
                 None => Failure::new(Reason::StateMismatch),
             });
         }
-        let connected = self
-            .connector
-            .complete(&pending, callback)
-            .await
-            .map_err(Failure::from_exchange)?;
+        let completed = match &target {
+            Target::Single(_) => self.connector.complete(&pending, callback).await,
+            Target::Connection { store, id } => {
+                self.connector
+                    .complete_for(&**store, id, &pending, callback)
+                    .await
+            }
+        };
+        let connected = completed.map_err(Failure::from_exchange)?;
         if let Some(hook) = &self.on_connected {
             hook(&connected);
         }
         Ok(connected)
     }
+
+    /// Revokes the account's refresh token at the accounts server that issued it, then forgets
+    /// the account. Zoho refusing the revocation (an unknown or already revoked token) still
+    /// forgets it: the token is of no use then. Zoho unreachable keeps it, to try again.
+    async fn disconnect(&self, parts: &Parts) -> Result<(), Failure> {
+        if !self.same_origin(&parts.headers) {
+            return Err(Failure::new(Reason::CrossSite));
+        }
+        let target = self.target(parts)?;
+        let set = target
+            .record()
+            .load()
+            .await
+            .map_err(|error| Failure::new(Reason::StoreUnavailable).error(&error))?;
+        if let Some(TokenSet {
+            refresh_token: Some(refresh_token),
+            accounts_url,
+            ..
+        }) = set
+        {
+            let accounts = match accounts_url.as_deref() {
+                Some(url) => Accounts::custom(url),
+                None => Ok(self.connector.home_accounts()),
+            };
+            let client = accounts
+                .and_then(|accounts| self.connector.client_for(&accounts))
+                .map_err(|error| Failure::new(Reason::RevokeFailed).error(&error))?;
+            match client.revoke(&refresh_token).await {
+                Ok(()) => {}
+                Err(error)
+                    if error.is_transient() || error.is_rate_limited() || error.is_timeout() =>
+                {
+                    return Err(Failure::new(Reason::RevokeFailed).error(&error));
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "Zoho did not revoke the refresh token (unknown or already revoked there); \
+                     forgetting it anyway"
+                ),
+            }
+        }
+        target
+            .forget()
+            .await
+            .map_err(|error| Failure::new(Reason::StoreUnavailable).error(&error))?;
+        tracing::info!(connection = ?target.id(), "disconnected a Zoho account");
+        Ok(())
+    }
 }
 
 /// `GET /connect`.
-async fn connect(State(flow): State<Arc<Flow>>) -> Response {
-    let (url, pending) = match flow.connector.authorize() {
+async fn connect(State(flow): State<Arc<Flow>>, parts: Parts) -> Response {
+    let target = match flow.target(&parts) {
+        Ok(target) => target,
+        Err(failure) => return failure.page(&flow),
+    };
+    let started = match target.id() {
+        Some(id) => flow.connector.authorize_for(id),
+        None => flow.connector.authorize(),
+    };
+    let (url, pending) = match started {
         Ok(started) => started,
         Err(error) => return Failure::new(Reason::Start).error(&error).page(&flow),
     };
@@ -332,9 +637,9 @@ async fn connect(State(flow): State<Arc<Flow>>) -> Response {
 }
 
 /// `GET /callback`.
-async fn callback(State(flow): State<Arc<Flow>>, headers: HeaderMap, uri: Uri) -> Response {
-    let callback = Callback::parse(uri.query().unwrap_or_default());
-    let mut response = match flow.complete(&headers, &callback).await {
+async fn callback(State(flow): State<Arc<Flow>>, parts: Parts) -> Response {
+    let callback = Callback::parse(parts.uri.query().unwrap_or_default());
+    let mut response = match flow.complete(&parts, &callback).await {
         Ok(connected) => connected_page(&flow, &connected),
         Err(failure) => {
             tracing::warn!(
@@ -352,6 +657,104 @@ async fn callback(State(flow): State<Arc<Flow>>, headers: HeaderMap, uri: Uri) -
     response
 }
 
+/// `POST /disconnect`: back to the app's home once done.
+async fn disconnect(State(flow): State<Arc<Flow>>, parts: Parts) -> Response {
+    match flow.disconnect(&parts).await {
+        Ok(()) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            // `home` is the app's own setting, never from the request: no open redirect.
+            if let Ok(home) = HeaderValue::try_from(&flow.home) {
+                response.headers_mut().insert(LOCATION, home);
+            }
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(failure) => {
+            tracing::warn!(reason = failure.reason.id(), detail = ?failure.detail, "Zoho disconnect refused");
+            failure.page(&flow)
+        }
+    }
+}
+
+/// `GET /status`: the connection as its record shows it, as JSON; never a token.
+async fn status(State(flow): State<Arc<Flow>>, parts: Parts) -> Response {
+    let target = match flow.target(&parts) {
+        Ok(target) => target,
+        Err(failure) => {
+            let (id, status, ..) = failure.reason.describe();
+            return json_response(status, &serde_json::json!({ "error": id }));
+        }
+    };
+    match target.record().load().await {
+        Ok(set) => json_response(
+            StatusCode::OK,
+            &status_json(target.id(), set.as_ref(), SystemTime::now()),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "the Zoho connection status could not be read");
+            let (id, status, ..) = Reason::StoreUnavailable.describe();
+            json_response(status, &serde_json::json!({ "error": id }))
+        }
+    }
+}
+
+/// What `/status` says of a record: `connected`, `needs re-consent` (with Zoho's `code`) or
+/// `not connected`, and for the first two where the account lives and what it may do.
+fn status_json(
+    id: Option<&ConnectionId>,
+    set: Option<&TokenSet>,
+    now: SystemTime,
+) -> serde_json::Value {
+    let mut status = serde_json::json!({ "connection": id.map(ConnectionId::as_str) });
+    let live_access = set
+        .and_then(|set| set.access.as_ref())
+        .filter(|access| access.expires_at > now);
+    let (state, set) = match set {
+        Some(set) if set.failure.is_some() => ("needs re-consent", set),
+        Some(set) if set.refresh_token.is_some() || live_access.is_some() => ("connected", set),
+        _ => {
+            status["status"] = "not connected".into();
+            return status;
+        }
+    };
+    status["status"] = state.into();
+    if let Some(failure) = &set.failure {
+        status["code"] = failure.code.clone().into();
+    }
+    let accounts = set.accounts_url.as_deref();
+    status["accounts_server"] = accounts.into();
+    status["data_center"] = accounts
+        .and_then(DataCenter::from_accounts_url)
+        .map(DataCenter::location)
+        .into();
+    status["renewable"] = set.refresh_token.is_some().into();
+    let access = set.access.as_ref();
+    status["api_domain"] = access.and_then(|a| a.api_domain.clone()).into();
+    status["scopes"] = access.map(|a| a.scopes.clone()).unwrap_or_default().into();
+    status["access_token_expires_at"] = live_access
+        .and_then(|a| a.expires_at.duration_since(UNIX_EPOCH).ok())
+        .map(|at| at.as_secs())
+        .into();
+    status
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (CONTENT_TYPE, "application/json"),
+        (CACHE_CONTROL, "no-store"),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// Whether a redirect URI is `http` to a loopback host, where browsers would not keep a
 /// `Secure` cookie — the one case the cookie goes without it.
 fn is_plain_http_on_loopback(redirect_uri: &str) -> bool {
@@ -362,6 +765,11 @@ fn is_plain_http_on_loopback(redirect_uri: &str) -> bool {
 /// Why a sign-in did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reason {
+    NotSignedIn,
+    OtherConnection,
+    CrossSite,
+    RevokeFailed,
+    StoreUnavailable,
     Start,
     NoCookie,
     BadCookie,
@@ -387,6 +795,41 @@ impl Reason {
     fn describe(self) -> (&'static str, StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
+            Reason::NotSignedIn => (
+                "not-signed-in",
+                S::UNAUTHORIZED,
+                "Sign in to the app first",
+                "Connecting a Zoho account needs you signed in to this app, so that the account \
+                 is yours alone. Nothing was changed.",
+            ),
+            Reason::OtherConnection => (
+                "other-connection",
+                S::FORBIDDEN,
+                "This Zoho sign-in belongs to someone else",
+                "The sign-in was started by another user of this app (or before a sign-out), so \
+                 it cannot complete for you. Nothing was exchanged or stored; start again.",
+            ),
+            Reason::CrossSite => (
+                "cross-site",
+                S::FORBIDDEN,
+                "Refused: not sent from this app",
+                "The request did not come from this app's own pages (another site may have sent \
+                 it). Nothing was changed.",
+            ),
+            Reason::RevokeFailed => (
+                "revoke-failed",
+                S::BAD_GATEWAY,
+                "Zoho did not confirm the disconnection",
+                "The app could not reach Zoho to revoke its access, so the connection is kept. \
+                 Try again in a few minutes.",
+            ),
+            Reason::StoreUnavailable => (
+                "store-failed",
+                S::INTERNAL_SERVER_ERROR,
+                "The app's token store failed",
+                "The app could not read or change the connection's record. Nothing was changed; \
+                 try again.",
+            ),
             Reason::Start => (
                 "start-failed",
                 S::INTERNAL_SERVER_ERROR,
@@ -649,11 +1092,10 @@ mod tests {
         Router::new().nest("/zoho", router(connector))
     }
 
-    async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, String) {
-        let mut request = Request::get(uri);
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
+    async fn send(
+        app: &Router,
+        request: http::request::Builder,
+    ) -> (StatusCode, HeaderMap, String) {
         let response = app
             .clone()
             .oneshot(request.body(Body::empty()).unwrap())
@@ -666,6 +1108,14 @@ mod tests {
             parts.headers,
             String::from_utf8(body.to_vec()).unwrap(),
         )
+    }
+
+    async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(uri);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        send(app, request).await
     }
 
     /// Starts a sign-in: the consent URL and the `name=value` of the cookie it set.
@@ -1016,6 +1466,224 @@ mod tests {
             Some(&refresh),
             "failures change nothing"
         );
+    }
+
+    /// A multi-user app whose "session" is an `x-user` header (the app's authentication layer,
+    /// in a real one).
+    fn many(store: Arc<dyn ConnectionStore>, connector: Connector) -> Router {
+        let connect = ConnectZoho::for_connections(connector, store, |parts: &Parts| {
+            let user = parts.headers.get("x-user")?.to_str().ok()?;
+            ConnectionId::new(user).ok()
+        });
+        Router::new().nest("/zoho", connect.into_router())
+    }
+
+    fn cookie_pair(headers: &HeaderMap) -> String {
+        let set_cookie = headers[SET_COOKIE].to_str().unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_nothing_starts() {
+        let store = Arc::new(crate::store::MemoryConnections::new());
+        let app = many(store.clone(), connector(REDIRECT, Arc::default()));
+        for uri in [
+            "/zoho/connect",
+            "/zoho/callback?state=s&code=1000.c",
+            "/zoho/status",
+        ] {
+            let (status, headers, _) = send(&app, Request::get(uri)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+            assert!(headers.get(LOCATION).is_none(), "{uri}: no redirect");
+        }
+        let (status, _, _) = send(
+            &app,
+            Request::post("/zoho/disconnect").header("sec-fetch-site", "same-origin"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (_, headers, _) = send(&app, Request::get("/zoho/connect")).await;
+        assert!(headers.get(SET_COOKIE).is_none(), "no sign-in cookie");
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_cookie_completes_only_for_its_own_connection() {
+        let store = Arc::new(crate::store::MemoryConnections::new());
+        let app = many(store.clone(), connector(REDIRECT, Arc::default()));
+        let (status, headers, _) = send(
+            &app,
+            Request::get("/zoho/connect").header("x-user", "alice"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let location = url::Url::parse(headers[LOCATION].to_str().unwrap()).unwrap();
+        let state = location
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        let alices = cookie_pair(&headers);
+        assert!(
+            !alices.contains("alice"),
+            "the id is not in the cookie: {alices}"
+        );
+        let callback_as = |user: &'static str| {
+            let request = Request::get(format!("/zoho/callback?state={state}&code=1000.c"))
+                .header("x-user", user)
+                .header(COOKIE, &alices);
+            send(&app, request)
+        };
+        // Alice's cookie and callback, replayed in Bob's session: refused before any exchange
+        // (the connector's accounts server is unreachable, so an exchange would be a 502).
+        let (status, headers, page) = callback_as("bob").await;
+        assert_eq!(
+            (status, reason(&page)),
+            (StatusCode::FORBIDDEN, "other-connection")
+        );
+        assert!(
+            headers[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"),
+            "cleared"
+        );
+        assert!(
+            store.list(None, 10).await.unwrap().is_empty(),
+            "nothing stored"
+        );
+        // Alice's own session gets as far as Zoho.
+        let (status, _, page) = callback_as("alice").await;
+        assert_eq!(
+            (status, reason(&page)),
+            (StatusCode::BAD_GATEWAY, "zoho-unavailable")
+        );
+        // A single-store sign-in does not complete in a connection either.
+        let (_, single, _) = start(&app_for(REDIRECT)).await;
+        let (_, _, page) = send(
+            &app,
+            Request::get("/zoho/callback?state=x&code=1000.c")
+                .header("x-user", "alice")
+                .header(COOKIE, &single),
+        )
+        .await;
+        assert_eq!(reason(&page), "other-connection");
+    }
+
+    #[tokio::test]
+    async fn disconnect_needs_a_post_from_the_apps_own_pages() {
+        use crate::store::MemoryConnections;
+        let store = Arc::new(MemoryConnections::new());
+        let alice = ConnectionId::new("alice").unwrap();
+        seed(&store, &alice).await;
+        let app = many(store.clone(), connector(REDIRECT, Arc::default()));
+        let (status, _, _) = send(
+            &app,
+            Request::get("/zoho/disconnect").header("x-user", "alice"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let refused = [
+            vec![],
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![("origin", "http://127.0.0.1:3001")],
+            vec![("origin", "null")],
+            // `Sec-Fetch-Site` wins over an `Origin` that looks right.
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:3000"),
+            ],
+        ];
+        for headers in refused {
+            let mut request = Request::post("/zoho/disconnect").header("x-user", "alice");
+            for (name, value) in &headers {
+                request = request.header(*name, *value);
+            }
+            let (status, _, page) = send(&app, request).await;
+            assert_eq!(
+                (status, reason(&page)),
+                (StatusCode::FORBIDDEN, "cross-site"),
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            store.list(None, 10).await.unwrap(),
+            std::slice::from_ref(&alice),
+            "kept"
+        );
+        for (name, value) in [
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:3000"),
+        ] {
+            let (status, headers, _) = send(
+                &app,
+                Request::post("/zoho/disconnect")
+                    .header("x-user", "alice")
+                    .header(name, value),
+            )
+            .await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{name}");
+            assert_eq!(headers[LOCATION], "/");
+            assert!(store.list(None, 10).await.unwrap().is_empty(), "removed");
+            seed(&store, &alice).await;
+        }
+    }
+
+    /// A record with a dead refresh token: nothing to revoke, so no Zoho is needed.
+    async fn seed(store: &crate::store::MemoryConnections, id: &ConnectionId) {
+        store
+            .connection(id)
+            .update(None, |set| {
+                set.failure = Some(crate::store::StoredFailure::new("invalid_code", "revoked"));
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn the_status_says_what_the_record_does_and_no_token() {
+        use crate::store::{StoredAccess, StoredFailure};
+        use crate::{AccessToken, RefreshToken};
+        let now = SystemTime::now();
+        let id = ConnectionId::new("alice").unwrap();
+        assert_eq!(
+            status_json(Some(&id), None, now),
+            serde_json::json!({ "connection": "alice", "status": "not connected" })
+        );
+        let mut set = TokenSet::new(RefreshToken::new("1000.refresh.secret"));
+        set.accounts_url = Some("https://accounts.zoho.eu".into());
+        set.access = Some(StoredAccess::new(
+            AccessToken::new("1000.access.secret"),
+            now,
+            now + Duration::from_secs(3600),
+            Some("https://www.zohoapis.eu".into()),
+            vec!["ZohoCRM.users.READ".into()],
+        ));
+        let status = status_json(Some(&id), Some(&set), now);
+        let expires = (now + Duration::from_secs(3600))
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(
+            status,
+            serde_json::json!({
+                "connection": "alice",
+                "status": "connected",
+                "accounts_server": "https://accounts.zoho.eu",
+                "data_center": "eu",
+                "renewable": true,
+                "api_domain": "https://www.zohoapis.eu",
+                "scopes": ["ZohoCRM.users.READ"],
+                "access_token_expires_at": expires,
+            })
+        );
+        assert!(!status.to_string().contains("secret"));
+        set.failure = Some(StoredFailure::new("invalid_code", "m"));
+        let status = status_json(None, Some(&set), now);
+        assert_eq!(
+            (status["status"].as_str(), status["code"].as_str()),
+            (Some("needs re-consent"), Some("invalid_code"))
+        );
+        assert!(status["connection"].is_null());
     }
 
     #[test]

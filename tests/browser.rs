@@ -2,9 +2,11 @@
 //! (chromedriver + fantoccini), uses the example app (`examples/axum_app.rs`, run as its own
 //! process) against a simulator started here.
 //!
-//! Scenarios: consent accepted, then an API call through the app's layered client; consent
-//! denied; a callback with a tampered `state`; a callback naming a forged `accounts-server`.
-//! Every refusal must show a clear error page and store nothing.
+//! Scenarios, each after signing in to the app: consent accepted, then an API call through the
+//! app's layered client, then a disconnection; consent denied; a callback with a tampered
+//! `state`; a callback naming a forged `accounts-server`; and two users in two browsers
+//! connecting accounts in two data centres. Every refusal must show a clear error page and store
+//! nothing.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the tests fail (never skip).
 //! A failed scenario leaves a screenshot, the page's HTML and the app's log in
@@ -15,6 +17,7 @@ mod common;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
+use std::ops::Deref;
 use std::os::unix::process::CommandExt as _; // process_group
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +28,8 @@ use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use zoho_auth::sim::{Simulator, SimulatorBuilder};
-use zoho_auth::store::{FileStore, TokenSet, TokenStore};
+use zoho_auth::store::{open_connections, TokenSet};
+use zoho_auth::ConnectionId;
 
 use common::TempDir;
 
@@ -87,9 +91,22 @@ async fn forged_accounts_server_gets_no_secret() {
     .await;
 }
 
-/// Connect, Accept, land back connected, go home, call the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_connect_accounts_in_two_data_centres() {
+    browse(
+        "two_users_connect_accounts_in_two_data_centres",
+        Simulator::builder().data_centers(2),
+        two_users,
+    )
+    .await;
+}
+
+/// The user every single-browser scenario signs in as.
+const USER: &str = "alice";
+
+/// Connect, Accept, land back connected, go home, call the API, disconnect.
 async fn accept_and_call(h: Arc<Harness>) {
-    h.open("/").await;
+    h.sign_in(USER).await;
     h.click("#connect").await;
     h.find("#accept").await;
     // The consent page is on another port of the same host, and cookies ignore ports.
@@ -134,7 +151,10 @@ async fn accept_and_call(h: Arc<Harness>) {
         .expect("the callback URL carries the code");
     h.assert_no_secrets(&[&code]).await;
 
-    let stored = h.stored().await.expect("the consent's tokens are stored");
+    let stored = h
+        .stored(USER)
+        .await
+        .expect("the consent's tokens are stored");
     assert!(stored.refresh_token.is_some(), "a refresh token is stored");
     assert!(stored
         .accounts_url
@@ -148,14 +168,7 @@ async fn accept_and_call(h: Arc<Harness>) {
     assert!(h.text("#expires").await.contains("expires in"));
     h.assert_no_secrets(&[]).await;
 
-    h.click("#call-api").await;
-    let result = h.find("#api-result").await;
-    let text = result.text().await.unwrap();
-    assert_eq!(
-        result.attr("data-ok").await.unwrap().as_deref(),
-        Some("true"),
-        "{text}"
-    );
+    let text = h.call_api().await;
     assert!(
         text.contains("Simulated User") && text.contains("user@example.com"),
         "{text}"
@@ -171,11 +184,68 @@ async fn accept_and_call(h: Arc<Harness>) {
     // The app's token cache adopted the access token the consent stored: no refresh needed.
     assert_eq!(seen.token_requests, 1, "{seen:?}");
     assert_eq!(seen.api_ok, 1, "{seen:?}");
+
+    // Disconnect: a POST from the app's own page, which revokes the token and forgets it.
+    h.click("#disconnect").await;
+    h.find("#not-connected").await;
+    assert_eq!(h.zoho.counters().revocations, 1);
+    assert!(h.stored(USER).await.is_none(), "the record is gone");
+}
+
+/// Alice and Bob, each in a browser of their own, sign in, start connecting at the same time,
+/// pick data centres 0 and 1 on the consent page, and accept; each one's CRM call then goes to
+/// their own data centre only.
+async fn two_users(h: Arc<Harness>) {
+    let bob = h.new_tab("bob").await;
+    h.sign_in("alice").await;
+    bob.sign_in("bob").await;
+    // Both sign-ins pending at once, each cookie in its own browser.
+    h.click("#connect").await;
+    bob.click("#connect").await;
+    for (tab, dc) in [(&h.tab, 0), (&bob, 1)] {
+        tab.find("#accept").await;
+        let option = format!("#dc option[value='{dc}']");
+        tab.browser
+            .find(Locator::Css(&option))
+            .await
+            .unwrap_or_else(|e| panic!("no {option} on the consent page: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+    for tab in [&h.tab, &bob] {
+        tab.click("#accept").await;
+        tab.find("[data-outcome='connected']").await;
+    }
+    for (tab, dc) in [(&h.tab, 0), (&bob, 1)] {
+        let data_center = tab.text("#data-center").await;
+        let url = h.zoho.data_center_url(dc).unwrap();
+        assert!(data_center.contains(&url), "{data_center} is not {url}");
+        tab.click("#continue").await;
+        tab.call_api().await;
+    }
+    for (user, dc) in [("alice", 0), ("bob", 1)] {
+        let stored = h.stored(user).await.expect("each user's record");
+        let url = h.zoho.data_center_url(dc).unwrap();
+        assert!(
+            stored
+                .accounts_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with(&url)),
+            "{user}: {:?}",
+            stored.accounts_url
+        );
+        let refresh = stored.refresh_token.expect("a refresh token");
+        let seen = h.zoho.counters_for(&refresh).expect("a simulator user");
+        assert_eq!(seen.wrong_dc_api_requests, 0, "{user}: {seen:?}");
+        assert!(seen.api_ok >= 1, "{user}: {seen:?}");
+    }
+    let _ = bob.browser.clone().close().await;
 }
 
 /// Connect, Deny: an error page, nothing stored, still "Connect Zoho" at home.
 async fn deny(h: Arc<Harness>) {
-    h.open("/").await;
+    h.sign_in(USER).await;
     h.click("#connect").await;
     h.click("#deny").await;
     h.find("[data-reason='denied']").await;
@@ -191,7 +261,7 @@ async fn deny(h: Arc<Harness>) {
 /// A real callback with its `state` changed is refused; the untouched callback afterwards is
 /// refused too, because the first one spent the cookie.
 async fn tampered_state(h: Arc<Harness>) {
-    h.open("/").await;
+    h.sign_in(USER).await;
     h.click("#connect").await;
     h.find("#accept").await;
     let consent = h.browser.current_url().await.unwrap();
@@ -229,7 +299,7 @@ async fn tampered_state(h: Arc<Harness>) {
 /// The simulator's callback names a look-alike accounts server: the app must not send its
 /// client secret (with the code) there.
 async fn forged_accounts_server(h: Arc<Harness>) {
-    h.open("/").await;
+    h.sign_in(USER).await;
     h.click("#connect").await;
     h.click("#accept").await;
     h.find("[data-reason='untrusted-accounts-server']").await;
@@ -290,14 +360,28 @@ where
 }
 
 /// Everything one scenario uses. Fields drop in order: the browser session, the simulator,
-/// the app, chromedriver (with Chromium), then the directory with the profile and the store.
+/// the app, chromedriver (with Chromium), then the directory with the profiles and the store.
 struct Harness {
-    browser: Client,
+    tab: Tab,
     zoho: Simulator,
     app: App,
     store: PathBuf,
-    _driver: Driver,
-    _dir: TempDir,
+    driver: Driver,
+    dir: TempDir,
+}
+
+/// One browser session on the app.
+struct Tab {
+    browser: Client,
+    base: String,
+}
+
+impl Deref for Harness {
+    type Target = Tab;
+
+    fn deref(&self) -> &Tab {
+        &self.tab
+    }
 }
 
 impl Harness {
@@ -310,23 +394,70 @@ impl Harness {
         // Known only now that the app has bound its port.
         zoho.register_redirect_uri(format!("{}/zoho/callback", app.base));
         let driver = Driver::start(&dir.join("chromedriver.log")).await;
-        let browser = driver.session(&dir.join("profile")).await;
+        let tab = Tab {
+            browser: driver.session(&dir.join("profile")).await,
+            base: app.base.clone(),
+        };
         Self {
-            browser,
+            tab,
             zoho,
             app,
             store,
-            _driver: driver,
-            _dir: dir,
+            driver,
+            dir,
         }
     }
 
+    /// Another browser, with a profile (and so cookies) of its own, named `name`.
+    async fn new_tab(&self, name: &str) -> Tab {
+        let profile = self.dir.join(&format!("profile-{name}"));
+        Tab {
+            browser: self.driver.session(&profile).await,
+            base: self.app.base.clone(),
+        }
+    }
+
+    /// The record of `user`'s connection in the app's store.
+    async fn stored(&self, user: &str) -> Option<TokenSet> {
+        let store = open_connections(&format!("file:{}", self.store.display())).unwrap();
+        let id = ConnectionId::new(user).unwrap();
+        store
+            .connection(&id)
+            .load()
+            .await
+            .expect("the token file is readable")
+    }
+}
+
+impl Tab {
     async fn open(&self, path: &str) {
-        let url = format!("{}{path}", self.app.base);
+        let url = format!("{}{path}", self.base);
         self.browser
             .goto(&url)
             .await
             .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+    }
+
+    /// Signs in to the app as `user`.
+    async fn sign_in(&self, user: &str) {
+        self.open("/").await;
+        self.find("#name").await.send_keys(user).await.unwrap();
+        self.click("#sign-in-button").await;
+        let shown = self.text("#signed-in-as").await;
+        assert_eq!(shown, user);
+    }
+
+    /// Clicks the "call the API" button; the call must succeed. Returns what the page says.
+    async fn call_api(&self) -> String {
+        self.click("#call-api").await;
+        let result = self.find("#api-result").await;
+        let text = result.text().await.unwrap();
+        assert_eq!(
+            result.attr("data-ok").await.unwrap().as_deref(),
+            Some("true"),
+            "{text}"
+        );
+        text
     }
 
     /// Waits for the element `css` selects.
@@ -369,17 +500,12 @@ impl Harness {
             .find(|cookie| cookie.name() == PENDING_COOKIE)
             .map(|cookie| cookie.value().to_owned())
     }
+}
 
-    async fn stored(&self) -> Option<TokenSet> {
-        FileStore::new(&self.store)
-            .load()
-            .await
-            .expect("the token file is readable")
-    }
-
+impl Harness {
     /// Neither the store nor the simulator's token endpoint saw anything.
     async fn assert_nothing_stored(&self) {
-        if let Some(set) = self.stored().await {
+        if let Some(set) = self.stored(USER).await {
             assert!(
                 set.refresh_token.is_none() && set.access.is_none(),
                 "tokens were stored"
@@ -396,7 +522,7 @@ impl Harness {
     async fn assert_no_secrets(&self, others: &[&str]) {
         let page = self.browser.source().await.unwrap();
         let secret = self.zoho.client_secret();
-        let stored = self.stored().await.unwrap_or_default();
+        let stored = self.stored(USER).await.unwrap_or_default();
         let refresh = stored.refresh_token.as_ref().map(|t| t.expose());
         let access = stored.access.as_ref().map(|a| a.access_token.expose());
         let secrets = [Some(secret.expose()), refresh, access]
@@ -461,11 +587,17 @@ impl App {
     /// Starts `examples/axum_app` against `zoho` with a file store, and waits until it listens.
     fn start(zoho: &Simulator, store: &Path, log: &Path) -> Self {
         let binary = example_binary();
+        // The simulator's other data centres, which its consent page lets the user pick.
+        let more_accounts: Vec<String> = (1..zoho.data_center_count())
+            .map(|dc| zoho.data_center_url(dc).unwrap())
+            .collect();
+        let more_accounts = more_accounts.join(",");
         let mut child = Command::new(&binary)
             .args(["--listen", "127.0.0.1:0"])
             .env("ZOHO_CLIENT_ID", zoho.client_id().as_str())
             .env("ZOHO_CLIENT_SECRET", zoho.client_secret().expose())
             .env("ZOHO_ACCOUNTS_URL", zoho.url())
+            .env("ZOHO_MORE_ACCOUNTS_URLS", more_accounts)
             .env("ZOHO_TOKEN_STORE", format!("file:{}", store.display()))
             .env("RUST_LOG", "zoho_auth=debug")
             .env_remove("ZOHO_DC")
