@@ -679,3 +679,53 @@ async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
         assert!(seen.api_ok >= 6, "{id}: {seen:?}");
     }
 }
+
+#[tokio::test]
+async fn after_a_reconnect_in_another_data_centre_the_replay_follows_the_fresh_token() {
+    let zoho = Simulator::builder().data_centers(2).start().await.unwrap();
+    let store = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let first = zoho.mint_refresh_token_in(0, &[]).unwrap();
+    connect(
+        &*store,
+        &alice,
+        &first,
+        Some(zoho.data_center_url(0).unwrap()),
+    )
+    .await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+        .build()
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = ZohoAuthLayer::connections(connections).layer(client);
+    let get = |path: String| service.clone().oneshot(request(&path, Some(&alice)));
+    assert_eq!(
+        get("/crm/v8/Leads".into()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Alice reconnects her account, which now lives in DC 1; her DC 0 grant is revoked.
+    let second = zoho.mint_refresh_token_in(1, &[]).unwrap();
+    connect(
+        &*store,
+        &alice,
+        &second,
+        Some(zoho.data_center_url(1).unwrap()),
+    )
+    .await;
+    zoho.revoke_refresh_token(&first);
+
+    // The relative request went to DC 0 with the dead token; its replay goes to DC 1.
+    let response = get("/crm/v8/Leads".into()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = zoho.counters_for(&second).unwrap();
+    assert_eq!((seen.api_ok, seen.wrong_dc_api_requests), (1, 0));
+
+    // An absolute URL on DC 0's host is not DC 1's token's: its dead-token answer comes back
+    // as it is, and the fresh token is never sent there.
+    let dc0 = zoho.data_center_url(0).unwrap();
+    let response = get(format!("{dc0}/crm/v8/Leads")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(zoho.counters_for(&second).unwrap().wrong_dc_api_requests, 0);
+}

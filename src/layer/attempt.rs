@@ -19,7 +19,7 @@ use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
 use crate::error::{Error, Kind};
-use crate::hosts::Target;
+use crate::hosts::{Target, Verdict};
 use crate::stats::Counters;
 
 /// The error for a request that would have sent the token over plain `http`.
@@ -37,6 +37,8 @@ pub(super) fn insecure(uri: &Uri) -> Error {
 struct Replay {
     method: Method,
     uri: Uri,
+    /// The caller's URI was relative, and `uri` its resolution against the token then.
+    resolved: bool,
     version: Version,
     headers: HeaderMap,
     extensions: Extensions,
@@ -45,10 +47,11 @@ struct Replay {
 
 impl Replay {
     #[inline]
-    fn capture<B>(request: &Request<B>, body: BufferedBody) -> Self {
+    fn capture<B>(request: &Request<B>, body: BufferedBody, resolved: bool) -> Self {
         Self {
             method: request.method().clone(),
             uri: request.uri().clone(),
+            resolved,
             version: request.version(),
             // An empty map with spare capacity would clone its allocation; a fresh one has none.
             headers: if request.headers().is_empty() {
@@ -121,15 +124,41 @@ pub(super) struct Credential {
     header: HeaderValue,
     generation: u64,
     rules: RuleMask,
+    /// The request's URI was relative and has been resolved against this token.
+    resolved: bool,
 }
 
 impl Credential {
-    pub(super) fn new(token: &CachedToken, target: Option<&Target<'_>>, config: &Config) -> Self {
+    pub(super) fn new(
+        token: &CachedToken,
+        target: Option<&Target<'_>>,
+        config: &Config,
+        resolved: bool,
+    ) -> Self {
         Self {
             header: token.header().clone(),
             generation: token.generation(),
             rules: config.classifier.mask_for(target.map(Target::host)),
+            resolved,
         }
+    }
+}
+
+impl Replay {
+    /// Where the replay goes with `fresh`, if it may carry it there: a URI resolved from a
+    /// relative one is resolved again against the fresh token (a reconnected account may live in
+    /// another data centre), and the host policy is asked again — the first token's host is not
+    /// necessarily the fresh one's.
+    fn retarget(&mut self, fresh: &CachedToken, config: &Config) -> bool {
+        let dc = config.source.dc(config.hosts.dc, Some(fresh));
+        if self.resolved {
+            let relative = self.uri.path_and_query().cloned().map(Uri::from);
+            match relative.map(|uri| config.routes.resolve(&uri, fresh.api_origin(), dc)) {
+                Some(Ok(uri)) => self.uri = uri,
+                _ => return false,
+            }
+        }
+        config.hosts.route(&self.uri, fresh.api_host(), dc).0 == Verdict::Attach
     }
 }
 
@@ -192,13 +221,19 @@ where
             return Ok(original);
         };
         cache.invalidate_generation(inspector.generation);
-        let Some((replay, replica)) = replay else {
+        let Some((mut replay, replica)) = replay else {
             return Ok(original);
         };
         let token = cache.token().await?;
         let fresh = token.cached();
         if fresh.generation() == inspector.generation {
             // The cache stopped trusting this error for this token (a refresh did not cure it).
+            return Ok(original);
+        }
+        if !replay.retarget(fresh, &inspector.config) {
+            tracing::debug!(
+                "the fresh Zoho token does not go to this request's host: not resending"
+            );
             return Ok(original);
         }
         drop(original);
@@ -246,7 +281,10 @@ pub(super) fn attach<S, B>(
     config: &Arc<Config>,
     picked: Picked,
 ) -> Attempt<S, B> {
-    let replay = replay_body.map(|body| (Replay::capture(request, body), replica.clone()));
+    let replay = replay_body.map(|body| {
+        let replay = Replay::capture(request, body, credential.resolved);
+        (replay, replica.clone())
+    });
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);

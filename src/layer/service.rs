@@ -73,7 +73,8 @@ impl Plan {
         config: &Config,
     ) -> Self {
         let dc = config.source.dc(config.hosts.dc, token);
-        if relative::is_relative(uri) {
+        let resolved = relative::is_relative(uri);
+        if resolved {
             let Some(token) = token.filter(|_| usable) else {
                 return Plan::Wait;
             };
@@ -92,7 +93,7 @@ impl Plan {
             // request elsewhere never gets the token, so it does not wait for one.
             (None, Verdict::PassThrough, _) if dc.is_some() => Plan::Pass,
             (Some(token), Verdict::Attach, true) => {
-                Plan::Attach(Credential::new(token, target.as_ref(), config))
+                Plan::Attach(Credential::new(token, target.as_ref(), config, resolved))
             }
             // Before the first token its api_domain is unknown, so the request waits to decide.
             _ => Plan::Wait,
