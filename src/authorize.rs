@@ -396,6 +396,7 @@ impl Connector {
 
     /// Where tokens come from when nothing says otherwise: the custom server, else where consent
     /// starts.
+    #[cfg(feature = "axum")]
     pub(crate) fn home_accounts(&self) -> Accounts {
         self.accounts
             .clone()

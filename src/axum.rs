@@ -583,19 +583,10 @@ impl Flow {
             let client = accounts
                 .and_then(|accounts| self.connector.client_for(&accounts))
                 .map_err(|error| Failure::new(Reason::RevokeFailed).error(&error))?;
-            match client.revoke(&refresh_token).await {
-                Ok(()) => {}
-                Err(error)
-                    if error.is_transient() || error.is_rate_limited() || error.is_timeout() =>
-                {
-                    return Err(Failure::new(Reason::RevokeFailed).error(&error));
-                }
-                Err(error) => tracing::warn!(
-                    %error,
-                    "Zoho did not revoke the refresh token (unknown or already revoked there); \
-                     forgetting it anyway"
-                ),
-            }
+            client
+                .revoke_or_gone(&refresh_token)
+                .await
+                .map_err(|error| Failure::new(Reason::RevokeFailed).error(&error))?;
         }
         target
             .forget()

@@ -264,6 +264,27 @@ impl AccountsClient {
         .await
     }
 
+    /// Revokes a refresh token for a disconnect: a refusal that will not pass (the token is
+    /// unknown or revoked already there) is as good as a revocation, since the token is of no use
+    /// either way; only a failure worth trying again (the network, a 5xx, throttling, a timeout)
+    /// is an error.
+    #[cfg(any(feature = "axum", feature = "connections"))]
+    pub(crate) async fn revoke_or_gone(&self, refresh_token: &RefreshToken) -> Result<(), Error> {
+        match self.revoke(refresh_token).await {
+            Err(error) if error.is_transient() || error.is_rate_limited() || error.is_timeout() => {
+                Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "Zoho did not revoke the refresh token (unknown or already revoked there);                      forgetting it anyway"
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     /// Revokes a refresh token and, with it, its access tokens.
     pub async fn revoke(&self, refresh_token: &RefreshToken) -> Result<(), Error> {
         let (status, body) = self

@@ -174,8 +174,9 @@ impl Connections {
 
     /// Disconnects the connection: revokes its refresh token at the accounts server that
     /// issued it, deletes its record and forgets its cache, then reports
-    /// [`EventKind::Disconnected`]. If Zoho cannot be reached the record stays, and the error
-    /// says why; a connection with no record is disconnected already.
+    /// [`EventKind::Disconnected`]. Zoho refusing the revocation (the token is unknown or revoked
+    /// already there) still disconnects; if Zoho cannot be reached the record stays, and the
+    /// error says why. A connection with no record is disconnected already.
     pub async fn disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
         let registry = &self.registry;
         let set = registry.store.connection(id).load().await?;
@@ -184,11 +185,7 @@ impl Connections {
                 Some(url) => registry.accounts.with_accounts(Accounts::custom(url)?),
                 None => registry.accounts.clone(),
             };
-            match client.revoke(refresh_token).await {
-                // Revoked already, or never valid: gone either way.
-                Err(error) if !error.is_invalid_grant() => return Err(error),
-                _ => {}
-            }
+            client.revoke_or_gone(refresh_token).await?;
         }
         registry.store.remove(id).await?;
         registry.resident.invalidate(id);
