@@ -330,6 +330,12 @@ impl TokenCache {
         );
     }
 
+    /// Whether `other` is this cache (a clone of it), not merely another cache.
+    #[cfg(feature = "connections")]
+    pub(crate) fn same(&self, other: &TokenCache) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     #[cfg(feature = "connections")]
     pub(crate) fn downgrade(&self) -> WeakTokenCache {
         WeakTokenCache(Arc::downgrade(&self.shared))

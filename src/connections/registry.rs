@@ -5,6 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use dashmap::DashMap;
 use moka::notification::RemovalCause;
 use tokio::sync::Semaphore;
 
@@ -71,7 +74,15 @@ pub struct Connections {
 }
 
 struct Registry {
+    /// The policy: which connections stay resident (idle time, size), and one build per id.
     resident: moka::sync::Cache<ConnectionId, TokenCache>,
+    /// The same caches, for the lookup every request makes: a read of `moka` records the read
+    /// for its policies and costs about a microsecond with 100,000 entries, so requests read
+    /// this index and tell `moka` they used a connection only every `touch_every`.
+    front: Arc<DashMap<ConnectionId, Front>>,
+    /// The origin of the millisecond clock of [`Front::touched`].
+    origin: std::time::Instant,
+    touch_every_ms: u64,
     /// Caches evicted while a request or a refresh still held them, reused on the next lookup: a
     /// connection never has two caches, and so two refreshes, in one process.
     evicted: Arc<Mutex<Evicted>>,
@@ -80,6 +91,12 @@ struct Registry {
     configure: Arc<Configure>,
     request_limit: Arc<Semaphore>,
     events: Arc<Events>,
+}
+
+/// A resident connection's cache, and when `moka` was last told it is in use.
+struct Front {
+    cache: TokenCache,
+    touched_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -124,10 +141,39 @@ impl Connections {
     /// whose requests fail with [`Error::is_not_connected`] until a consent stores a refresh token.
     pub fn get(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
         let registry = &self.registry;
-        registry
+        let now_ms = registry.now_ms();
+        if let Some(front) = registry.front.get(id) {
+            let cache = front.cache.clone();
+            let touch =
+                now_ms.saturating_sub(front.touched_ms.load(Relaxed)) >= registry.touch_every_ms;
+            if touch {
+                front.touched_ms.store(now_ms, Relaxed);
+            }
+            // Released before `moka` is asked: its eviction listener takes this shard's lock.
+            drop(front);
+            if touch {
+                registry.resident.get(id);
+            }
+            return Ok(cache);
+        }
+        let cache = registry
             .resident
             .try_get_with_by_ref(id, || registry.revive_or_build(id))
-            .map_err(|error| (*error).clone())
+            .map_err(|error| (*error).clone())?;
+        registry.front.insert(
+            id.clone(),
+            Front {
+                cache: cache.clone(),
+                touched_ms: AtomicU64::new(now_ms),
+            },
+        );
+        // Evicted between the build and the insert: the listener found nothing to remove.
+        if !registry.resident.contains_key(id) {
+            registry
+                .front
+                .remove_if(id, |_, front| front.cache.same(&cache));
+        }
+        Ok(cache)
     }
 
     /// A usable token of the connection; see [`TokenCache::token`].
@@ -189,6 +235,7 @@ impl Connections {
         }
         registry.store.remove(id).await?;
         registry.resident.invalidate(id);
+        registry.front.remove(id);
         registry
             .evicted
             .lock()
@@ -213,6 +260,10 @@ impl Connections {
 }
 
 impl Registry {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn revive_or_build(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
         let revived = self
             .evicted
@@ -308,10 +359,13 @@ impl ConnectionsBuilder {
         }
         let evicted = Arc::new(Mutex::new(Evicted::default()));
         let remember = evicted.clone();
+        let front: Arc<DashMap<ConnectionId, Front>> = Arc::default();
+        let unlist = front.clone();
         let resident = moka::sync::Cache::builder()
             .max_capacity(self.max_resident)
             .time_to_idle(self.time_to_idle)
             .eviction_listener(move |id: Arc<ConnectionId>, cache: TokenCache, cause| {
+                unlist.remove_if(&*id, |_, front| front.cache.same(&cache));
                 if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
                     remember
                         .lock()
@@ -320,8 +374,14 @@ impl ConnectionsBuilder {
                 }
             })
             .build();
+        // Told often enough that an idle time counts from close to the last use.
+        let touch_every_ms =
+            u64::try_from((self.time_to_idle / 16).as_millis()).unwrap_or(u64::MAX);
         let registry = Registry {
             resident,
+            front,
+            origin: std::time::Instant::now(),
+            touch_every_ms,
             evicted,
             store: self.store,
             accounts: self.accounts,
