@@ -329,8 +329,10 @@ impl ConnectionsBuilder {
         self
     }
 
-    /// How long a connection's cache stays in memory unused (default 30 minutes); an evicted
-    /// connection is rebuilt from its record on its next use and adopts the token stored there.
+    /// How long a connection's cache stays in memory unused (default 30 minutes, counted from a
+    /// use at most a sixteenth of it before the last: lookups note their use only that often); an
+    /// evicted connection is rebuilt from its record on its next use and adopts the token stored
+    /// there.
     pub fn time_to_idle(mut self, idle: Duration) -> Self {
         self.time_to_idle = idle;
         self
