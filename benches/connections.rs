@@ -23,13 +23,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
-use tower::{service_fn, Layer, ServiceExt};
+use tokio::runtime::Runtime;
+use tower::{service_fn, Layer, Service, ServiceExt};
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{ConnectionStore, MemoryConnections, StoredAccess};
-use zoho_auth::{AccessToken, ConnectionId, Connections, RefreshToken, RequestBody, ZohoAuthLayer};
+use zoho_auth::{
+    AccessToken, ConnectionId, Connections, RefreshToken, RequestBody, ResponseBody, ZohoAuthLayer,
+};
 
 const RESIDENT: usize = 100_000;
 const COLD: usize = 10_000;
@@ -79,6 +83,41 @@ async fn store(
     store
 }
 
+/// Requests through `service`, each built (outside the timed part) for the connection
+/// `connection` names, if any.
+fn bench_requests<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    runtime: &Runtime,
+    name: &str,
+    service: &S,
+    mut connection: impl FnMut() -> Option<ConnectionId>,
+) where
+    S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<Empty<Bytes>>>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.to_async(runtime).iter_batched(
+            || {
+                let mut request = Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
+                if let Some(id) = connection() {
+                    request.extensions_mut().insert(id);
+                }
+                request
+            },
+            |request| {
+                let service = service.clone();
+                async move {
+                    assert_eq!(
+                        service.oneshot(request).await.unwrap().status(),
+                        StatusCode::OK
+                    )
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn selection(c: &mut Criterion) {
     let runtime = common::current_thread();
     let (zoho, cache, _) = common::cached_token(&runtime);
@@ -106,63 +145,17 @@ fn selection(c: &mut Criterion) {
         .layer(service_fn(no_op::<RequestBody<Empty<Bytes>>>));
 
     let mut group = c.benchmark_group("selection");
-    group.bench_function("one_connection", |b| {
-        b.to_async(&runtime).iter_batched(
-            || Request::get(URL).body(Empty::<Bytes>::new()).unwrap(),
-            |request| {
-                let service = one.clone();
-                async move {
-                    assert_eq!(
-                        service.oneshot(request).await.unwrap().status(),
-                        StatusCode::OK
-                    )
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    bench_requests(&mut group, &runtime, "one_connection", &one, || None);
     let mut next = 0;
-    group.bench_function("among_100000", |b| {
-        b.to_async(&runtime).iter_batched(
-            || {
-                next = (next + 7919) % RESIDENT;
-                let mut request = Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
-                request.extensions_mut().insert(ids[next].clone());
-                request
-            },
-            |request| {
-                let service = many.clone();
-                async move {
-                    assert_eq!(
-                        service.oneshot(request).await.unwrap().status(),
-                        StatusCode::OK
-                    )
-                }
-            },
-            BatchSize::SmallInput,
-        )
+    bench_requests(&mut group, &runtime, "among_100000", &many, || {
+        next = (next + 7919) % RESIDENT;
+        Some(ids[next].clone())
     });
     // The same lookups with one connection's state hot in the CPU's caches, as for a tenant
     // sending a burst: what the lookup itself costs, without the cache misses of reaching a
     // different connection's state in memory each time.
-    group.bench_function("one_of_100000", |b| {
-        b.to_async(&runtime).iter_batched(
-            || {
-                let mut request = Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
-                request.extensions_mut().insert(ids[RESIDENT / 2].clone());
-                request
-            },
-            |request| {
-                let service = many.clone();
-                async move {
-                    assert_eq!(
-                        service.oneshot(request).await.unwrap().status(),
-                        StatusCode::OK
-                    )
-                }
-            },
-            BatchSize::SmallInput,
-        )
+    bench_requests(&mut group, &runtime, "one_of_100000", &many, || {
+        Some(ids[RESIDENT / 2].clone())
     });
     group.finish();
 }

@@ -63,6 +63,13 @@ async fn users_in_data_centres(
     users
 }
 
+/// A real hyper-util client behind a layer over `connections`, as an application sends through.
+fn over_http(connections: &Connections) -> zoho_auth::ZohoAuth<common::HttpClient<Empty<Bytes>>> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    ZohoAuthLayer::connections(connections.clone()).layer(client)
+}
+
 fn request(path: &str, connection: Option<&ConnectionId>) -> Request<Empty<Bytes>> {
     let mut request = Request::get(path).body(Empty::new()).unwrap();
     if let Some(id) = connection {
@@ -132,9 +139,7 @@ async fn each_connection_is_built_once_and_refreshed_once_however_many_ask() {
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let service = ZohoAuthLayer::connections(connections.clone()).layer(client);
+    let service = over_http(&connections);
     let calls: Vec<_> = (0..400)
         .map(|n| {
             let service = service.clone();
@@ -281,9 +286,7 @@ async fn each_connection_s_token_goes_only_to_its_own_data_centre() {
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let service = ZohoAuthLayer::connections(connections).layer(client);
+    let service = over_http(&connections);
 
     let calls: Vec<_> = users
         .iter()
@@ -403,10 +406,7 @@ async fn a_revoked_connection_needs_reconsent_in_every_process_and_the_others_go
     let mut events: Vec<_> = processes.iter().map(Connections::subscribe).collect();
     let zoho_url = zoho.url();
     let send = |process: &Connections, id: &ConnectionId| {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        let service = ZohoAuthLayer::connections(process.clone()).layer(client);
+        let service = over_http(process);
         let request = request(&format!("{zoho_url}/crm/v8/Leads"), Some(id));
         async move { service.oneshot(request).await }
     };
@@ -634,9 +634,7 @@ async fn a_thousand_connections_refresh_once_per_event_each_to_its_own_host() {
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let service = ZohoAuthLayer::connections(connections).layer(client);
+    let service = over_http(&connections);
     let round = |service: zoho_auth::ZohoAuth<_>| {
         let calls: Vec<_> = users
             .iter()
@@ -696,9 +694,7 @@ async fn after_a_reconnect_in_another_data_centre_the_replay_follows_the_fresh_t
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
         .build()
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let service = ZohoAuthLayer::connections(connections).layer(client);
+    let service = over_http(&connections);
     let get = |path: String| service.clone().oneshot(request(&path, Some(&alice)));
     assert_eq!(
         get("/crm/v8/Leads".into()).await.unwrap().status(),
