@@ -405,16 +405,18 @@ impl Connector {
 
     /// An accounts client for `accounts` with this connector's client (and the DC's secret).
     pub(crate) fn client_for(&self, accounts: &Accounts) -> Result<AccountsClient, Error> {
-        let secret = accounts
-            .data_center()
-            .and_then(|dc| self.dc_secrets.iter().find(|(known, _)| *known == dc))
-            .map_or(&self.secret, |(_, secret)| secret);
-        AccountsClient::with_timeout(
-            accounts.clone(),
-            self.client_id.clone(),
-            secret.clone(),
-            self.timeout,
-        )
+        self.dc_secrets
+            .iter()
+            .fold(
+                AccountsClient::builder(
+                    accounts.clone(),
+                    self.client_id.clone(),
+                    self.secret.clone(),
+                ),
+                |builder, (dc, secret)| builder.secret_for(*dc, secret.clone()),
+            )
+            .timeout(self.timeout)
+            .build()
     }
 
     /// Saves an exchange's tokens, keeping a stored refresh token when Zoho sent none. The save

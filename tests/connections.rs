@@ -508,6 +508,127 @@ async fn a_new_consent_cures_a_connection_and_disconnect_removes_it() {
     assert_eq!(zoho.counters().revocations, 1);
 }
 
+#[tokio::test]
+async fn a_disconnect_in_one_process_is_not_undone_by_another_that_held_the_connection() {
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let refresh = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &refresh, None).await;
+    let [here, there] = [(); 2].map(|_| {
+        Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+            .build()
+            .unwrap()
+    });
+    let mut events = there.subscribe();
+    let zoho_url = zoho.url();
+    let send = |process: &Connections| {
+        let service = over_http(process);
+        let request = request(&format!("{zoho_url}/crm/v8/Leads"), Some(&alice));
+        async move { service.oneshot(request).await }
+    };
+    // Both processes hold alice's cache and token; the second minted nothing.
+    assert_eq!(send(&here).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send(&there).await.unwrap().status(), StatusCode::OK);
+    let grants = zoho.counters_for(&refresh).unwrap().refresh_grants;
+
+    here.disconnect(&alice).await.unwrap();
+    // The revocation killed the token the other process holds: Zoho refuses it, and the refresh
+    // finds no record. It must not write its refresh token back, nor call Zoho with it.
+    let error = send(&there).await.unwrap_err();
+    assert!(
+        error
+            .downcast_ref::<zoho_auth::Error>()
+            .is_some_and(zoho_auth::Error::is_not_connected),
+        "{error}"
+    );
+    assert!(there.token(&alice).await.unwrap_err().is_not_connected());
+    assert!(
+        store.list(None, 10).await.unwrap().is_empty(),
+        "listed again"
+    );
+    assert!(store.connection(&alice).load().await.unwrap().is_none());
+    assert_eq!(zoho.counters_for(&refresh).unwrap().refresh_grants, grants);
+    assert!(matches!(
+        there.status(&alice).await.unwrap(),
+        zoho_auth::Status::NotConnected
+    ));
+    let kinds: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(kinds, [zoho_auth::connections::EventKind::Disconnected]);
+
+    // A new consent connects alice again in both.
+    let again = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &again, None).await;
+    for process in [&here, &there] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !send(process)
+            .await
+            .is_ok_and(|response| response.status() == StatusCode::OK)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_refused_in_one_data_centre_is_recorded_for_every_process_until_its_secret_is_fixed(
+) {
+    // Data centre 1 knows the client by a secret of its own.
+    let zoho = Simulator::builder()
+        .data_centers(2)
+        .data_center_secret(1, "dc1-own-secret")
+        .start()
+        .await
+        .unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let users = users_in_data_centres(&zoho, &*store, 2).await;
+    let [(alice, _, 0), (bob, bob_refresh, 1)] = &users[..] else {
+        panic!("one user in each data centre: {users:?}");
+    };
+    let registry = |accounts: zoho_auth::accounts::AccountsClient| {
+        Connections::builder(accounts, store.clone())
+            .build()
+            .unwrap()
+    };
+    let processes = [(); 2].map(|_| registry(zoho.accounts_client().unwrap()));
+    for (n, process) in processes.iter().enumerate() {
+        assert!(process.token(alice).await.is_ok(), "process {n}");
+        let error = process.token(bob).await.unwrap_err();
+        assert!(error.is_invalid_client(), "process {n}: {error}");
+        let status = process.status(bob).await.unwrap();
+        assert!(
+            matches!(&status, zoho_auth::Status::NeedsReconsent { code } if code == "invalid_client"),
+            "process {n}: {status:?}"
+        );
+    }
+    assert_eq!(
+        zoho.counters_for(bob_refresh).unwrap().refresh_grants,
+        1,
+        "the second process read the failure from the store and did not ask Zoho"
+    );
+
+    // A process deployed with the data centre's secret is not bound by the failure, and clears it.
+    let dc = |k| zoho_auth::Accounts::custom(&zoho.data_center_url(k).unwrap()).unwrap();
+    let fixed = registry(
+        zoho_auth::accounts::AccountsClient::builder(dc(0), zoho.client_id(), zoho.client_secret())
+            .secret_for(dc(1), zoho_auth::ClientSecret::new("dc1-own-secret"))
+            .build()
+            .unwrap(),
+    );
+    assert!(
+        matches!(fixed.status(bob).await.unwrap(), zoho_auth::Status::Idle),
+        "the failure is not this client's"
+    );
+    fixed.token(bob).await.unwrap();
+    assert!(fixed.status(bob).await.unwrap().is_connected());
+    let record = store.connection(bob).load().await.unwrap().unwrap();
+    assert!(record.failure.is_none(), "{:?}", record.failure);
+    assert_eq!(zoho.counters_for(bob_refresh).unwrap().refresh_grants, 2);
+}
+
 /// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
 /// it records what each request carried.
 #[derive(Clone, Default)]

@@ -51,6 +51,7 @@
 mod response;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -73,7 +74,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub struct AccountsClientBuilder {
     accounts: Accounts,
     client_id: ClientId,
-    client_secret: ClientSecret,
+    secrets: Secrets,
     http: Option<reqwest::Client>,
     timeout: Duration,
 }
@@ -84,6 +85,29 @@ impl AccountsClientBuilder {
     /// client's own timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The client's secret at another accounts server: a multi-DC client may have its own secret
+    /// in each data centre (Zoho answers `invalid_client` to another DC's), and the client uses
+    /// this one wherever it talks to that server — its refreshes, revocations and exchanges of
+    /// connections in that DC. A data centre matches its accounts server whatever URL names it;
+    /// a custom server (the simulator, a proxy) matches by URL.
+    ///
+    /// ```
+    /// use zoho_auth::{accounts::AccountsClient, ClientId, ClientSecret, DataCenter};
+    ///
+    /// let client = AccountsClient::builder(DataCenter::Us, ClientId::new("1000.ABC"), ClientSecret::new("us-secret"))
+    ///     .secret_for(DataCenter::Eu, ClientSecret::new("eu-secret"))
+    ///     .build()?;
+    /// # Ok::<(), zoho_auth::Error>(())
+    /// ```
+    pub fn secret_for(mut self, accounts: impl Into<Accounts>, secret: ClientSecret) -> Self {
+        let accounts = accounts.into();
+        self.secrets
+            .by_server
+            .retain(|(known, _)| !same_server(known, &accounts));
+        self.secrets.by_server.push((accounts, secret));
         self
     }
 
@@ -120,7 +144,7 @@ impl AccountsClientBuilder {
         Ok(AccountsClient {
             accounts: self.accounts,
             client_id: self.client_id,
-            client_secret: self.client_secret,
+            secrets: Arc::new(self.secrets),
             http,
             timeout: self.timeout,
         })
@@ -132,9 +156,24 @@ impl AccountsClientBuilder {
 pub struct AccountsClient {
     accounts: Accounts,
     client_id: ClientId,
-    client_secret: ClientSecret,
+    secrets: Arc<Secrets>,
     http: reqwest::Client,
     timeout: Duration,
+}
+
+/// The client's secret, and the secrets it has at other accounts servers.
+#[derive(Debug)]
+struct Secrets {
+    default: ClientSecret,
+    by_server: Vec<(Accounts, ClientSecret)>,
+}
+
+/// Whether `a` and `b` are the same accounts server: the same data centre, or the same URL.
+fn same_server(a: &Accounts, b: &Accounts) -> bool {
+    match (a.data_center(), b.data_center()) {
+        (Some(a), Some(b)) => a == b,
+        _ => a.url() == b.url(),
+    }
 }
 
 impl fmt::Debug for AccountsClient {
@@ -142,7 +181,7 @@ impl fmt::Debug for AccountsClient {
         f.debug_struct("AccountsClient")
             .field("accounts", &self.accounts.url().as_str())
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
+            .field("client_secret", &self.secret())
             .finish()
     }
 }
@@ -178,19 +217,34 @@ impl AccountsClient {
         AccountsClientBuilder {
             accounts: accounts.into(),
             client_id,
-            client_secret,
+            secrets: Secrets {
+                default: client_secret,
+                by_server: Vec::new(),
+            },
             http: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
 
-    /// The same client (id, secret, HTTP client, timeout) at another accounts server: the one
-    /// that issued a stored refresh token, where its refreshes must go.
+    /// The same client (id, secrets, HTTP client, timeout) at another accounts server: the one
+    /// that issued a stored refresh token, where its refreshes must go. It sends that server's
+    /// [own secret](AccountsClientBuilder::secret_for) if it has one.
     pub fn with_accounts(&self, accounts: Accounts) -> Self {
         Self {
             accounts,
             ..self.clone()
         }
+    }
+
+    /// The client for `issuer`, the accounts server a stored refresh token came from (`None`,
+    /// or this client's own: itself), with that server's secret.
+    pub(crate) fn for_issuer(&self, issuer: Option<&str>) -> Result<Self, Error> {
+        Ok(match issuer {
+            Some(url) if url != self.accounts.url().as_str() => {
+                self.with_accounts(Accounts::custom(url)?)
+            }
+            _ => self.clone(),
+        })
     }
 
     /// The accounts server this client talks to.
@@ -207,6 +261,33 @@ impl AccountsClient {
     /// The OAuth client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
+    }
+
+    /// The secret sent to this client's accounts server.
+    fn secret(&self) -> &ClientSecret {
+        self.secrets
+            .by_server
+            .iter()
+            .find(|(known, _)| same_server(known, &self.accounts))
+            .map_or(&self.secrets.default, |(_, secret)| secret)
+    }
+
+    /// A digest of the client id and the secret this client sends, recorded with a failure of
+    /// the client (`invalid_client`) so that the failure holds only for these credentials: a
+    /// process with a fixed secret is not bound by it. 64 bits of SHA-256: it names the
+    /// credentials without revealing the secret.
+    pub(crate) fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"zoho-auth client\0")
+            .chain_update(self.client_id.as_str())
+            .chain_update(b"\0")
+            .chain_update(self.secret().expose())
+            .finalize();
+        digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// Mints an access token from a refresh token. Zoho's answer carries no new refresh token;
@@ -299,7 +380,7 @@ impl AccountsClient {
     async fn token(&self, params: &[(&str, &str)]) -> Result<TokenResponse, Error> {
         let mut all = vec![
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose()),
+            ("client_secret", self.secret().expose()),
         ];
         all.extend_from_slice(params);
         let (status, body) = self.post("oauth/v2/token", &all).await?;

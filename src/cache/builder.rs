@@ -222,7 +222,7 @@ impl TokenCacheBuilder {
     /// builder was given (default [`Seed::IfEmpty`]). No effect on caches built with
     /// [`TokenCache::from_store`] or [`TokenCache::client_credentials`].
     pub fn seed(mut self, seed: Seed) -> Self {
-        if let Grant::RefreshToken { token, prefer } = &mut self.grant {
+        if let Grant::RefreshToken { token, prefer, .. } = &mut self.grant {
             *prefer = token.is_some() && seed == Seed::Replace;
         }
         self

@@ -161,6 +161,7 @@ impl TokenCache {
             Grant::RefreshToken {
                 token: Some(refresh_token),
                 prefer: false,
+                given: true,
             },
         )
     }
@@ -175,6 +176,7 @@ impl TokenCache {
             Grant::RefreshToken {
                 token: None,
                 prefer: false,
+                given: false,
             },
         )
         .store(store)
@@ -257,6 +259,7 @@ impl TokenCache {
         state.grant = Grant::RefreshToken {
             token: Some(refresh_token),
             prefer: true,
+            given: true,
         };
         state.renew();
         self.shared.next_ahead_ms.store(0, Relaxed);

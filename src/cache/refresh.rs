@@ -14,7 +14,6 @@ use super::state::{Grant, Job, Mode};
 use super::token::{still_usable, CachedToken};
 use super::TokenCache;
 use crate::accounts::TokenResponse;
-use crate::dc::Accounts;
 use crate::error::{Error, Kind};
 use crate::secret::RefreshToken;
 use crate::stats::Counters;
@@ -167,7 +166,18 @@ impl TokenCache {
             }
             let token = choose(&grant, set)?;
             if let Some(failure) = &set.failure {
-                return Err(failure.to_error());
+                let ours = || {
+                    Some(
+                        self.shared
+                            .client
+                            .for_issuer(set.accounts_url.as_deref())
+                            .ok()?
+                            .fingerprint(),
+                    )
+                };
+                if failure.holds_for(ours) {
+                    return Err(failure.to_error());
+                }
             }
             set.prune_requests(now, config.budget_window);
             if set.token_requests.len() >= config.budget_max as usize {
@@ -187,7 +197,14 @@ impl TokenCache {
             set.token_requests.push(now);
             Ok(Step::Mint(token, set.accounts_url.clone()))
         });
-        let step = match self.bounded("save", decided).await? {
+        let step = match self.bounded("save", decided).await {
+            Err(error) if error.is_not_connected() => {
+                self.commit_refresh_token(job, None);
+                return Err(error);
+            }
+            decided => decided?,
+        };
+        let step = match step {
             Some((step, _)) => step,
             None => {
                 return Err(Error::transient(
@@ -210,9 +227,10 @@ impl TokenCache {
             }
         };
         let grant = match (&grant, &used) {
-            (Grant::RefreshToken { .. }, Some(token)) => Grant::RefreshToken {
+            (Grant::RefreshToken { given, .. }, Some(token)) => Grant::RefreshToken {
                 token: Some(token.clone()),
                 prefer: false,
+                given: *given,
             },
             (grant, _) => grant.clone(),
         };
@@ -225,10 +243,18 @@ impl TokenCache {
                 let access = StoredAccess::from_response(&response, now);
                 let rotated = response.refresh_token.clone();
                 self.save_merged(lock, "the new token", |set| {
-                    // Another writer (a new consent, a login) may have replaced the refresh token
-                    // meanwhile: theirs stays.
-                    if let (Some(new), true) = (&rotated, set.refresh_token == used) {
+                    // Another writer (a new consent, a login, a disconnect) may have replaced or
+                    // removed the refresh token meanwhile: theirs stays, and our token, minted
+                    // from the old grant, is not put beside it.
+                    if set.refresh_token != used {
+                        return;
+                    }
+                    if let Some(new) = &rotated {
                         set.refresh_token = Some(new.clone());
+                    }
+                    // A failure of another client's credentials: this client works.
+                    if set.failure.as_ref().is_some_and(|f| f.client.is_some()) {
+                        set.failure = None;
                     }
                     // Ours only if what is stored is older.
                     if set.access.as_ref().is_none_or(|a| a.issued_at < now) {
@@ -238,9 +264,16 @@ impl TokenCache {
                 .await;
                 Ok(Obtained::Minted { response, sent_at })
             }
-            Err(error) if error.is_invalid_grant() && used.is_some() => {
-                let failure = StoredFailure::from_error(&error);
-                self.save_merged(lock, "the revoked refresh token", |set| {
+            Err(error)
+                if (error.is_invalid_grant() || error.is_invalid_client()) && used.is_some() =>
+            {
+                let client = self
+                    .shared
+                    .client
+                    .for_issuer(issuer.as_deref())?
+                    .fingerprint();
+                let failure = StoredFailure::from_error(&error, client);
+                self.save_merged(lock, "the refresh token's failure", |set| {
                     // Only against the refresh token that failed, never a newer one.
                     if set.refresh_token == used {
                         set.failure = Some(failure.clone());
@@ -295,16 +328,23 @@ impl TokenCache {
         if state.epoch != job.epoch {
             return;
         }
-        if let (
-            Grant::RefreshToken {
-                token: ours,
-                prefer,
-            },
-            Some(token),
-        ) = (&mut state.grant, token)
-        {
-            *ours = Some(token);
-            *prefer = false;
+        let Grant::RefreshToken {
+            token: ours,
+            prefer,
+            given,
+        } = &mut state.grant
+        else {
+            return;
+        };
+        match token {
+            Some(token) => {
+                *ours = Some(token);
+                *prefer = false;
+            }
+            // The record lost its refresh token (a disconnect), and this cache was given none to
+            // refill it with: it is not connected until a consent stores a new one.
+            None if !*given => *ours = None,
+            None => {}
         }
     }
 
@@ -328,18 +368,11 @@ impl TokenCache {
         grant: &Grant,
         issuer: Option<&str>,
     ) -> Result<(TokenResponse, Instant), Error> {
+        let client = self.shared.client.for_issuer(issuer)?;
         let _permit = self.in_flight_permit().await?;
         let now = Instant::now();
         Counters::bump(&self.shared.counters.token_requests);
         tracing::debug!("requesting a Zoho access token");
-        let moved;
-        let client = match issuer {
-            Some(url) if url != self.shared.client.accounts().url().as_str() => {
-                moved = self.shared.client.with_accounts(Accounts::custom(url)?);
-                &moved
-            }
-            _ => &self.shared.client,
-        };
         let response = match grant {
             Grant::RefreshToken {
                 token: Some(token), ..
@@ -403,13 +436,23 @@ fn not_connected() -> Error {
 /// [`set_refresh_token`](TokenCache::set_refresh_token), or to replace one the store records as
 /// revoked) or the store has none — written into `set` when it replaces the store's.
 fn choose(grant: &Grant, set: &mut TokenSet) -> Result<Option<RefreshToken>, Error> {
-    let Grant::RefreshToken { token, prefer } = grant else {
+    let Grant::RefreshToken {
+        token,
+        prefer,
+        given,
+    } = grant
+    else {
         return Ok(None);
     };
     let replace = match (&set.refresh_token, token) {
         (_, None) => false,
-        (None, Some(_)) => true,
-        (Some(stored), Some(local)) => stored != local && (*prefer || set.failure.is_some()),
+        // A record without a refresh token was disconnected, or lost by its store: only a cache
+        // given its token refills it; one that read it from there must not undo a disconnect.
+        (None, Some(_)) => *given,
+        (Some(stored), Some(local)) => {
+            let revoked = set.failure.as_ref().is_some_and(|f| f.client.is_none());
+            stored != local && (*prefer || revoked)
+        }
     };
     if replace {
         set.refresh_token.clone_from(token);

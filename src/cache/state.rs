@@ -23,11 +23,14 @@ use crate::stats::Counters;
 /// How the cache mints tokens.
 #[derive(Clone)]
 pub(super) enum Grant {
-    /// From a refresh token: the one this process knows (given, or last read from the store), and
-    /// whether it should replace the store's.
+    /// From a refresh token: the one this process knows (given, or last read from the store),
+    /// whether it should replace the store's, and whether this cache was given one (by its
+    /// builder or `set_refresh_token`): only then does it refill a record that has none, so a
+    /// cache that only ever read its token from the store never undoes a disconnect.
     RefreshToken {
         token: Option<RefreshToken>,
         prefer: bool,
+        given: bool,
     },
     ClientCredentials {
         scopes: Vec<String>,

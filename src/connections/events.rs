@@ -37,7 +37,9 @@ pub enum EventKind {
     },
     /// It has a token again after failing (transiently, or until a new consent).
     Recovered,
-    /// It was disconnected ([`Connections::disconnect`](super::Connections::disconnect)).
+    /// It was disconnected: by [`Connections::disconnect`](super::Connections::disconnect) in
+    /// this process, or its record lost its refresh token in another (a disconnect there, or
+    /// `zoho-auth revoke`), found at this process's next refresh.
     Disconnected,
 }
 
@@ -67,14 +69,19 @@ impl Events {
         Arc::new(move |health| events.report(&id, &last, health))
     }
 
-    /// Reports `kind` for `id`, and forgets its health: a connection that is gone.
-    pub(super) fn gone(&self, id: &ConnectionId, kind: EventKind) {
-        self.remembered().remove(id);
-        self.send(id, kind);
+    /// Reports that `id` was disconnected here, and remembers it as not connected: a cache of it
+    /// that a request still holds reports no second disconnect when it finds the record gone.
+    pub(super) fn disconnected(&self, id: &ConnectionId) {
+        self.remembered().insert(id.clone(), Health::NotConnected);
+        self.send(id, EventKind::Disconnected);
     }
 
     fn report(&self, id: &ConnectionId, last: &Mutex<Option<Health>>, health: Health) {
         let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+        // What another cache of this connection reported since counts too.
+        if let Some(remembered) = self.remembered().get(id) {
+            *last = Some(remembered.clone());
+        }
         if last.as_ref() == Some(&health) {
             return;
         }
@@ -117,6 +124,10 @@ fn transition(before: Option<&Health>, after: &Health) -> Option<EventKind> {
         (Some(Health::Failing | Health::NeedsReconsent(_)), Health::Healthy) => {
             Some(EventKind::Recovered)
         }
+        (
+            Some(Health::Healthy | Health::Failing | Health::NeedsReconsent(_)),
+            Health::NotConnected,
+        ) => Some(EventKind::Disconnected),
         _ => None,
     }
 }
@@ -150,6 +161,10 @@ mod tests {
             Some(EventKind::Recovered)
         );
         assert_eq!(transition(Some(&Health::Healthy), &Health::Failing), None);
+        assert_eq!(
+            transition(Some(&Health::Healthy), &Health::NotConnected),
+            Some(EventKind::Disconnected)
+        );
     }
 
     #[test]

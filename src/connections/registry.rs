@@ -15,11 +15,10 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-use super::events::{ConnectionEvent, EventKind, Events};
+use super::events::{ConnectionEvent, Events};
 use super::ConnectionId;
 use crate::accounts::AccountsClient;
 use crate::cache::{Observer, Status, Token, TokenCache, TokenCacheBuilder, WeakTokenCache};
-use crate::dc::Accounts;
 use crate::error::Error;
 use crate::store::{ConnectionStore, TokenStore};
 
@@ -187,8 +186,10 @@ impl Connections {
     }
 
     /// Transitions of every connection's health in this process, each delivered once:
-    /// [`EventKind::NeedsReconsent`] when a refresh token is found revoked, [`EventKind::Connected`]
-    /// when a consent lands, [`EventKind::Recovered`], [`EventKind::Disconnected`].
+    /// [`NeedsReconsent`](super::EventKind::NeedsReconsent) when a refresh token is found revoked,
+    /// [`Connected`](super::EventKind::Connected) when a consent lands,
+    /// [`Recovered`](super::EventKind::Recovered) and
+    /// [`Disconnected`](super::EventKind::Disconnected).
     pub fn subscribe(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.registry.events.subscribe()
     }
@@ -202,9 +203,20 @@ impl Connections {
             return Ok(Status::NotConnected);
         };
         if let Some(failure) = &set.failure {
-            return Ok(Status::NeedsReconsent {
-                code: failure.code.clone(),
-            });
+            let ours = || {
+                Some(
+                    self.registry
+                        .accounts
+                        .for_issuer(set.accounts_url.as_deref())
+                        .ok()?
+                        .fingerprint(),
+                )
+            };
+            if failure.holds_for(ours) {
+                return Ok(Status::NeedsReconsent {
+                    code: failure.code.clone(),
+                });
+            }
         }
         if let Some(cache) = self.registry.resident.get(id) {
             match cache.status() {
@@ -220,18 +232,20 @@ impl Connections {
 
     /// Disconnects the connection: revokes its refresh token at the accounts server that
     /// issued it, deletes its record and forgets its cache, then reports
-    /// [`EventKind::Disconnected`]. Zoho refusing the revocation (the token is unknown or revoked
+    /// [`Disconnected`](super::EventKind::Disconnected). Zoho refusing the revocation (the token is unknown or revoked
     /// already there) still disconnects; if Zoho cannot be reached the record stays, and the
     /// error says why. A connection with no record is disconnected already.
     pub async fn disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
         let registry = &self.registry;
         let set = registry.store.connection(id).load().await?;
-        if let Some(refresh_token) = set.as_ref().and_then(|set| set.refresh_token.as_ref()) {
-            let client = match set.as_ref().and_then(|set| set.accounts_url.as_deref()) {
-                Some(url) => registry.accounts.with_accounts(Accounts::custom(url)?),
-                None => registry.accounts.clone(),
-            };
-            client.revoke_or_gone(refresh_token).await?;
+        if let Some(set) = set.as_ref() {
+            if let Some(refresh_token) = &set.refresh_token {
+                registry
+                    .accounts
+                    .for_issuer(set.accounts_url.as_deref())?
+                    .revoke_or_gone(refresh_token)
+                    .await?;
+            }
         }
         registry.store.remove(id).await?;
         registry.resident.invalidate(id);
@@ -242,7 +256,7 @@ impl Connections {
             .unwrap_or_else(PoisonError::into_inner)
             .caches
             .remove(id);
-        registry.events.gone(id, EventKind::Disconnected);
+        registry.events.disconnected(id);
         Ok(())
     }
 

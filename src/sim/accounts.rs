@@ -138,8 +138,15 @@ fn grant(state: &mut State, dc: usize, params: &Params) -> Result<Issued, Refusa
     if param("client_id") != Some(state.client_id.as_str()) {
         return Err(Refusal::Error("invalid_client"));
     }
-    if param("client_secret") != Some(state.client_secret.as_str()) {
-        return Err(Refusal::Error("invalid_client_secret"));
+    let secret = param("client_secret");
+    match state.data_center_secrets.get(&dc) {
+        Some(own) if secret == Some(own.as_str()) => {}
+        // The client's secret of another data centre.
+        Some(_) if secret == Some(state.client_secret.as_str()) => {
+            return Err(Refusal::Error("invalid_client"))
+        }
+        None if secret == Some(state.client_secret.as_str()) => {}
+        _ => return Err(Refusal::Error("invalid_client_secret")),
     }
 
     match grant_type {

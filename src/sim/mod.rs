@@ -370,6 +370,7 @@ pub struct SimulatorBuilder {
     client_id: String,
     client_secret: String,
     data_centers: usize,
+    data_center_secrets: Vec<(usize, String)>,
 }
 
 impl fmt::Debug for SimulatorBuilder {
@@ -473,6 +474,16 @@ impl SimulatorBuilder {
         self
     }
 
+    /// Gives data centre `dc` a client secret of its own, as a multi-DC client may have in each of
+    /// Zoho's: its token endpoint then answers `invalid_client` to the client's other secret, as
+    /// Zoho does to a client using another data centre's (`zoho-wire.md` §2), and
+    /// `invalid_client_secret` to any other. A `dc` the simulator does not have is ignored.
+    pub fn data_center_secret(mut self, dc: usize, secret: impl Into<String>) -> Self {
+        self.data_center_secrets.retain(|(known, _)| *known != dc);
+        self.data_center_secrets.push((dc, secret.into()));
+        self
+    }
+
     /// How many data centres to simulate (default 1), each with its own users, accounts server
     /// and API host; see "Many users in many data centres" in the [module docs](self). At most
     /// [`MAX_DATA_CENTERS`].
@@ -516,14 +527,16 @@ impl SimulatorBuilder {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
+        let mut state = State::new(
+            self.config,
+            self.registration,
+            self.client_id,
+            self.client_secret,
+            addrs.iter().copied().map(url_of).collect(),
+        );
+        state.data_center_secrets = self.data_center_secrets.into_iter().collect();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(
-                self.config,
-                self.registration,
-                self.client_id,
-                self.client_secret,
-                addrs.iter().copied().map(url_of).collect(),
-            )),
+            state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         });
@@ -580,6 +593,7 @@ impl Simulator {
                 fastrand::u64(..) >> 24
             ),
             data_centers: 1,
+            data_center_secrets: Vec::new(),
         }
     }
 

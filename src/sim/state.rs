@@ -217,6 +217,8 @@ pub(super) struct State {
     pub(super) registration: Registration,
     pub(super) client_id: String,
     pub(super) client_secret: String,
+    /// The data centres whose client secret is their own, by index.
+    pub(super) data_center_secrets: HashMap<usize, String>,
     /// Each data centre's URL (accounts server and `api_domain`), by index.
     urls: Vec<String>,
     /// What each data centre's server saw, by index.
@@ -256,6 +258,7 @@ impl State {
             registration,
             client_id,
             client_secret,
+            data_center_secrets: HashMap::new(),
             counters: vec![Counters::default(); urls.len()],
             consented: vec![false; urls.len()],
             urls,

@@ -32,6 +32,8 @@ pub(crate) struct Durable {
 struct Failure {
     code: String,
     message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +76,7 @@ pub(crate) fn durable(set: &TokenSet) -> Durable {
         failure: set.failure.as_ref().map(|f| Failure {
             code: f.code.clone(),
             message: f.message.clone(),
+            client: f.client.clone(),
         }),
     }
 }
@@ -113,6 +116,7 @@ pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
         failure: durable.failure.map(|f| StoredFailure {
             code: f.code,
             message: f.message,
+            client: f.client,
         }),
     }
 }
@@ -171,8 +175,9 @@ mod tests {
             }),
             token_requests: vec![from_ms(1_700_000_000_000)],
             failure: Some(StoredFailure {
-                code: "invalid_code".into(),
-                message: "revoked".into(),
+                code: "invalid_client".into(),
+                message: "unknown client".into(),
+                client: Some("0123456789abcdef".into()),
             }),
         };
         let json = serde_json::to_string(&document(&set)).unwrap();

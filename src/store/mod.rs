@@ -87,8 +87,9 @@ pub struct TokenSet {
     pub access: Option<StoredAccess>,
     /// When token requests were made recently, for the fleet-wide budget.
     pub token_requests: Vec<SystemTime>,
-    /// A permanent failure of [`refresh_token`](Self::refresh_token), recorded so that no process
-    /// keeps calling Zoho with a revoked token.
+    /// A permanent failure of [`refresh_token`](Self::refresh_token) — revoked, or refused to the
+    /// OAuth client — recorded so that no process keeps calling Zoho with credentials that
+    /// cannot work.
     pub failure: Option<StoredFailure>,
 }
 
@@ -116,6 +117,11 @@ pub struct StoredFailure {
     pub code: String,
     /// The error's message.
     pub message: String,
+    /// For a failure of the OAuth client rather than the refresh token (`invalid_client`,
+    /// `invalid_client_secret`): a digest of the client id and secret it was seen with. It holds
+    /// only for processes with those credentials; one with a fixed secret refreshes, and clears
+    /// it. `None`: the refresh token itself failed, and only a new one cures it.
+    pub client: Option<String>,
 }
 
 impl TokenSet {
@@ -151,7 +157,7 @@ impl TokenSet {
     ///
     /// Its fields: `version` (this form's version, `1`; a reader refuses another), `revision`, and when present
     /// `refresh_token`, `accounts_url`, `token_requests_ms` (milliseconds since the Unix epoch),
-    /// `failure` (`{"code", "message"}`) and `access` (`{"access_token", "issued_at_ms",
+    /// `failure` (`{"code", "message", "client"}`) and `access` (`{"access_token", "issued_at_ms",
     /// "expires_at_ms", "api_domain", "scopes"}`). Readers ignore fields they do not know.
     pub fn to_json(&self) -> String {
         codec::to_json(self)
@@ -200,21 +206,41 @@ impl StoredAccess {
 }
 
 impl StoredFailure {
-    /// A failure with Zoho's error `code` (e.g. `invalid_code`) and a message for people.
+    /// A failure of the refresh token with Zoho's error `code` (e.g. `invalid_code`) and a
+    /// message for people.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
+            client: None,
         }
     }
 
-    pub(crate) fn from_error(error: &Error) -> Self {
-        Self::new(error.zoho_code().unwrap_or_default(), error.to_string())
+    /// The failure `error` of a refresh by the client whose digest is `client`: recorded for
+    /// that client if the client failed, for the refresh token otherwise.
+    pub(crate) fn from_error(error: &Error, client: String) -> Self {
+        Self {
+            client: error.is_invalid_client().then_some(client),
+            ..Self::new(error.zoho_code().unwrap_or_default(), error.to_string())
+        }
+    }
+
+    /// Whether it holds for the client whose digest `client` gives (computed only if needed).
+    pub(crate) fn holds_for(&self, client: impl FnOnce() -> Option<String>) -> bool {
+        match &self.client {
+            None => true,
+            Some(failed) => client().as_ref() == Some(failed),
+        }
     }
 
     pub(crate) fn to_error(&self) -> Error {
+        let kind = match self.code.as_str() {
+            "invalid_client" => Kind::InvalidClient,
+            "invalid_client_secret" => Kind::InvalidClientSecret,
+            _ => Kind::InvalidGrant,
+        };
         Error::new(
-            Kind::InvalidGrant,
+            kind,
             format!("{} (recorded in the token store)", self.message),
         )
         .with_code(self.code.clone())
