@@ -629,6 +629,104 @@ async fn a_client_refused_in_one_data_centre_is_recorded_for_every_process_until
     assert_eq!(zoho.counters_for(bob_refresh).unwrap().refresh_grants, 2);
 }
 
+#[tokio::test]
+async fn every_process_reports_a_connection_failing_or_throttled_in_another_until_it_recovers() {
+    use std::time::SystemTime;
+    use zoho_auth::sim::Fault;
+    use zoho_auth::Status;
+
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let (alice, bob) = (id("alice"), id("bob"));
+    for user in [&alice, &bob] {
+        connect(&*store, user, &zoho.mint_refresh_token(&[]), None).await;
+    }
+    let registry = || {
+        Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+            .caches(|cache| {
+                cache
+                    .backoff(Duration::from_millis(50), Duration::from_millis(50))
+                    .throttle_backoff(Duration::from_secs(60))
+            })
+            .build()
+            .unwrap()
+    };
+    let (failing, watching) = (registry(), registry());
+    let started = SystemTime::now();
+
+    zoho.inject(Fault::Status(StatusCode::BAD_GATEWAY), 1);
+    assert!(failing.token(&alice).await.is_err());
+    zoho.inject(Fault::Throttle, 1);
+    assert!(failing.token(&bob).await.unwrap_err().is_throttled());
+
+    // The failures are recorded after the callers have them: wait for the record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store
+        .connection(&bob)
+        .load()
+        .await
+        .unwrap()
+        .unwrap()
+        .retry
+        .is_none()
+        || store
+            .connection(&alice)
+            .load()
+            .await
+            .unwrap()
+            .unwrap()
+            .retry
+            .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A process that never touched either connection reports what the other saw.
+    match watching.status(&alice).await.unwrap() {
+        Status::Failing {
+            since,
+            next_attempt,
+            error,
+        } => {
+            assert!(
+                since >= started && next_attempt > since,
+                "{since:?} {next_attempt:?}"
+            );
+            assert!(error.to_string().contains("502"), "{error}");
+        }
+        status => panic!("alice: {status:?}"),
+    }
+    match watching.status(&bob).await.unwrap() {
+        Status::Throttled { until } => {
+            assert!(
+                until > SystemTime::now() + Duration::from_secs(30),
+                "{until:?}"
+            )
+        }
+        status => panic!("bob: {status:?}"),
+    }
+
+    // Its next attempt succeeds, in the other process: every process reports it connected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while watching.token(&alice).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store
+        .connection(&alice)
+        .load()
+        .await
+        .unwrap()
+        .unwrap()
+        .retry
+        .is_none());
+    let fresh = registry();
+    assert!(fresh.status(&alice).await.unwrap().is_connected());
+}
+
 /// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
 /// it records what each request carried.
 #[derive(Clone, Default)]

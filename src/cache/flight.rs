@@ -122,12 +122,19 @@ impl FlightGuard {
                  server that does not answer); the next request starts a new one",
             )),
         };
-        let (outcome, recheck_at) = self.cache.settle(&self.job, &self.own, work);
-        self.own.land(outcome);
+        let settled = self.cache.settle(&self.job, &self.own, work);
+        self.own.land(settled.outcome);
         let own = self.own.clone();
+        let recheck_at = settled.recheck_at;
+        let recorder = settled.retry.map(|retry| (self.cache.clone(), retry));
         let cache = Arc::downgrade(&self.cache.shared);
         // The cache must not be kept alive by a timer.
         drop(self);
+        // The waiters have the outcome; the fleet learns of the failure after, within the store's
+        // bound.
+        if let Some((cache, (retry, failed))) = recorder {
+            cache.record_retry(retry, failed).await;
+        }
         own.backstop().await;
         if let Some(at) = recheck_at {
             tokio::time::sleep_until(at).await;

@@ -21,7 +21,9 @@ pub enum Status {
     Failing {
         /// The last failure.
         error: Error,
-        /// When the next refresh may start.
+        /// When the failures in a row began.
+        since: SystemTime,
+        /// When the next refresh may start (past: the next request starts one).
         next_attempt: SystemTime,
     },
     /// Zoho throttled the last refresh; no new attempt before `until`.

@@ -17,7 +17,7 @@ use crate::accounts::TokenResponse;
 use crate::error::{Error, Kind};
 use crate::secret::RefreshToken;
 use crate::stats::Counters;
-use crate::store::{StoreLock, StoredAccess, StoredFailure, TokenSet};
+use crate::store::{StoreLock, StoredAccess, StoredFailure, StoredRetry, TokenSet};
 
 /// How often a process waiting for another's refresh looks for its token (±50 %).
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -256,6 +256,7 @@ impl TokenCache {
                     if set.failure.as_ref().is_some_and(|f| f.client.is_some()) {
                         set.failure = None;
                     }
+                    set.retry = None;
                     // Ours only if what is stored is older.
                     if set.access.as_ref().is_none_or(|a| a.issued_at < now) {
                         set.access = Some(access.clone());
@@ -284,6 +285,29 @@ impl TokenCache {
                 Err(error)
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Records a transient failure of `failed` in the store, for every process's status: merged
+    /// into the latest set, keeping when the failures began, and only while the record still
+    /// holds the refresh token that failed. Best effort: only the status depends on it.
+    pub(super) async fn record_retry(&self, retry: StoredRetry, failed: Option<RefreshToken>) {
+        let store = &*self.shared.store;
+        let edit = |set: &mut TokenSet| {
+            if set.refresh_token == failed {
+                let since = set
+                    .retry
+                    .as_ref()
+                    .map_or(retry.since, |r| r.since.min(retry.since));
+                set.retry = Some(StoredRetry {
+                    since,
+                    ..retry.clone()
+                });
+            }
+            Ok(())
+        };
+        if let Err(error) = self.bounded("save", store.try_update(None, edit)).await {
+            tracing::debug!(error = %error, "could not record the refresh failure in the token store");
         }
     }
 
@@ -457,7 +481,11 @@ fn choose(grant: &Grant, set: &mut TokenSet) -> Result<Option<RefreshToken>, Err
     if replace {
         set.refresh_token.clone_from(token);
         set.failure = None;
+        set.retry = None;
         set.access = None;
+    } else if *prefer {
+        // Set anew by the application: a recorded failure gets one more attempt.
+        set.failure = None;
     }
     match &set.refresh_token {
         Some(token) => Ok(Some(token.clone())),

@@ -19,6 +19,7 @@ use super::{Outcome, TokenCache};
 use crate::error::Error;
 use crate::secret::RefreshToken;
 use crate::stats::Counters;
+use crate::store::StoredRetry;
 
 /// How the cache mints tokens.
 #[derive(Clone)]
@@ -64,6 +65,8 @@ pub(super) struct State {
     failures: u32,
     /// The last transient failure and the time before which no new attempt is made.
     blocked: Option<(Error, Instant)>,
+    /// When the transient failures in a row began.
+    failing_since: Option<SystemTime>,
     held: Option<Held>,
     generation: u64,
     /// Bumped when new credentials are set from outside a flight: a flight started before carries
@@ -79,6 +82,7 @@ impl State {
             budget,
             failures: 0,
             blocked: None,
+            failing_since: None,
             held: None,
             generation: 0,
             epoch: 0,
@@ -104,6 +108,7 @@ impl State {
         self.flight = None;
         self.held = None;
         self.blocked = None;
+        self.failing_since = None;
         self.failures = 0;
     }
 }
@@ -126,6 +131,26 @@ pub(super) struct Job {
     pub(super) current: Option<Arc<CachedToken>>,
     /// Whether that token had been declared dead when the flight started.
     pub(super) after_rejection: bool,
+}
+
+/// What a flight's recorded result leaves for it to do once its waiters have it.
+pub(super) struct Settled {
+    pub(super) outcome: Outcome,
+    /// When to read the store again for a held failure.
+    pub(super) recheck_at: Option<Instant>,
+    /// A transient failure to record in the store for the fleet to see, with the refresh token
+    /// that failed.
+    pub(super) retry: Option<(StoredRetry, Option<RefreshToken>)>,
+}
+
+impl Settled {
+    fn outcome(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            recheck_at: None,
+            retry: None,
+        }
+    }
 }
 
 /// What a caller of [`TokenCache::token`] does next.
@@ -283,6 +308,7 @@ impl TokenCache {
             } else {
                 Status::Failing {
                     error: error.clone(),
+                    since: state.failing_since.unwrap_or_else(SystemTime::now),
                     next_attempt: next,
                 }
             };
@@ -303,9 +329,8 @@ impl TokenCache {
 
     /// Records a flight's result — the new token, or the failure and what follows it — unless
     /// the flight was abandoned or new credentials were set since it started: then its waiters
-    /// get its outcome and the cache records nothing. Returns the outcome, and when the store is
-    /// to be read again for a held failure.
-    pub(super) fn settle(&self, job: &Job, own: &Flight, work: Work) -> (Outcome, Option<Instant>) {
+    /// get its outcome and the cache records nothing.
+    pub(super) fn settle(&self, job: &Job, own: &Flight, work: Work) -> Settled {
         let shared = &*self.shared;
         let mut state = self.lock();
         let current = state.flight.as_ref().is_some_and(|f| f.same(own));
@@ -328,18 +353,21 @@ impl TokenCache {
                     "the token store was read again while new credentials were being set",
                 )),
             };
-            return (outcome, None);
+            return Settled::outcome(outcome);
         }
         let now = Instant::now();
         let result = match work {
             Work::StillHeld => {
                 let recheck = now + shared.config.store_recheck;
                 let Some(held) = state.held.as_mut() else {
-                    return (Err(Error::transient("no failure is held")), None);
+                    return Settled::outcome(Err(Error::transient("no failure is held")));
                 };
                 held.recheck_at = recheck;
                 shared.next_ahead_ms.store(self.ms(recheck), Relaxed);
-                return (Err(held.error.clone()), Some(recheck));
+                return Settled {
+                    recheck_at: Some(recheck),
+                    ..Settled::outcome(Err(held.error.clone()))
+                };
             }
             Work::Obtained(obtained) => Ok(obtained),
             Work::Failed(error) => Err(error),
@@ -365,6 +393,7 @@ impl TokenCache {
                 state.generation = token.generation;
                 state.failures = 0;
                 state.blocked = None;
+                state.failing_since = None;
                 state.held = None;
                 let token = Arc::new(token);
                 shared.current.store(Some(token.clone()));
@@ -387,7 +416,7 @@ impl TokenCache {
                 );
                 drop(state);
                 self.observe(Health::Healthy);
-                (Ok(Token(token)), None)
+                Settled::outcome(Ok(Token(token)))
             }
             Err(error) => {
                 Counters::bump(if error.is_rate_limited() && !error.is_throttled() {
@@ -396,6 +425,7 @@ impl TokenCache {
                     &shared.counters.failures
                 });
                 let failures = state.failures.saturating_add(1);
+                let mut retry = None;
                 let (error, recheck) = match policy::after(&error, failures, &shared.config) {
                     After::Hold => {
                         let recheck_at = now + shared.config.store_recheck;
@@ -410,7 +440,19 @@ impl TokenCache {
                     After::Wait(wait) => {
                         state.failures = failures;
                         state.blocked = Some((error.clone(), now + wait));
+                        let wall = SystemTime::now();
+                        let since = *state.failing_since.get_or_insert(wall);
                         shared.next_ahead_ms.store(self.ms(now + wait), Relaxed);
+                        // A store that cannot be reached cannot record it either.
+                        if !error.is_store_unavailable() {
+                            let record = StoredRetry {
+                                since,
+                                next_attempt: wall + wait,
+                                throttled: error.is_throttled(),
+                                message: error.to_string(),
+                            };
+                            retry = Some((record, state.grant.refresh_token().cloned()));
+                        }
                         (error.with_retry_after(wait), None)
                     }
                 };
@@ -421,7 +463,11 @@ impl TokenCache {
                 );
                 drop(state);
                 self.observe(Health::of_failure(&error, recheck.is_some()));
-                (Err(error), recheck)
+                Settled {
+                    outcome: Err(error),
+                    recheck_at: recheck,
+                    retry,
+                }
             }
         }
     }

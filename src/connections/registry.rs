@@ -195,8 +195,9 @@ impl Connections {
     }
 
     /// The connection's status, as every process of a fleet sharing the store sees it: from its
-    /// record (not connected, needs re-consent, the stored token's life), and from its cache in
-    /// this process when it has one (refreshing, failing, throttled).
+    /// record (not connected, needs re-consent, the stored token's life, refreshes failing or
+    /// throttled in whichever process made them), and from its cache in this process when it has
+    /// one (refreshing, and the failure it holds with its error).
     pub async fn status(&self, id: &ConnectionId) -> Result<Status, Error> {
         let set = self.registry.store.connection(id).load().await?;
         let Some(set) = set.filter(|set| set.refresh_token.is_some()) else {
@@ -224,10 +225,24 @@ impl Connections {
                 status => return Ok(status),
             }
         }
-        Ok(set
+        let now = SystemTime::now();
+        if let Some(usable_for) = set
             .access
-            .and_then(|access| access.expires_at.duration_since(SystemTime::now()).ok())
-            .map_or(Status::Idle, |usable_for| Status::Connected { usable_for }))
+            .and_then(|access| access.expires_at.duration_since(now).ok())
+        {
+            return Ok(Status::Connected { usable_for });
+        }
+        Ok(match set.retry {
+            Some(retry) if retry.throttled => Status::Throttled {
+                until: retry.next_attempt,
+            },
+            Some(retry) => Status::Failing {
+                error: Error::transient(format!("{} (recorded in the token store)", retry.message)),
+                since: retry.since,
+                next_attempt: retry.next_attempt,
+            },
+            None => Status::Idle,
+        })
     }
 
     /// Disconnects the connection: revokes its refresh token at the accounts server that

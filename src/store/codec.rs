@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoredAccess, StoredFailure, TokenSet};
+use super::{StoredAccess, StoredFailure, StoredRetry, TokenSet};
 use crate::secret::{AccessToken, RefreshToken};
 
 /// Bumped when the format changes incompatibly; older readers then refuse instead of guessing.
@@ -26,6 +26,18 @@ pub(crate) struct Durable {
     token_requests_ms: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<Retry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Retry {
+    since_ms: u64,
+    next_attempt_ms: u64,
+    #[serde(default)]
+    throttled: bool,
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +90,12 @@ pub(crate) fn durable(set: &TokenSet) -> Durable {
             message: f.message.clone(),
             client: f.client.clone(),
         }),
+        retry: set.retry.as_ref().map(|r| Retry {
+            since_ms: to_ms(r.since),
+            next_attempt_ms: to_ms(r.next_attempt),
+            throttled: r.throttled,
+            message: r.message.clone(),
+        }),
     }
 }
 
@@ -117,6 +135,12 @@ pub(crate) fn set_from(durable: Durable, access: Option<Access>) -> TokenSet {
             code: f.code,
             message: f.message,
             client: f.client,
+        }),
+        retry: durable.retry.map(|r| StoredRetry {
+            since: from_ms(r.since_ms),
+            next_attempt: from_ms(r.next_attempt_ms),
+            throttled: r.throttled,
+            message: r.message,
         }),
     }
 }
@@ -178,6 +202,12 @@ mod tests {
                 code: "invalid_client".into(),
                 message: "unknown client".into(),
                 client: Some("0123456789abcdef".into()),
+            }),
+            retry: Some(StoredRetry {
+                since: from_ms(1_700_000_000_000),
+                next_attempt: from_ms(1_700_000_030_000),
+                throttled: true,
+                message: "throttled".into(),
             }),
         };
         let json = serde_json::to_string(&document(&set)).unwrap();

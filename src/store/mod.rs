@@ -91,6 +91,10 @@ pub struct TokenSet {
     /// OAuth client — recorded so that no process keeps calling Zoho with credentials that
     /// cannot work.
     pub failure: Option<StoredFailure>,
+    /// The last refresh failed in a way that passes (the network, a 5xx, throttling): since
+    /// when, and when the next attempt may be made. Cleared by the next token minted. Every
+    /// process of a fleet reports it ([`Connections::status`](crate::Connections::status)).
+    pub retry: Option<StoredRetry>,
 }
 
 /// An access token as a store keeps it.
@@ -107,6 +111,20 @@ pub struct StoredAccess {
     pub api_domain: Option<String>,
     /// The granted scopes, as last reported.
     pub scopes: Vec<String>,
+}
+
+/// Refreshes failing for now, as recorded in a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRetry {
+    /// When the failures in a row began.
+    pub since: SystemTime,
+    /// When the next refresh may start.
+    pub next_attempt: SystemTime,
+    /// Whether Zoho throttled the last one.
+    pub throttled: bool,
+    /// The last failure's message.
+    pub message: String,
 }
 
 /// A refresh token's permanent failure, as recorded in a store.
@@ -157,7 +175,8 @@ impl TokenSet {
     ///
     /// Its fields: `version` (this form's version, `1`; a reader refuses another), `revision`, and when present
     /// `refresh_token`, `accounts_url`, `token_requests_ms` (milliseconds since the Unix epoch),
-    /// `failure` (`{"code", "message", "client"}`) and `access` (`{"access_token", "issued_at_ms",
+    /// `failure` (`{"code", "message", "client"}`), `retry` (`{"since_ms", "next_attempt_ms",
+    /// "throttled", "message"}`) and `access` (`{"access_token", "issued_at_ms",
     /// "expires_at_ms", "api_domain", "scopes"}`). Readers ignore fields they do not know.
     pub fn to_json(&self) -> String {
         codec::to_json(self)
