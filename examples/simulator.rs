@@ -20,9 +20,9 @@
 //! accounts server and sent to its own API host: its environment and
 //! `cargo run --example quickstart -- --connections all`. `--connections N` seeds N connections
 //! at once (`user-0001`, `user-0002`, ...), each a simulated user with a refresh token of its own
-//! and its data centre's accounts server in its record, spread over `--data-centres K` (default
-//! 1) simulated data centres, DC `k` on `127.0.0.<k+1>` (Linux routes all of `127.0.0.0/8` to
-//! loopback; macOS needs aliases beyond `127.0.0.1`):
+//! and its data centre's accounts server in its record, spread over the simulated data centres
+//! of `--data-centres K` (default 1), DC `k` on `127.0.0.<k+1>` (Linux routes all of
+//! `127.0.0.0/8` to loopback; macOS needs aliases beyond `127.0.0.1`):
 //!
 //! ```text
 //! cargo run --example simulator -- --connections 40 --data-centres 3
