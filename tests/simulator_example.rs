@@ -395,6 +395,16 @@ async fn connections_all_serves_every_seeded_connection_at_its_own_data_centre()
         &store,
     ])
     .await;
+    // Every printed command uses the store it seeded.
+    let flag = format!("--store {store} ");
+    assert!(
+        example
+            .commands
+            .iter()
+            .all(|command| command.contains(&flag)),
+        "{:?}",
+        example.commands
+    );
 
     // user-0001.. of their own, spread evenly over the data centres, each recording its own.
     let seeded = stored_connections(&store).await;
