@@ -30,6 +30,8 @@
 //! ` connections=N` after it under `--connections`.
 
 mod common;
+#[path = "common/connections.rs"]
+mod stored;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -209,7 +211,7 @@ async fn all_stored_connections(
 ) -> Result<(), BoxError> {
     let (_, accounts) = zoho_accounts()?;
     let store = connection_store()?;
-    let ids = list_all(&*store).await?;
+    let ids = stored::list_all(&*store).await?;
     if ids.is_empty() {
         return Err(
             "--connections all found no connections in ZOHO_TOKEN_STORE: set it to the file: or \
@@ -283,7 +285,7 @@ async fn simulated_connections(count: usize, args: &Args) -> Result<(), BoxError
         let dc = n % data_centres;
         let refresh_token = zoho.mint_refresh_token_in(dc, &[])?;
         let id = ConnectionId::new(format!("user-{n}"))?;
-        connect(&*store, &id, &refresh_token, zoho.data_center_url(dc)?).await?;
+        stored::connect(&*store, &id, &refresh_token, zoho.data_center_url(dc)?).await?;
         users.push(refresh_token);
         ids.push(id);
     }
@@ -305,29 +307,6 @@ async fn simulated_connections(count: usize, args: &Args) -> Result<(), BoxError
             .sum::<u64>()
     );
     load.summarise(Some(&zoho));
-    Ok(())
-}
-
-/// A connection's record as a consent leaves it: its refresh token and the accounts server that
-/// issued it. Whatever an earlier run stored for it (a token, the token budget, a failure)
-/// belongs to an earlier run's simulator.
-async fn connect(
-    store: &dyn ConnectionStore,
-    id: &ConnectionId,
-    refresh_token: &RefreshToken,
-    accounts_url: String,
-) -> Result<(), BoxError> {
-    store
-        .connection(id)
-        .update(None, |set| {
-            set.refresh_token = Some(refresh_token.clone());
-            set.accounts_url = Some(accounts_url.clone());
-            set.access = None;
-            set.token_requests.clear();
-            set.failure = None;
-            Ok(())
-        })
-        .await?;
     Ok(())
 }
 
@@ -410,20 +389,6 @@ fn connection_store() -> Result<Arc<dyn ConnectionStore>, BoxError> {
     let store = open_connections(&std::env::var("ZOHO_TOKEN_STORE").unwrap_or_default())?;
     println!("Connection store: {store:?}");
     Ok(store)
-}
-
-/// Every connection `store` lists, a page at a time.
-async fn list_all(store: &dyn ConnectionStore) -> Result<Vec<ConnectionId>, BoxError> {
-    const PAGE: usize = 500;
-    let mut all: Vec<ConnectionId> = Vec::new();
-    loop {
-        let page = store.list(all.last(), PAGE).await?;
-        let last_page = page.len() < PAGE;
-        all.extend(page);
-        if last_page {
-            return Ok(all);
-        }
-    }
 }
 
 /// The first token, waiting out failures that go away by themselves (a 502 or a proxy's HTML page

@@ -62,46 +62,6 @@ fn spawn_quickstart(
         .unwrap()
 }
 
-/// The counts on a quickstart's last line.
-#[derive(Debug)]
-struct Summary {
-    requests: u64,
-    ok: u64,
-    failed: u64,
-    /// Under `--connections`.
-    connections: Option<u64>,
-    stdout: String,
-}
-
-async fn finish(child: Child) -> Summary {
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("the quickstart finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "quickstart failed: {stdout}\n{stderr}"
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    let optional = |name: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|part| part.strip_prefix(&format!("{name}=")))
-            .map(|value| value.parse().unwrap())
-    };
-    let field = |name: &str| -> u64 {
-        optional(name).unwrap_or_else(|| panic!("no {name} in {line:?}\n{stderr}"))
-    };
-    Summary {
-        requests: field("requests"),
-        ok: field("ok"),
-        failed: field("failed"),
-        connections: optional("connections"),
-        stdout: stdout.into_owned(),
-    }
-}
-
 /// A store holding a refresh token and a token minted just now, as a running fleet leaves it.
 async fn seed(zoho: &Simulator, store: &str) -> RefreshToken {
     let refresh_token = zoho.mint_refresh_token(&[]);
@@ -158,7 +118,7 @@ async fn eight_processes_refresh_once_per_expiry(store: &str) {
         .collect();
     let mut served = 0;
     for child in fleet {
-        let summary = finish(child).await;
+        let summary = common::finish_quickstart(child).await;
         assert_eq!(summary.failed, 0, "{summary:?}");
         assert!(summary.ok > 0, "{summary:?}");
         served += summary.requests;
@@ -265,7 +225,7 @@ async fn four_processes_refresh_each_connection_once_per_expiry(store: &str) {
         .collect();
     let mut served = 0;
     for child in fleet {
-        let summary = finish(child).await;
+        let summary = common::finish_quickstart(child).await;
         assert_eq!(summary.failed, 0, "{summary:?}");
         assert!(summary.ok > 0, "{summary:?}");
         assert_eq!(summary.connections, Some(CONNECTIONS as u64), "{summary:?}");
@@ -331,7 +291,7 @@ async fn a_lock_holder_killed_mid_refresh_is_replaced(store: &str, lock_ttl: Dur
         })
         .collect();
     for child in others {
-        let summary = finish(child).await;
+        let summary = common::finish_quickstart(child).await;
         assert_eq!((summary.ok, summary.failed), (20, 0), "{summary:?}");
     }
     let took = killed_at.elapsed();
@@ -403,7 +363,7 @@ async fn a_quickstart_against_zoho_waits_out_a_502_and_an_html_page_at_start() {
         &file_store(&dir),
         &["--requests", "40", "--concurrency", "4"],
     );
-    let summary = finish(child).await;
+    let summary = common::finish_quickstart(child).await;
     assert_eq!(
         (summary.requests, summary.ok, summary.failed),
         (40, 40, 0),

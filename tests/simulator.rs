@@ -394,6 +394,57 @@ async fn sim_grant_code_endpoint_mints_self_client_codes() {
 }
 
 #[tokio::test]
+async fn sim_user_counters_endpoint_tells_what_one_user_did_at_any_data_centre() {
+    let zoho = Zoho::with(Simulator::builder().data_centers(2)).await;
+    let counters_at = |dc: usize, refresh_token: Option<&str>| {
+        let url = format!(
+            "{}/sim/user-counters",
+            zoho.sim.data_center_url(dc).unwrap()
+        );
+        let form: Vec<_> = refresh_token
+            .map(|token| ("refresh_token", token))
+            .into_iter()
+            .collect();
+        let request = zoho.http.post(url).form(&form);
+        async { Reply::read(request.send().await.unwrap()).await }
+    };
+    let refresh = zoho.sim.mint_refresh_token(&[]);
+    let access = zoho.refresh(&refresh).await.access_token();
+    for _ in 0..2 {
+        assert_eq!(zoho.get("/crm/v8/Leads", Some(&access)).await.status, 200);
+    }
+
+    // DC 1 answers for DC 0's user, with what `counters_for` tells in-process.
+    let reply = counters_at(1, Some(refresh.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(
+        reply.content_type.starts_with("application/json"),
+        "{reply:?}"
+    );
+    let seen = zoho.sim.counters_for(&refresh).unwrap();
+    assert_eq!((seen.tokens_issued, seen.api_ok), (1, 2));
+    assert_eq!(
+        reply.json(),
+        json!({
+            "refresh_grants": seen.refresh_grants,
+            "wrong_dc_refresh_grants": seen.wrong_dc_refresh_grants,
+            "tokens_issued": seen.tokens_issued,
+            "api_requests": seen.api_requests,
+            "api_ok": seen.api_ok,
+            "wrong_dc_api_requests": seen.wrong_dc_api_requests,
+        })
+    );
+    // The simulator's own route: no Zoho API request, no token request.
+    assert_eq!(zoho.sim.counters().api_requests, 2);
+
+    let unknown = counters_at(0, Some("1000.0000.0000")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{unknown:?}");
+    let missing = counters_at(0, None).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST, "{missing:?}");
+    assert!(missing.text.contains("refresh_token"), "{missing:?}");
+}
+
+#[tokio::test]
 async fn client_credentials_grant() {
     let zoho = Zoho::start().await;
     let params = zoho.params(&[

@@ -6,9 +6,10 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::accounts::read_params;
-use super::{consent, respond, Answer, Shared};
+use super::{consent, respond, Answer, Shared, JSON};
 
 pub(super) const GRANT_CODE_PATH: &str = "/sim/grant-code";
+pub(super) const USER_COUNTERS_PATH: &str = "/sim/user-counters";
 
 const TEXT: &str = "text/plain;charset=UTF-8";
 
@@ -31,6 +32,40 @@ pub(super) async fn grant_code(shared: &Shared, dc: usize, request: Request<Inco
             StatusCode::BAD_REQUEST,
             TEXT,
             "Invalid OAuth Scope: give comma-separated scopes, e.g. scope=ZohoCRM.modules.ALL\n",
+        ),
+    })
+}
+
+/// `/sim/user-counters` with `refresh_token` (query or form): what the simulator has seen of that
+/// token's user, the JSON form of [`super::Simulator::counters_for`], so that a test driving a
+/// simulator in another process can tell which users were served. Every data centre answers for
+/// every user; 404 for a token the simulator never issued.
+pub(super) async fn user_counters(shared: &Shared, request: Request<Incoming>) -> Answer {
+    let params = read_params(request).await?;
+    let Some(refresh_token) = params.get("refresh_token") else {
+        return Ok(respond(
+            StatusCode::BAD_REQUEST,
+            TEXT,
+            "Give the user's refresh token: refresh_token=1000.xxxx\n",
+        ));
+    };
+    let counters = shared.lock().user_counters(refresh_token);
+    Ok(match counters {
+        Some(seen) => {
+            let body = serde_json::json!({
+                "refresh_grants": seen.refresh_grants,
+                "wrong_dc_refresh_grants": seen.wrong_dc_refresh_grants,
+                "tokens_issued": seen.tokens_issued,
+                "api_requests": seen.api_requests,
+                "api_ok": seen.api_ok,
+                "wrong_dc_api_requests": seen.wrong_dc_api_requests,
+            });
+            respond(StatusCode::OK, JSON, body.to_string())
+        }
+        None => respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "This simulator never issued that refresh token.\n",
         ),
     })
 }

@@ -72,6 +72,10 @@
 //!   another process (`cargo run --example simulator`) can hand codes to a script or the CLI:
 //!   `zoho-auth exchange --code "$(curl -s <url>/sim/grant-code)"`. The in-process equivalent
 //!   is [`Simulator::issue_grant_code`]. The code is of the data centre it is asked at.
+//! - `/sim/user-counters` (simulator-only, not Zoho's): given `refresh_token` (query or form),
+//!   what the simulator has seen of that user as JSON, the fields of [`UserCounters`]
+//!   ([`Simulator::counters_for`] in-process), or 404 for a token it never issued; any data
+//!   centre answers for every user. It lets a test see which users another process served.
 //!
 //! Tests drive the server from outside: [`Simulator::inject`] queues [`Fault`]s for the token
 //! endpoint, [`Simulator::invalidate_all_tokens`] kills every access token, and
@@ -978,6 +982,7 @@ async fn route(shared: Arc<Shared>, dc: usize, request: Request<Incoming>) -> An
         consent::AUTHORIZE_PATH => consent::authorize(&shared, dc, request).await,
         consent::DECISION_PATH => consent::decide(&shared, dc, request).await,
         admin::GRANT_CODE_PATH => admin::grant_code(&shared, dc, request).await,
+        admin::USER_COUNTERS_PATH => admin::user_counters(&shared, request).await,
         _ => products::api(&shared, dc, request).await,
     }
 }

@@ -203,6 +203,48 @@ pub fn example(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The counts on a quickstart's last line.
+#[derive(Debug)]
+pub struct Summary {
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Under `--connections`.
+    pub connections: Option<u64>,
+    pub stdout: String,
+}
+
+/// Waits for a quickstart process (stdout and stderr piped) to succeed, two minutes at most, and
+/// reads its summary line.
+pub async fn finish_quickstart(child: tokio::process::Child) -> Summary {
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the quickstart finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "quickstart failed: {stdout}\n{stderr}"
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let optional = |name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .map(|value| value.parse().unwrap())
+    };
+    let field = |name: &str| -> u64 {
+        optional(name).unwrap_or_else(|| panic!("no {name} in {line:?}\n{stderr}"))
+    };
+    Summary {
+        requests: field("requests"),
+        ok: field("ok"),
+        failed: field("failed"),
+        connections: optional("connections"),
+        stdout: stdout.into_owned(),
+    }
+}
+
 /// A fresh directory under the system temp dir, removed with everything in it on drop.
 pub struct TempDir(std::path::PathBuf);
 
