@@ -406,23 +406,27 @@ impl Target {
         }
     }
 
-    /// Forgets the account: the connection's record goes; the single store keeps only its
-    /// token-request history, which the fleet-wide budget counts.
-    async fn forget(&self) -> Result<(), Error> {
+    /// Forgets the account that held `revoked`: the connection's record goes; the single store
+    /// keeps only its token-request history, which the fleet-wide budget counts. A record that
+    /// holds another refresh token by now (a consent that landed meanwhile) stays.
+    async fn forget(&self, revoked: Option<&crate::RefreshToken>) -> Result<(), Error> {
         match self {
             Target::Single(store) => {
                 store
                     .update(None, |set| {
-                        set.refresh_token = None;
-                        set.accounts_url = None;
-                        set.access = None;
-                        set.failure = None;
+                        if set.refresh_token.as_ref() == revoked {
+                            set.refresh_token = None;
+                            set.accounts_url = None;
+                            set.access = None;
+                            set.failure = None;
+                            set.retry = None;
+                        }
                         Ok(())
                     })
                     .await?;
             }
             Target::Connection { store, id } => {
-                store.remove(id).await?;
+                crate::store::remove_holding(&**store, id, revoked).await?;
             }
         }
         Ok(())
@@ -570,6 +574,7 @@ impl Flow {
             .load()
             .await
             .map_err(|error| Failure::new(Reason::StoreUnavailable).error(&error))?;
+        let revoked = set.as_ref().and_then(|set| set.refresh_token.clone());
         if let Some(TokenSet {
             refresh_token: Some(refresh_token),
             accounts_url,
@@ -589,7 +594,7 @@ impl Flow {
                 .map_err(|error| Failure::new(Reason::RevokeFailed).error(&error))?;
         }
         target
-            .forget()
+            .forget(revoked.as_ref())
             .await
             .map_err(|error| Failure::new(Reason::StoreUnavailable).error(&error))?;
         tracing::info!(connection = ?target.id(), "disconnected a Zoho account");

@@ -266,7 +266,22 @@ async fn removal_deletes_and_fences(store: Arc<dyn ConnectionStore>) {
 
     let again = save(&*store, &gone, "1000.again").await;
     assert_eq!(again.revision, 1);
-    assert_eq!(list_all(&*store, PAGE).await.0, [gone, kept]);
+    assert_eq!(
+        list_all(&*store, PAGE).await.0,
+        [gone.clone(), kept.clone()]
+    );
+
+    // A removal fenced on a revision read before a save (a new consent) keeps the record.
+    let newer = save(&*store, &gone, "1000.newer").await;
+    assert!(!store.remove_if(&gone, again.revision).await.unwrap());
+    assert_eq!(
+        refresh_token(&*store, &gone).await.as_deref(),
+        Some("1000.newer")
+    );
+    assert!(!store.remove_if(&id("never"), 0).await.unwrap());
+    assert!(store.remove_if(&gone, newer.revision).await.unwrap());
+    assert!(store.connection(&gone).load().await.unwrap().is_none());
+    assert_eq!(list_all(&*store, PAGE).await.0, [kept]);
 }
 
 /// Saves and removals of one connection racing: afterwards it is listed exactly when it has a

@@ -420,7 +420,7 @@ async fn revoke(settings: &Settings, connection: &ConnectionFlag) -> Result<(), 
         problem
     };
     // Fenced: a login that stored a new refresh token meanwhile is kept.
-    let emptied = store
+    let (emptied, saved) = store
         .store
         .update(None, |set| {
             let revoked = set.refresh_token.as_ref() == Some(&refresh_token);
@@ -430,15 +430,12 @@ async fn revoke(settings: &Settings, connection: &ConnectionFlag) -> Result<(), 
             Ok(revoked)
         })
         .await
-        .map_err(|error| could_not(error, "empty the store"))?
-        .0;
-    // The emptied record is the fence: a connection is removed only once it held nothing but
-    // the revoked token. (`ConnectionStore::remove` is unconditional, so a login landing
-    // between the two calls would be removed too; the window is one store round trip.)
+        .map_err(|error| could_not(error, "empty the store"))?;
+    // The emptied record is removed only as it was emptied: a login landing meanwhile stays.
     if let (true, Some(connection)) = (emptied, &store.connection) {
         connection
             .connections
-            .remove(&connection.id)
+            .remove_if(&connection.id, saved.revision)
             .await
             .map_err(|error| could_not(error, "remove the emptied connection"))?;
     }

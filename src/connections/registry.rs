@@ -247,13 +247,16 @@ impl Connections {
 
     /// Disconnects the connection: revokes its refresh token at the accounts server that
     /// issued it, deletes its record and forgets its cache, then reports
-    /// [`Disconnected`](super::EventKind::Disconnected). Zoho refusing the revocation (the token is unknown or revoked
-    /// already there) still disconnects; if Zoho cannot be reached the record stays, and the
-    /// error says why. A connection with no record is disconnected already.
+    /// [`Disconnected`](super::EventKind::Disconnected). Zoho refusing the revocation (the token
+    /// is unknown or revoked already there) still disconnects; if Zoho cannot be reached the
+    /// record stays, and the error says why. A connection with no record is disconnected
+    /// already. The record is deleted only while it holds the revoked token
+    /// ([`ConnectionStore::remove_if`]): a consent that lands meanwhile stays, connected, and no
+    /// event is reported.
     pub async fn disconnect(&self, id: &ConnectionId) -> Result<(), Error> {
         let registry = &self.registry;
         let set = registry.store.connection(id).load().await?;
-        if let Some(set) = set.as_ref() {
+        if let Some(set) = set {
             if let Some(refresh_token) = &set.refresh_token {
                 registry
                     .accounts
@@ -261,8 +264,21 @@ impl Connections {
                     .revoke_or_gone(refresh_token)
                     .await?;
             }
+            let removed =
+                crate::store::remove_holding(&*registry.store, id, set.refresh_token.as_ref())
+                    .await?;
+            let reconnected = !removed
+                && registry
+                    .store
+                    .connection(id)
+                    .load()
+                    .await?
+                    .is_some_and(|set| set.refresh_token.is_some());
+            if reconnected {
+                tracing::info!(connection = %id, "a new consent landed during the disconnect; it stays");
+                return Ok(());
+            }
         }
-        registry.store.remove(id).await?;
         registry.resident.invalidate(id);
         registry.front.remove(id);
         registry

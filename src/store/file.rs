@@ -143,8 +143,8 @@ impl FileStore {
     /// deleted with it, and a save made from a set read before is refused as a conflict (the file
     /// no longer holds its revision). Then, if the refresh lock is free, deletes the two lock files
     /// (holding both); a refresh lock held by a refresh stays, and that refresh's save is refused.
-    /// `true` if there was a token file.
-    pub(super) fn remove(&self) -> Result<bool, Error> {
+    /// `true` if there was a token file, at `revision` when one is given (else it stays).
+    pub(super) fn remove(&self, revision: Option<u64>) -> Result<bool, Error> {
         // A missing file needs no lock: a save landing after this check comes after the removal.
         // (And nothing is created for an id that never had a record.)
         match fs::symlink_metadata(&*self.path) {
@@ -153,6 +153,11 @@ impl FileStore {
             Ok(_) => {}
         }
         let _save = self.lock(".save.lock", true)?;
+        if let Some(revision) = revision {
+            if self.read()?.is_none_or(|set| set.revision != revision) {
+                return Ok(false);
+            }
+        }
         let existed = match fs::remove_file(&*self.path) {
             Ok(()) => true,
             Err(e) if e.kind() == ErrorKind::NotFound => false,

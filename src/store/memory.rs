@@ -34,14 +34,19 @@ impl MemoryStore {
         self.set.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
-    /// Drops the stored set; `true` if there was one. A save from a set read before is then
-    /// refused as a conflict (nothing is stored, so no revision matches but 0).
-    pub(super) fn remove(&self) -> bool {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some()
+    /// Drops the stored set, if it is at `revision` when one is given; `true` if it did. A save
+    /// from a set read before is then refused as a conflict (nothing is stored, so no revision
+    /// matches but 0).
+    pub(super) fn remove(&self, revision: Option<u64>) -> bool {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        if set
+            .as_ref()
+            .is_some_and(|set| revision.is_none_or(|revision| set.revision == revision))
+        {
+            *set = None;
+            return true;
+        }
+        false
     }
 }
 

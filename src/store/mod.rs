@@ -55,6 +55,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+#[cfg(any(feature = "axum", feature = "connections"))]
+pub(crate) use self::connections::remove_holding;
 #[cfg(feature = "redis")]
 pub use self::connections::RedisConnections;
 pub use self::connections::{

@@ -166,7 +166,12 @@ impl ConnectionStore for FileConnections {
 
     fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool> {
         let store = self.store(id);
-        Box::pin(blocking(move || store.remove()))
+        Box::pin(blocking(move || store.remove(None)))
+    }
+
+    fn remove_if<'a>(&'a self, id: &'a ConnectionId, revision: u64) -> StoreFuture<'a, bool> {
+        let store = self.store(id);
+        Box::pin(blocking(move || store.remove(Some(revision))))
     }
 }
 

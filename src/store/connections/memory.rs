@@ -48,6 +48,15 @@ impl MemoryConnections {
         Self::default()
     }
 
+    /// Removes `id`'s record (at `revision`, if given). The entry stays for whoever holds it (the
+    /// next sweep drops it if no one does).
+    fn remove_at(&self, id: &ConnectionId, revision: Option<u64>) -> bool {
+        self.stores()
+            .map
+            .get(id)
+            .is_some_and(|store| store.remove(revision))
+    }
+
     fn stores(&self) -> MutexGuard<'_, Stores> {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -105,13 +114,11 @@ impl ConnectionStore for MemoryConnections {
     }
 
     fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool> {
-        // The entry stays for whoever holds it (the next sweep drops it if no one does).
-        let removed = self
-            .stores()
-            .map
-            .get(id)
-            .is_some_and(|store| store.remove());
-        Box::pin(async move { Ok(removed) })
+        Box::pin(std::future::ready(Ok(self.remove_at(id, None))))
+    }
+
+    fn remove_if<'a>(&'a self, id: &'a ConnectionId, revision: u64) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(self.remove_at(id, Some(revision)))))
     }
 }
 

@@ -87,6 +87,42 @@ pub trait ConnectionStore: Send + Sync + fmt::Debug + 'static {
     /// later save made from a set read before is refused as a conflict, so `update` re-applies
     /// its edit to an empty record (which is then listed again).
     fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool>;
+
+    /// [`remove`](Self::remove), only while the record is at `revision` (its
+    /// [`TokenSet::revision`](super::TokenSet::revision) as `load` read it): a record saved since
+    /// — by a refresh, a new consent — stays. `true` if it was removed. A disconnect uses it, so
+    /// that it never deletes a consent that landed after it read the record.
+    fn remove_if<'a>(&'a self, id: &'a ConnectionId, revision: u64) -> StoreFuture<'a, bool>;
+}
+
+/// How many times a removal is tried against a record that keeps being saved (refreshed).
+#[cfg(any(feature = "axum", feature = "connections"))]
+const REMOVE_ATTEMPTS: usize = 5;
+
+/// Removes `id`'s record if it holds `refresh_token` (what a disconnect just revoked), whatever
+/// saves of it — refreshes — come between the read and the removal; `false` if it holds another
+/// (a consent that landed since: it stays) or is gone.
+#[cfg(any(feature = "axum", feature = "connections"))]
+pub(crate) async fn remove_holding(
+    store: &dyn ConnectionStore,
+    id: &ConnectionId,
+    refresh_token: Option<&crate::secret::RefreshToken>,
+) -> Result<bool, Error> {
+    for _ in 0..REMOVE_ATTEMPTS {
+        let Some(set) = store.connection(id).load().await? else {
+            return Ok(false);
+        };
+        if set.refresh_token.as_ref() != refresh_token {
+            return Ok(false);
+        }
+        if store.remove_if(id, set.revision).await? {
+            return Ok(true);
+        }
+    }
+    Err(Error::store(format!(
+        "connection {id}'s record was saved {REMOVE_ATTEMPTS} times while it was being removed; \
+         it stays"
+    )))
 }
 
 /// Opens a [`ConnectionStore`] from the same syntax as [`open`](super::open): `memory` (or

@@ -12,12 +12,24 @@ use crate::store::redis::Keys;
 use crate::store::{RedisStore, StoreFuture, TokenStore};
 
 /// Deletes a connection's token keys and its index entry together. KEYS: the refresh key, the
-/// access key, the index. ARGV: the connection's member. Returns how many token keys there were.
-/// The lock key is left alone: a free lock has no key, and a held one belongs to a refresh whose
-/// save is then refused (the record's revision is gone).
+/// access key, the index. ARGV: the connection's member, and the revision the record must be at
+/// (empty: any). Returns how many token keys there were (0 when the record is at another
+/// revision, or is not a token set: then nothing is deleted). The lock key is left alone: a free
+/// lock has no key, and a held one belongs to a refresh whose save is then refused (the record's
+/// revision is gone).
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"local removed = redis.call("DEL", KEYS[1], KEYS[2])
+        r#"if ARGV[2] ~= "" then
+    local raw = redis.call("GET", KEYS[1])
+    if not raw then
+        return 0
+    end
+    local ok, stored = pcall(cjson.decode, raw)
+    if not ok or type(stored) ~= "table" or (tonumber(stored["revision"]) or 0) ~= tonumber(ARGV[2]) then
+        return 0
+    end
+end
+local removed = redis.call("DEL", KEYS[1], KEYS[2])
 redis.call("ZREM", KEYS[3], ARGV[1])
 return removed"#,
     )
@@ -109,7 +121,7 @@ impl RedisConnections {
             .collect()
     }
 
-    async fn delete(&self, id: &ConnectionId) -> Result<bool, Error> {
+    async fn delete(&self, id: &ConnectionId, revision: Option<u64>) -> Result<bool, Error> {
         let store = self.store(id);
         let keys = &store.keys;
         let removed: i64 = self
@@ -120,6 +132,7 @@ impl RedisConnections {
                     .key(&keys.access)
                     .key(&self.index)
                     .arg(id.as_str())
+                    .arg(revision.map_or_else(String::new, |revision| revision.to_string()))
                     .invoke_async(&mut con)
                     .await
             })
@@ -148,6 +161,10 @@ impl ConnectionStore for RedisConnections {
     }
 
     fn remove<'a>(&'a self, id: &'a ConnectionId) -> StoreFuture<'a, bool> {
-        Box::pin(self.delete(id))
+        Box::pin(self.delete(id, None))
+    }
+
+    fn remove_if<'a>(&'a self, id: &'a ConnectionId, revision: u64) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete(id, Some(revision)))
     }
 }
