@@ -165,7 +165,7 @@ async fn main() -> Result<(), BoxError> {
     )?;
     let connections = Connections::builder(accounts, store.clone()).build()?;
     // Plain http only to loopback (the simulator): the layer refuses it anywhere else.
-    let zoho = ZohoClient::with_layer(ZohoAuthLayer::connections(connections))?;
+    let zoho = ZohoClient::with_layer(ZohoAuthLayer::connections(connections.clone()))?;
     let app = App(Arc::new(Inner {
         store: store.clone(),
         zoho,
@@ -175,6 +175,12 @@ async fn main() -> Result<(), BoxError> {
     // The session middleware below puts the signed-in user's id in the request's extensions.
     let connect = ConnectZoho::for_connections(connector, store, |parts| {
         parts.extensions.get::<ConnectionId>().cloned()
+    })
+    // A user who connects again (after a revocation) is served from their next request on.
+    .on_connected(move |connected| {
+        if let Some(id) = &connected.connection {
+            connections.recheck_store(id);
+        }
     });
     let router = Router::new()
         .route("/", get(home))

@@ -727,6 +727,52 @@ async fn every_process_reports_a_connection_failing_or_throttled_in_another_unti
     assert!(fresh.status(&alice).await.unwrap().is_connected());
 }
 
+#[tokio::test]
+async fn a_connection_consented_again_in_this_process_works_from_its_next_request() {
+    use zoho_auth::connections::EventKind;
+
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let first = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &first, None).await;
+    // A recheck of the store an hour away: only `recheck_store` can make it sooner.
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+        .caches(|cache| cache.store_recheck(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let mut events = connections.subscribe();
+    let token = connections.token(&alice).await.unwrap();
+    zoho.revoke_refresh_token(&first);
+    connections.get(&alice).unwrap().invalidate(&token);
+    assert!(connections
+        .token(&alice)
+        .await
+        .unwrap_err()
+        .is_invalid_grant());
+
+    // The user consents again: the callback saves the new refresh token.
+    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    assert!(
+        connections.token(&alice).await.is_err(),
+        "the failure is held until the store is read again"
+    );
+    connections.recheck_store(&alice);
+    connections.token(&alice).await.unwrap();
+    let kinds: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::NeedsReconsent {
+                code: "invalid_code".into()
+            },
+            EventKind::Recovered
+        ]
+    );
+}
+
 /// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
 /// it records what each request carried.
 #[derive(Clone, Default)]

@@ -225,6 +225,15 @@ impl TokenCache {
             .map(Token)
     }
 
+    /// Tells the cache its store has new credentials: a consent or `zoho-auth login` saved a
+    /// refresh token there. If it holds a failure only new credentials cure (no refresh token, a
+    /// revoked one, `invalid_client`), its next request reads the store at once instead of
+    /// within [`store_recheck`](TokenCacheBuilder::store_recheck). Otherwise nothing changes: the
+    /// cached token stays in use.
+    pub fn recheck_store(&self) {
+        self.recheck_due();
+    }
+
     /// Declares `token` dead, as when Zoho rejected it. The next caller starts a refresh. If the
     /// cache already holds a newer token, nothing happens.
     pub fn invalidate(&self, token: &Token) {

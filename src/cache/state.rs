@@ -226,6 +226,16 @@ impl TokenCache {
         }
     }
 
+    /// Makes a held failure's next look at the store due now: new credentials are known to have
+    /// landed there.
+    pub(super) fn recheck_due(&self) {
+        let mut state = self.lock();
+        if let Some(held) = state.held.as_mut() {
+            held.recheck_at = Instant::now();
+            self.shared.next_ahead_ms.store(0, Relaxed);
+        }
+    }
+
     /// Called by the timer a held failure sets: reads the store again if nothing else did.
     pub(super) fn recheck(&self) {
         let now = Instant::now();

@@ -291,6 +291,19 @@ impl Connections {
         Ok(())
     }
 
+    /// Tells the connection's cache, if it is resident, that its record has new credentials (see
+    /// [`TokenCache::recheck_store`]): call it where a consent was saved in this process — Connect
+    /// Zoho's `on_connected` hook (feature `axum`) — so a connection
+    /// that needed re-consent, or was never connected, works from its next request on. Other
+    /// processes find the new credentials within their
+    /// [`store_recheck`](crate::TokenCacheBuilder::store_recheck).
+    pub fn recheck_store(&self, id: &ConnectionId) {
+        let front = self.registry.front.get(id).map(|front| front.cache.clone());
+        if let Some(cache) = front.or_else(|| self.registry.resident.get(id)) {
+            cache.recheck_store();
+        }
+    }
+
     /// How many connections have a cache in memory now (an estimate: evictions are applied
     /// lazily).
     pub fn resident(&self) -> u64 {

@@ -339,6 +339,10 @@ impl dyn TokenStore {
     /// nothing either. Returns what the last `edit` returned and the set as stored (with its new
     /// revision).
     ///
+    /// An edit that changes the refresh token also drops what was recorded of the old one's
+    /// refreshes (`failure`, `retry`) unless it sets them itself: a new consent is not held to a
+    /// revoked token's failure.
+    ///
     /// With `lock`, the save is also refused if the refresh lock was lost meanwhile: an
     /// [`Error::is_store`] error, and nothing is written.
     ///
@@ -387,6 +391,16 @@ impl dyn TokenStore {
             let mut set = read.clone();
             let value = edit(&mut set)?;
             set.revision = read.revision;
+            // What is recorded of a refresh token's refreshes is not the next one's (unless the
+            // edit records it anew).
+            if set.refresh_token != read.refresh_token {
+                if set.failure == read.failure {
+                    set.failure = None;
+                }
+                if set.retry == read.retry {
+                    set.retry = None;
+                }
+            }
             if set == read {
                 return Ok(Some((value, set)));
             }
