@@ -773,6 +773,86 @@ async fn a_connection_consented_again_in_this_process_works_from_its_next_reques
     );
 }
 
+/// A store in which a new consent lands just before the first removal: the window between a
+/// disconnect's read of the record and its removal.
+#[derive(Debug)]
+struct ConsentDuringRemoval {
+    inner: MemoryConnections,
+    consent: std::sync::Mutex<Option<(ConnectionId, RefreshToken)>>,
+}
+
+impl ConnectionStore for ConsentDuringRemoval {
+    fn connection(&self, id: &ConnectionId) -> Arc<dyn zoho_auth::store::TokenStore> {
+        self.inner.connection(id)
+    }
+
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a ConnectionId>,
+        limit: usize,
+    ) -> zoho_auth::store::StoreFuture<'a, Vec<ConnectionId>> {
+        self.inner.list(after, limit)
+    }
+
+    fn remove<'a>(&'a self, id: &'a ConnectionId) -> zoho_auth::store::StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.consent_lands().await;
+            self.inner.remove(id).await
+        })
+    }
+
+    fn remove_if<'a>(
+        &'a self,
+        id: &'a ConnectionId,
+        revision: u64,
+    ) -> zoho_auth::store::StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.consent_lands().await;
+            self.inner.remove_if(id, revision).await
+        })
+    }
+}
+
+impl ConsentDuringRemoval {
+    async fn consent_lands(&self) {
+        let consent = self.consent.lock().unwrap().take();
+        if let Some((id, refresh)) = consent {
+            connect(&self.inner, &id, &refresh, None).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_consent_that_lands_during_a_disconnect_stays_connected() {
+    let zoho = Simulator::start().await.unwrap();
+    let alice = id("alice");
+    let (old, new) = (zoho.mint_refresh_token(&[]), zoho.mint_refresh_token(&[]));
+    let store = Arc::new(ConsentDuringRemoval {
+        inner: MemoryConnections::new(),
+        consent: std::sync::Mutex::new(Some((alice.clone(), new.clone()))),
+    });
+    connect(&store.inner, &alice, &old, None).await;
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+        .build()
+        .unwrap();
+    let mut events = connections.subscribe();
+    connections.token(&alice).await.unwrap();
+
+    connections.disconnect(&alice).await.unwrap();
+    let record = store.connection(&alice).load().await.unwrap().unwrap();
+    assert_eq!(
+        record.refresh_token.as_ref(),
+        Some(&new),
+        "the new consent was deleted"
+    );
+    assert_eq!(store.list(None, 10).await.unwrap(), [alice.clone()]);
+    assert!(events.try_recv().is_err(), "no disconnect to report");
+    // The old grant was revoked, and its token dropped: the next one comes from the new grant.
+    assert_eq!(zoho.counters().revocations, 1);
+    connections.token(&alice).await.unwrap();
+    assert_eq!(zoho.counters_for(&new).unwrap().refresh_grants, 1);
+}
+
 /// An API that redirects: `/same` to `/crm/v8/Leads` on its own host, `/away` to another host;
 /// it records what each request carried.
 #[derive(Clone, Default)]

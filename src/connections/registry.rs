@@ -276,6 +276,12 @@ impl Connections {
                     .is_some_and(|set| set.refresh_token.is_some());
             if reconnected {
                 tracing::info!(connection = %id, "a new consent landed during the disconnect; it stays");
+                // The token in memory is the revoked grant's, dead at Zoho: the next request
+                // refreshes with the new one.
+                let cache = registry.front.get(id).map(|front| front.cache.clone());
+                if let Some((cache, token)) = cache.and_then(|c| c.cached().map(|t| (c, t))) {
+                    cache.invalidate(&token);
+                }
                 return Ok(());
             }
         }
