@@ -845,7 +845,10 @@ async fn a_consent_that_lands_during_a_disconnect_stays_connected() {
         Some(&new),
         "the new consent was deleted"
     );
-    assert_eq!(store.list(None, 10).await.unwrap(), std::slice::from_ref(&alice));
+    assert_eq!(
+        store.list(None, 10).await.unwrap(),
+        std::slice::from_ref(&alice)
+    );
     assert!(events.try_recv().is_err(), "no disconnect to report");
     // The old grant was revoked, and its token dropped: the next one comes from the new grant.
     assert_eq!(zoho.counters().revocations, 1);

@@ -48,13 +48,18 @@ pub enum EventKind {
 pub(super) struct Events {
     sender: broadcast::Sender<ConnectionEvent>,
     remembered: Mutex<HashMap<ConnectionId, Health>>,
+    /// How many connections that were never connected are remembered at most: any id a request
+    /// names is one, so they must not grow the map without bound (past it, such a connection
+    /// rebuilt after an eviction reports no `Connected` when a consent lands).
+    max_not_connected: usize,
 }
 
 impl Events {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(max_not_connected: usize) -> Self {
         Self {
             sender: broadcast::channel(CAPACITY).0,
             remembered: Mutex::default(),
+            max_not_connected,
         }
     }
 
@@ -86,11 +91,16 @@ impl Events {
             return;
         }
         let kind = transition(last.as_ref(), &health);
+        let mut remembered = self.remembered();
         if health == Health::Healthy {
-            self.remembered().remove(id);
-        } else {
-            self.remembered().insert(id.clone(), health.clone());
+            remembered.remove(id);
+        } else if health != Health::NotConnected
+            || remembered.contains_key(id)
+            || remembered.len() < self.max_not_connected
+        {
+            remembered.insert(id.clone(), health.clone());
         }
+        drop(remembered);
         *last = Some(health);
         drop(last);
         if let Some(kind) = kind {
@@ -169,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_transition_is_reported_once_even_across_rebuilt_caches() {
-        let events = Arc::new(Events::new());
+        let events = Arc::new(Events::new(16));
         let mut received = events.subscribe();
         let id: ConnectionId = "alice".parse().unwrap();
         let reconsent = Health::NeedsReconsent("invalid_code".into());
@@ -197,5 +207,19 @@ mod tests {
             events.remembered().is_empty(),
             "healthy connections are not remembered"
         );
+    }
+
+    #[test]
+    fn connections_never_connected_are_remembered_within_a_bound() {
+        let events = Arc::new(Events::new(16));
+        for n in 0..1000 {
+            let observer = events.observer(format!("stranger-{n}").parse().unwrap());
+            observer(Health::NotConnected);
+        }
+        assert_eq!(events.remembered().len(), 16);
+        // A connection that needs re-consent is always remembered.
+        let revoked: ConnectionId = "revoked".parse().unwrap();
+        events.observer(revoked.clone())(Health::NeedsReconsent("invalid_code".into()));
+        assert!(events.remembered().contains_key(&revoked));
     }
 }

@@ -453,7 +453,9 @@ impl ConnectionsBuilder {
             accounts: self.accounts,
             configure: self.configure,
             request_limit: Arc::new(Semaphore::new(self.max_in_flight)),
-            events: Arc::new(Events::new()),
+            events: Arc::new(Events::new(
+                usize::try_from(self.max_resident).unwrap_or(usize::MAX),
+            )),
         };
         // Settings that cannot work fail here, not at a connection's first request.
         registry.build(Arc::new(crate::store::MemoryStore::new()), None)?;
