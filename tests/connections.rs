@@ -773,6 +773,44 @@ async fn a_connection_consented_again_in_this_process_works_from_its_next_reques
     );
 }
 
+#[tokio::test]
+async fn a_connection_first_used_when_the_registry_is_full_becomes_resident() {
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    for n in 0..11 {
+        connect(
+            &*store,
+            &id(&format!("u{n}")),
+            &zoho.mint_refresh_token(&[]),
+            None,
+        )
+        .await;
+    }
+    let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
+        .max_resident(10)
+        .build()
+        .unwrap();
+    // Ten connections in steady use fill the registry.
+    for _ in 0..20 {
+        for n in 0..10 {
+            connections.token(&id(&format!("u{n}"))).await.unwrap();
+        }
+        connections.run_pending_tasks();
+    }
+    // A new one is used: it takes a place (the least recently used goes) and keeps it, rather
+    // than a cache of its own being built at each request.
+    let newcomer = id("u10");
+    connections.token(&newcomer).await.unwrap();
+    connections.run_pending_tasks();
+    let again = connections.get(&newcomer).unwrap();
+    assert_eq!(
+        again.stats().refreshes + again.stats().adopted,
+        1,
+        "the newcomer's cache was built anew: {:?}",
+        again.stats()
+    );
+}
+
 /// A store in which a new consent lands just before the first removal: the window between a
 /// disconnect's read of the record and its removal.
 #[derive(Debug)]

@@ -428,6 +428,9 @@ impl ConnectionsBuilder {
         let front: Arc<DashMap<ConnectionId, Front>> = Arc::default();
         let unlist = front.clone();
         let resident = moka::sync::Cache::builder()
+            // Every connection asked for is a real one: TinyLFU, moka's default, may refuse to
+            // admit a new one when full, and then it would be rebuilt at every request.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(self.max_resident)
             .time_to_idle(self.time_to_idle)
             .eviction_listener(move |id: Arc<ConnectionId>, cache: TokenCache, cause| {
