@@ -32,7 +32,6 @@
 //! anything is sent.
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -67,10 +66,8 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|e| Error::config(format!("cannot set up TLS: {e}")))?
+        .with_tls_config(crate::tls::client_config()?)
         .https_or_http()
         .enable_http1()
         .build();

@@ -25,6 +25,7 @@ pub mod secret;
 pub mod sim;
 mod stats;
 pub mod store;
+mod tls;
 
 pub use cache::{Seed, Status, Token, TokenCache, TokenCacheBuilder};
 pub use connections::ConnectionId;

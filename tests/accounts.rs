@@ -1022,7 +1022,8 @@ async fn the_applications_http_client_carries_every_call() {
     let server = Recorder::start(Reply::Success).await;
     let mut headers = http::HeaderMap::new();
     headers.insert("x-app", http::HeaderValue::from_static("billing"));
-    let http = reqwest::Client::builder()
+    let http = zoho_auth::accounts::http_client_builder()
+        .unwrap()
         .user_agent("billing/2.1")
         .default_headers(headers)
         .build()
@@ -1068,7 +1069,12 @@ async fn an_application_client_without_a_timeout_is_bounded_by_the_accounts_time
         sim.client_id(),
         sim.client_secret(),
     )
-    .http_client(reqwest::Client::new())
+    .http_client(
+        zoho_auth::accounts::http_client_builder()
+            .unwrap()
+            .build()
+            .unwrap(),
+    )
     .timeout(Duration::from_millis(300))
     .build()
     .unwrap();
@@ -1099,7 +1105,12 @@ async fn an_application_client_that_follows_redirects_never_sends_the_secret_els
         let location = format!("{}/oauth/v2/token", elsewhere.url);
         let redirecting = Recorder::start(Reply::Redirect(status, location)).await;
         // reqwest's default policy follows up to 10 redirects.
-        let client = redirecting.client_with(reqwest::Client::new());
+        let follows = zoho_auth::accounts::http_client_builder()
+            .unwrap()
+            .redirect(reqwest::redirect::Policy::default())
+            .build()
+            .unwrap();
+        let client = redirecting.client_with(follows);
 
         for (what, result) in every_call(&client).await {
             let err = expect_err(result, &format!("{status} {what}"));

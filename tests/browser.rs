@@ -716,7 +716,8 @@ impl Driver {
 
     /// Polls `/status` until chromedriver says it is ready.
     async fn ready(&mut self) -> Result<(), String> {
-        let http = reqwest::Client::builder()
+        let http = zoho_auth::accounts::http_client_builder()
+            .unwrap()
             .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()

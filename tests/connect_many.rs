@@ -58,7 +58,8 @@ impl App {
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });
-        let http = reqwest::Client::builder()
+        let http = zoho_auth::accounts::http_client_builder()
+            .unwrap()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -957,7 +957,10 @@ async fn each_fault_then_recovery() {
 
     // Close: a fresh client, so no pooled connection hides the drop.
     zoho.sim.inject(Fault::Close, 1);
-    let err = reqwest::Client::new()
+    let err = zoho_auth::accounts::http_client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .post(zoho.url("/oauth/v2/token"))
         .form(&zoho.params(&[
             ("grant_type", "refresh_token"),

@@ -34,7 +34,8 @@
 //! use zoho_auth::{accounts::AccountsClient, ClientId, ClientSecret, DataCenter};
 //!
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let http = reqwest::Client::builder()
+//! // This crate's TLS and no redirects, plus a proxy.
+//! let http = zoho_auth::accounts::http_client_builder()?
 //!     .proxy(reqwest::Proxy::https("http://proxy.corp.example:3128")?)
 //!     .build()?;
 //! let client = AccountsClient::builder(
@@ -67,6 +68,27 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Token answers are a few hundred bytes; anything much larger is not one.
 const MAX_ANSWER: usize = 64 * 1024;
+
+/// A `reqwest::ClientBuilder` set up as the accounts client's own: this crate's TLS (rustls with
+/// the `ring` provider and the webpki roots), no redirects, and this crate as the user agent.
+/// Start from it for a client of your own — a proxy, a shared pool — without choosing a TLS
+/// provider for reqwest (reqwest's own `rustls` feature brings aws-lc-rs, which needs cmake and
+/// a C compiler to build).
+///
+/// ```
+/// let http = zoho_auth::accounts::http_client_builder()?
+///     .pool_max_idle_per_host(4)
+///     .build()
+///     .expect("a client");
+/// # let _ = http;
+/// # Ok::<(), zoho_auth::Error>(())
+/// ```
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, Error> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::client_config()?)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION"))))
+}
 
 /// Builds an [`AccountsClient`]; from [`AccountsClient::builder`].
 #[must_use]
@@ -132,14 +154,10 @@ impl AccountsClientBuilder {
         }
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("zoho-auth/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| {
-                    Error::config("could not build the HTTP client for Zoho's accounts server")
-                        .with_source(e)
-                })?,
+            None => http_client_builder()?.build().map_err(|e| {
+                Error::config("could not build the HTTP client for Zoho's accounts server")
+                    .with_source(e)
+            })?,
         };
         Ok(AccountsClient {
             accounts: self.accounts,

@@ -9,7 +9,7 @@
 //! let refresh = sim.mint_refresh_token(&["ZohoCRM.modules.ALL"]);
 //!
 //! // Exchange the refresh token for an access token, as Zoho's SDKs do: a urlencoded body.
-//! let answer = reqwest::Client::new()
+//! let answer = zoho_auth::accounts::http_client_builder()?.build()?
 //!     .post(format!("{}/oauth/v2/token", sim.url()))
 //!     .form(&[
 //!         ("grant_type", "refresh_token"),
@@ -27,7 +27,7 @@
 //! assert_eq!(answer["expires_in"], 3600);
 //!
 //! // The same server answers as the product APIs (it is its own `api_domain`).
-//! let leads = reqwest::Client::new()
+//! let leads = zoho_auth::accounts::http_client_builder()?.build()?
 //!     .get(format!("{}/crm/v8/Leads", sim.url()))
 //!     .header("Authorization", format!("Zoho-oauthtoken {access}"))
 //!     .send()
@@ -106,7 +106,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let sim = Simulator::builder().data_centers(2).start().await?;
-//! let http = reqwest::Client::new();
+//! let http = zoho_auth::accounts::http_client_builder()?.build()?;
 //! for dc in 0..2 {
 //!     let refresh = sim.mint_refresh_token_in(dc, &[])?;
 //!     let home = sim.data_center_url(dc)?;

@@ -184,7 +184,8 @@ pub async fn free_port() -> u16 {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    zoho_auth::accounts::http_client_builder()
+        .unwrap()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -390,7 +390,8 @@ impl Zoho {
     pub async fn with(builder: SimulatorBuilder) -> Self {
         Self {
             sim: builder.start().await.unwrap(),
-            http: reqwest::Client::builder()
+            http: zoho_auth::accounts::http_client_builder()
+                .unwrap()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()
