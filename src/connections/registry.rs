@@ -79,7 +79,7 @@ struct Registry {
     /// The same caches, for the lookup every request makes: a read of `moka` records the read
     /// for its policies and costs about a microsecond with 100,000 entries, so requests read
     /// this index and tell `moka` they used a connection only every `touch_every`.
-    front: Arc<DashMap<ConnectionId, Front>>,
+    front: Arc<FrontIndex>,
     /// The origin of the millisecond clock of [`Front::touched`].
     origin: std::time::Instant,
     touch_every_ms: u64,
@@ -92,6 +92,12 @@ struct Registry {
     request_limit: Arc<Semaphore>,
     events: Arc<Events>,
 }
+
+/// The lookup index, hashed with foldhash rather than SipHash: ids are short, so hashing one was
+/// a tenth of a lookup. foldhash is randomly seeded per map, which is enough here: the ids are
+/// the application's own (its users, its tenants), the map is never iterated where a caller
+/// could watch, and it holds at most `max_resident` entries.
+type FrontIndex = DashMap<ConnectionId, Front, foldhash::fast::RandomState>;
 
 /// A resident connection's cache, and when `moka` was last told it is in use.
 struct Front {
@@ -361,7 +367,7 @@ impl ConnectionsBuilder {
         }
         let evicted = Arc::new(Mutex::new(Evicted::default()));
         let remember = evicted.clone();
-        let front: Arc<DashMap<ConnectionId, Front>> = Arc::default();
+        let front: Arc<FrontIndex> = Arc::default();
         let unlist = front.clone();
         let resident = moka::sync::Cache::builder()
             .max_capacity(self.max_resident)
