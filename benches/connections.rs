@@ -192,7 +192,11 @@ fn selection(c: &mut Criterion) {
         ("one_connection", &one, Box::new(|| None)),
         // The single layer ignores the id: what a request that names its connection in its
         // extensions costs before any selection (the map's allocation is freed in the timed part).
-        ("one_connection_with_id", &one, Box::new(|| Some(hot.clone()))),
+        (
+            "one_connection_with_id",
+            &one,
+            Box::new(|| Some(hot.clone())),
+        ),
         (
             "among_100000",
             &many,
