@@ -573,8 +573,11 @@ async fn a_replacement_killed_too_is_refreshed_not_distrusted() {
 #[derive(Clone, Default)]
 struct Extended {
     first_token: Arc<std::sync::Mutex<Option<http::HeaderValue>>>,
-    seen: Arc<std::sync::Mutex<Vec<(usize, Option<ConnectionId>, Option<Tag>)>>>,
+    seen: Arc<std::sync::Mutex<Vec<Carried>>>,
 }
+
+/// How many extensions a request carried, and its connection and tag among them.
+type Carried = (usize, Option<ConnectionId>, Option<Tag>);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Tag(u32);

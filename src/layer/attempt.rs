@@ -57,9 +57,11 @@ enum KeptExtensions {
 impl KeptExtensions {
     #[inline]
     fn of(extensions: &Extensions) -> Self {
-        match extensions.get::<ConnectionId>() {
-            Some(id) if extensions.len() == 1 => Self::Connection(id.clone()),
-            _ => Self::All(extensions.clone()),
+        // The length first: no lookup for a request without extensions.
+        let only = (extensions.len() == 1).then(|| extensions.get::<ConnectionId>());
+        match only.flatten() {
+            Some(id) => Self::Connection(id.clone()),
+            None => Self::All(extensions.clone()),
         }
     }
 
