@@ -5,16 +5,19 @@
 //!   `ZohoAuthLayer::connections(..)` with 100,000 resident connections, each holding a valid
 //!   token, the requests naming them in turn by a `ConnectionId` in their extensions. The
 //!   requests are built outside the timed part, extension included, so the difference is the
-//!   lookup of the connection's cache and what carrying it costs. `among_100000` names a
-//!   different connection each time, whose state is then cold in the CPU's caches;
-//!   `one_of_100000` names the same one, as a burst from one tenant does.
+//!   lookup of the connection's cache, what carrying it costs, and freeing the request's
+//!   extension map. `one_connection_with_id` sends requests carrying an id through the single
+//!   layer, which ignores it: that last part alone. `among_100000` names a different connection
+//!   each time, whose state is then cold in the CPU's caches; `one_of_100000` names the same one,
+//!   as a burst from one tenant does.
 //! - `cold_start`: 10,000 connections without a token get one request each at once; the token
 //!   endpoint (the simulator) takes 50 ms; at most 32 token requests are in flight
 //!   (`max_token_requests_in_flight`, the default). The time is from the first spawn to the last
 //!   request served; each run prints the most token requests the simulator saw in flight at
 //!   once and asserts every request was served. About 16 s a run: 10 samples.
 //!
-//! `cargo bench --bench connections`
+//! `cargo bench --bench connections`; `ZOHO_BENCH_COUNT=<selection variant>:<n>` counts instead
+//! (`common::count_mode`, `benches/README.md`).
 
 mod common;
 
