@@ -219,16 +219,7 @@ impl Connections {
             return Ok(Status::NotConnected);
         };
         if let Some(failure) = &set.failure {
-            let ours = || {
-                Some(
-                    self.registry
-                        .accounts
-                        .for_issuer(set.accounts_url.as_deref())
-                        .ok()?
-                        .fingerprint(),
-                )
-            };
-            if failure.holds_for(ours) {
+            if failure.holds_for(&self.registry.accounts, set.accounts_url.as_deref()) {
                 return Ok(Status::NeedsReconsent {
                     code: failure.code.clone(),
                 });
