@@ -5,16 +5,19 @@
 //!   `ZohoAuthLayer::connections(..)` with 100,000 resident connections, each holding a valid
 //!   token, the requests naming them in turn by a `ConnectionId` in their extensions. The
 //!   requests are built outside the timed part, extension included, so the difference is the
-//!   lookup of the connection's cache and what carrying it costs. `among_100000` names a
-//!   different connection each time, whose state is then cold in the CPU's caches;
-//!   `one_of_100000` names the same one, as a burst from one tenant does.
+//!   lookup of the connection's cache, what carrying it costs, and freeing the request's
+//!   extension map. `one_connection_with_id` sends requests carrying an id through the single
+//!   layer, which ignores it: that last part alone. `among_100000` names a different connection
+//!   each time, whose state is then cold in the CPU's caches; `one_of_100000` names the same one,
+//!   as a burst from one tenant does.
 //! - `cold_start`: 10,000 connections without a token get one request each at once; the token
 //!   endpoint (the simulator) takes 50 ms; at most 32 token requests are in flight
 //!   (`max_token_requests_in_flight`, the default). The time is from the first spawn to the last
 //!   request served; each run prints the most token requests the simulator saw in flight at
 //!   once and asserts every request was served. About 16 s a run: 10 samples.
 //!
-//! `cargo bench --bench connections`
+//! `cargo bench --bench connections`; `ZOHO_BENCH_COUNT=<selection variant>:<n>` counts instead
+//! (`common::count_mode`, `benches/README.md`).
 
 mod common;
 
@@ -83,6 +86,24 @@ async fn store(
     store
 }
 
+/// A request to the product API, naming `connection` in its extensions if given.
+fn request(connection: Option<ConnectionId>) -> Request<Empty<Bytes>> {
+    let mut request = Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
+    if let Some(id) = connection {
+        request.extensions_mut().insert(id);
+    }
+    request
+}
+
+async fn send<S>(service: &S, request: Request<Empty<Bytes>>)
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<Empty<Bytes>>>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 /// Requests through `service`, each built (outside the timed part) for the connection
 /// `connection` names, if any.
 fn bench_requests<S>(
@@ -90,32 +111,55 @@ fn bench_requests<S>(
     runtime: &Runtime,
     name: &str,
     service: &S,
-    mut connection: impl FnMut() -> Option<ConnectionId>,
+    connection: &mut dyn FnMut() -> Option<ConnectionId>,
 ) where
     S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<Empty<Bytes>>>> + Clone,
     S::Error: std::fmt::Debug,
 {
     group.bench_function(name, |b| {
         b.to_async(runtime).iter_batched(
-            || {
-                let mut request = Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
-                if let Some(id) = connection() {
-                    request.extensions_mut().insert(id);
-                }
-                request
-            },
-            |request| {
-                let service = service.clone();
-                async move {
-                    assert_eq!(
-                        service.oneshot(request).await.unwrap().status(),
-                        StatusCode::OK
-                    )
-                }
-            },
+            || request(connection()),
+            |request| send(service, request),
             BatchSize::SmallInput,
         )
     });
+}
+
+/// The counting mode's `n` requests, in a function of their own so that callgrind can count them
+/// alone (`--toggle-collect='*count_requests*'`): the set-up of 100,000 connections before them
+/// varies between runs (random hash seeds) by more than a request costs.
+#[inline(never)]
+fn count_requests<S>(
+    runtime: &Runtime,
+    service: &S,
+    connection: &mut dyn FnMut() -> Option<ConnectionId>,
+    n: u64,
+) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<Empty<Bytes>>>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    send_requests(runtime, service, connection, n)
+}
+
+/// `n` requests built and sent one after another; their time.
+fn send_requests<S>(
+    runtime: &Runtime,
+    service: &S,
+    connection: &mut dyn FnMut() -> Option<ConnectionId>,
+    n: u64,
+) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<ResponseBody<Empty<Bytes>>>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let started = Instant::now();
+    runtime.block_on(async {
+        for _ in 0..n {
+            send(service, request(connection())).await;
+        }
+    });
+    started.elapsed()
 }
 
 fn selection(c: &mut Criterion) {
@@ -144,23 +188,53 @@ fn selection(c: &mut Criterion) {
     let many = ZohoAuthLayer::connections(connections)
         .layer(service_fn(no_op::<RequestBody<Empty<Bytes>>>));
 
-    let mut group = c.benchmark_group("selection");
-    bench_requests(&mut group, &runtime, "one_connection", &one, || None);
+    let hot = &ids[RESIDENT / 2];
     let mut next = 0;
-    bench_requests(&mut group, &runtime, "among_100000", &many, || {
-        next = (next + 7919) % RESIDENT;
-        Some(ids[next].clone())
-    });
-    // The same lookups with one connection's state hot in the CPU's caches, as for a tenant
-    // sending a burst: what the lookup itself costs, without the cache misses of reaching a
-    // different connection's state in memory each time.
-    bench_requests(&mut group, &runtime, "one_of_100000", &many, || {
-        Some(ids[RESIDENT / 2].clone())
-    });
+    type Connection<'a> = Box<dyn FnMut() -> Option<ConnectionId> + 'a>;
+    let mut variants: [(&str, _, Connection<'_>); 4] = [
+        ("one_connection", &one, Box::new(|| None)),
+        // The single layer ignores the id: what a request that names its connection in its
+        // extensions costs before any selection (the map's allocation is freed in the timed part).
+        (
+            "one_connection_with_id",
+            &one,
+            Box::new(|| Some(hot.clone())),
+        ),
+        (
+            "among_100000",
+            &many,
+            Box::new(|| {
+                next = (next + 7919) % RESIDENT;
+                Some(ids[next].clone())
+            }),
+        ),
+        // The same lookups with one connection's state hot in the CPU's caches, as for a tenant
+        // sending a burst: what the lookup itself costs, without the cache misses of reaching a
+        // different connection's state in memory each time.
+        ("one_of_100000", &many, Box::new(|| Some(hot.clone()))),
+    ];
+
+    if let Some((name, n)) = common::count_mode() {
+        let (_, service, connection) = variants
+            .iter_mut()
+            .find(|(variant, ..)| *variant == name)
+            .unwrap_or_else(|| panic!("ZOHO_BENCH_COUNT: no variant {name:?}"));
+        send_requests(&runtime, *service, connection, common::COUNT_WARM_UP);
+        let time = count_requests(&runtime, *service, connection, n);
+        eprintln!("{name}: {n} requests in {time:?}");
+        return;
+    }
+    let mut group = c.benchmark_group("selection");
+    for (name, service, connection) in &mut variants {
+        bench_requests(&mut group, &runtime, name, *service, connection);
+    }
     group.finish();
 }
 
 fn cold_start(c: &mut Criterion) {
+    if common::count_mode().is_some() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

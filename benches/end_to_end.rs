@@ -147,16 +147,11 @@ fn end_to_end(c: &mut Criterion) {
         );
     });
 
-    // `ZOHO_BENCH_COUNT=<variant>:<n>`: 1,000 warm-up requests then `n` requests over 16
-    // connections through one variant, and no criterion run; for counting instructions (client
-    // and server together) under `valgrind --tool=callgrind`, as for `hot_path`.
-    if let Ok(spec) = std::env::var("ZOHO_BENCH_COUNT") {
-        let (name, n) = spec
-            .split_once(':')
-            .expect("ZOHO_BENCH_COUNT=<variant>:<requests>");
-        let n: u64 = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
+    // `common::count_mode`, over 16 connections: counts client and server together.
+    if let Some((name, n)) = common::count_mode() {
+        let name = name.as_str();
         runtime.block_on(async {
-            for n in [1_000, n] {
+            for n in [common::COUNT_WARM_UP, n] {
                 let time = match name {
                     "bare" => drive(&bare, &uri, 16, n).await,
                     "add_authorization" => drive(&floor, &uri, 16, n).await,

@@ -513,20 +513,13 @@ fn paired_summary(variants: &[Box<dyn Variant>], runtime: &Runtime) {
     }
 }
 
-/// `ZOHO_BENCH_COUNT=<variant>:<n>`: 1,000 warm-up requests then `n` requests through one
-/// variant, and no criterion run. For counting instructions, which unlike time do not drift on a
-/// shared machine: run under `valgrind --tool=callgrind` with `n` = 0 and 20,000 and divide the
-/// difference by 20,000.
-fn count_mode(variants: &[Box<dyn Variant>], runtime: &Runtime, spec: &str) {
-    let (name, n) = spec
-        .split_once(':')
-        .expect("ZOHO_BENCH_COUNT=<variant>:<requests>");
-    let n: u64 = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
+/// [`common::count_mode`]: `n` requests through the variant `name`, after the warm-up.
+fn count_mode(variants: &[Box<dyn Variant>], runtime: &Runtime, name: &str, n: u64) {
     let variant = variants
         .iter()
         .find(|v| v.name() == name)
         .unwrap_or_else(|| panic!("ZOHO_BENCH_COUNT: no variant {name:?}"));
-    variant.time_sequential(runtime, 1_000);
+    variant.time_sequential(runtime, common::COUNT_WARM_UP);
     let time = variant.time_sequential(runtime, n);
     eprintln!("{name}: {n} requests in {time:?}");
 }
@@ -558,8 +551,8 @@ fn benches(c: &mut Criterion) {
     let variants = Variants { cache, token }.all();
 
     let runtime = common::current_thread();
-    if let Ok(spec) = std::env::var("ZOHO_BENCH_COUNT") {
-        count_mode(&variants, &runtime, &spec);
+    if let Some((name, n)) = common::count_mode() {
+        count_mode(&variants, &runtime, &name, n);
         return;
     }
     let mut group = c.benchmark_group("hot_path");

@@ -39,6 +39,22 @@ async fn connect(
         .unwrap();
 }
 
+/// A simulator and a store in which alice is connected: `(zoho, store, alice, her refresh
+/// token)`.
+async fn alice_connected() -> (
+    Simulator,
+    Arc<dyn ConnectionStore>,
+    ConnectionId,
+    RefreshToken,
+) {
+    let zoho = Simulator::start().await.unwrap();
+    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
+    let alice = id("alice");
+    let refresh = zoho.mint_refresh_token(&[]);
+    connect(&*store, &alice, &refresh, None).await;
+    (zoho, store, alice, refresh)
+}
+
 /// `count` users spread over the simulator's data centres, each connected in `store` with its
 /// DC's accounts server: `(id, refresh token, DC)`.
 async fn users_in_data_centres(
@@ -80,10 +96,7 @@ fn request(path: &str, connection: Option<&ConnectionId>) -> Request<Empty<Bytes
 
 #[tokio::test]
 async fn a_request_names_its_connection_or_fails_before_anything_is_sent() {
-    let zoho = Simulator::start().await.unwrap();
-    let store = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let (zoho, store, alice, _) = alice_connected().await;
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();
@@ -211,11 +224,7 @@ async fn round_robin_over_more_connections_than_resident_mints_one_token_each() 
 
 #[tokio::test]
 async fn an_idle_connection_is_evicted_and_never_mints_again_when_used_again() {
-    let zoho = Simulator::start().await.unwrap();
-    let store = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    let refresh = zoho.mint_refresh_token(&[]);
-    connect(&*store, &alice, &refresh, None).await;
+    let (zoho, store, alice, refresh) = alice_connected().await;
     // moka keeps its own clock, not tokio's: a short idle time, and a wait for the eviction
     // itself rather than for a duration.
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
@@ -249,10 +258,7 @@ async fn an_idle_connection_is_evicted_and_never_mints_again_when_used_again() {
 
 #[tokio::test]
 async fn a_connection_evicted_while_in_use_keeps_its_one_cache() {
-    let zoho = Simulator::start().await.unwrap();
-    let store = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let (zoho, store, alice, _) = alice_connected().await;
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .time_to_idle(Duration::from_millis(50))
         .build()
@@ -510,11 +516,7 @@ async fn a_new_consent_cures_a_connection_and_disconnect_removes_it() {
 
 #[tokio::test]
 async fn a_disconnect_in_one_process_is_not_undone_by_another_that_held_the_connection() {
-    let zoho = Simulator::start().await.unwrap();
-    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    let refresh = zoho.mint_refresh_token(&[]);
-    connect(&*store, &alice, &refresh, None).await;
+    let (zoho, store, alice, refresh) = alice_connected().await;
     let [here, there] = [(); 2].map(|_| {
         Connections::builder(zoho.accounts_client().unwrap(), store.clone())
             .build()
@@ -731,11 +733,7 @@ async fn every_process_reports_a_connection_failing_or_throttled_in_another_unti
 async fn a_connection_consented_again_in_this_process_works_from_its_next_request() {
     use zoho_auth::connections::EventKind;
 
-    let zoho = Simulator::start().await.unwrap();
-    let store: Arc<dyn ConnectionStore> = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    let first = zoho.mint_refresh_token(&[]);
-    connect(&*store, &alice, &first, None).await;
+    let (zoho, store, alice, first) = alice_connected().await;
     // A recheck of the store an hour away: only `recheck_store` can make it sooner.
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store.clone())
         .caches(|cache| cache.store_recheck(Duration::from_secs(3600)))
@@ -953,10 +951,7 @@ async fn a_redirect_keeps_its_connection_and_its_token_only_on_the_account_s_hos
     use tower_http::follow_redirect::{policy::Standard, FollowRedirectLayer};
     use zoho_auth::connections::KeepConnection;
 
-    let zoho = Simulator::start().await.unwrap();
-    let store = Arc::new(MemoryConnections::new());
-    let alice = id("alice");
-    connect(&*store, &alice, &zoho.mint_refresh_token(&[]), None).await;
+    let (zoho, store, alice, _) = alice_connected().await;
     let connections = Connections::builder(zoho.accounts_client().unwrap(), store)
         .build()
         .unwrap();

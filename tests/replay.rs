@@ -14,10 +14,11 @@ use http::{Request, StatusCode};
 use http_body::Frame;
 use http_body_util::{Empty, Full};
 use tokio::sync::Notify;
+use tower::Layer;
 use tower::{Service, ServiceExt};
 use zoho_auth::classify::{Classifier, Rule};
 use zoho_auth::sim::{body_sha, Simulator};
-use zoho_auth::{TokenCache, ZohoAuthLayer};
+use zoho_auth::{ConnectionId, TokenCache, ZohoAuthLayer};
 
 use common::{body_text, cache_builder, get, http_service, start, Recorder, CRM_INVALID_TOKEN};
 
@@ -565,4 +566,80 @@ async fn a_replacement_killed_too_is_refreshed_not_distrusted() {
         "the killed replacement was distrusted instead of refreshed"
     );
     assert_eq!(zoho.counters().token_requests, 3);
+}
+
+/// An in-process inner service that rejects the first token it sees as CRM does, answers every
+/// other one with 200, and records what each request's extensions held.
+#[derive(Clone, Default)]
+struct Extended {
+    first_token: Arc<std::sync::Mutex<Option<http::HeaderValue>>>,
+    seen: Arc<std::sync::Mutex<Vec<Carried>>>,
+}
+
+/// How many extensions a request carried, and its connection and tag among them.
+type Carried = (usize, Option<ConnectionId>, Option<Tag>);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tag(u32);
+
+impl<B> tower::Service<Request<B>> for Extended {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let extensions = request.extensions();
+        self.seen.lock().unwrap().push((
+            extensions.len(),
+            extensions.get::<ConnectionId>().cloned(),
+            extensions.get::<Tag>().copied(),
+        ));
+        let token = request.headers()[http::header::AUTHORIZATION].clone();
+        let mut first = self.first_token.lock().unwrap();
+        let status = if *first.get_or_insert_with(|| token.clone()) == token {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        let body = Full::from(if status == StatusCode::OK {
+            ""
+        } else {
+            CRM_INVALID_TOKEN
+        });
+        let response = http::Response::builder().status(status).body(body);
+        std::future::ready(Ok(response.unwrap()))
+    }
+}
+
+/// The replay's request carries the caller's extensions, whether a connection alone (kept
+/// without copying the map) or with others.
+#[tokio::test]
+async fn a_replay_carries_the_requests_extensions() {
+    let alice: ConnectionId = "alice".parse().unwrap();
+    let tagged = (Some(alice.clone()), Some(Tag(7)));
+    for (connection, tag) in [(Some(alice.clone()), None), tagged, (None, Some(Tag(7)))] {
+        let (_zoho, cache) = start(Simulator::builder()).await;
+        let inner = Extended::default();
+        let service = ZohoAuthLayer::new(cache.clone())
+            .allow_host("www.zohoapis.com")
+            .unwrap()
+            .layer(inner.clone());
+        let mut request = get("https://www.zohoapis.com/crm/v8/Leads");
+        if let Some(connection) = &connection {
+            request.extensions_mut().insert(connection.clone());
+        }
+        if let Some(tag) = tag {
+            request.extensions_mut().insert(tag);
+        }
+        let len = request.extensions().len();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(cache.stats().replays, 1);
+        let sent = (len, connection, tag);
+        assert_eq!(*inner.seen.lock().unwrap(), [sent.clone(), sent]);
+    }
 }

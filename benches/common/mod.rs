@@ -28,3 +28,20 @@ pub fn cached_token(runtime: &Runtime) -> (Simulator, TokenCache, String) {
     let token = cache.cached().unwrap().access_token().expose().to_owned();
     (zoho, cache, token)
 }
+
+/// Requests every counting run sends before the `n` it counts, so one-time set-up (the first
+/// request's allocations, lazily built state) falls outside the difference of two runs.
+pub const COUNT_WARM_UP: u64 = 1_000;
+
+/// `ZOHO_BENCH_COUNT=<variant>:<n>`: no criterion run, but [`COUNT_WARM_UP`] requests then `n`
+/// requests through one variant. For counting instructions, which unlike time do not drift on a
+/// shared machine: run under `valgrind --tool=callgrind` with `n` = 0 and 20,000 and divide the
+/// difference by 20,000 (`benches/README.md`).
+pub fn count_mode() -> Option<(String, u64)> {
+    let spec = std::env::var("ZOHO_BENCH_COUNT").ok()?;
+    let (name, n) = spec
+        .split_once(':')
+        .expect("ZOHO_BENCH_COUNT=<variant>:<requests>");
+    let n = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
+    Some((name.to_owned(), n))
+}

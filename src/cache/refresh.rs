@@ -166,16 +166,7 @@ impl TokenCache {
             }
             let token = choose(&grant, set)?;
             if let Some(failure) = &set.failure {
-                let ours = || {
-                    Some(
-                        self.shared
-                            .client
-                            .for_issuer(set.accounts_url.as_deref())
-                            .ok()?
-                            .fingerprint(),
-                    )
-                };
-                if failure.holds_for(ours) {
+                if failure.holds_for(&self.shared.client, set.accounts_url.as_deref()) {
                     return Err(failure.to_error());
                 }
             }

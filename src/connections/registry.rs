@@ -78,10 +78,9 @@ struct Registry {
     /// The same caches, for the lookup every request makes: a read of `moka` records the read
     /// for its policies and costs about a microsecond with 100,000 entries, so requests read
     /// this index and tell `moka` they used a connection only every `touch_every`.
-    front: Arc<DashMap<ConnectionId, Front>>,
-    /// The origin of the millisecond clock of [`Front::touched`].
-    origin: std::time::Instant,
-    touch_every_ms: u64,
+    front: Arc<FrontIndex>,
+    /// Ticks of [`coarse_now`] between two uses of a connection that `moka` is told of.
+    touch_every: u64,
     /// Caches evicted while a request or a refresh still held them, reused on the next lookup: a
     /// connection never has two caches, and so two refreshes, in one process.
     evicted: Arc<Mutex<Evicted>>,
@@ -92,10 +91,27 @@ struct Registry {
     events: Arc<Events>,
 }
 
-/// A resident connection's cache, and when `moka` was last told it is in use.
+/// The lookup index, hashed with foldhash rather than SipHash: ids are short, so hashing one was
+/// a tenth of a lookup. foldhash is randomly seeded per map, which is enough here: the ids are
+/// the application's own (its users, its tenants), the map is never iterated where a caller
+/// could watch, and it holds at most `max_resident` entries.
+type FrontIndex = DashMap<ConnectionId, Front, foldhash::fast::RandomState>;
+
+/// A resident connection's cache, and when (in ticks of [`coarse_now`]) `moka` was last told it
+/// is in use.
 struct Front {
     cache: TokenCache,
-    touched_ms: AtomicU64,
+    touched: AtomicU64,
+}
+
+/// The coarsest tick of [`coarse_now`]'s clock: Windows' 15.6 ms (Linux's is 1 to 10 ms).
+const COARSE_TICK: Duration = Duration::from_millis(16);
+
+/// Now, on the system's coarse monotonic clock: a few ns where `Instant::now` costs ~25 on a VM,
+/// read by every lookup. Without the update of `coarsetime`'s shared "recent" instant, a store
+/// to one cache line from every core.
+fn coarse_now() -> u64 {
+    coarsetime::Instant::now_without_cache_update().as_ticks()
 }
 
 #[derive(Default)]
@@ -140,13 +156,12 @@ impl Connections {
     /// whose requests fail with [`Error::is_not_connected`] until a consent stores a refresh token.
     pub fn get(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
         let registry = &self.registry;
-        let now_ms = registry.now_ms();
+        let now = coarse_now();
         if let Some(front) = registry.front.get(id) {
             let cache = front.cache.clone();
-            let touch =
-                now_ms.saturating_sub(front.touched_ms.load(Relaxed)) >= registry.touch_every_ms;
+            let touch = now.saturating_sub(front.touched.load(Relaxed)) >= registry.touch_every;
             if touch {
-                front.touched_ms.store(now_ms, Relaxed);
+                front.touched.store(now, Relaxed);
             }
             // Released before `moka` is asked: its eviction listener takes this shard's lock.
             drop(front);
@@ -163,7 +178,7 @@ impl Connections {
             id.clone(),
             Front {
                 cache: cache.clone(),
-                touched_ms: AtomicU64::new(now_ms),
+                touched: AtomicU64::new(now),
             },
         );
         // Evicted between the build and the insert: the listener found nothing to remove.
@@ -204,16 +219,7 @@ impl Connections {
             return Ok(Status::NotConnected);
         };
         if let Some(failure) = &set.failure {
-            let ours = || {
-                Some(
-                    self.registry
-                        .accounts
-                        .for_issuer(set.accounts_url.as_deref())
-                        .ok()?
-                        .fingerprint(),
-                )
-            };
-            if failure.holds_for(ours) {
+            if failure.holds_for(&self.registry.accounts, set.accounts_url.as_deref()) {
                 return Ok(Status::NeedsReconsent {
                     code: failure.code.clone(),
                 });
@@ -324,10 +330,6 @@ impl Connections {
 }
 
 impl Registry {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn revive_or_build(&self, id: &ConnectionId) -> Result<TokenCache, Error> {
         let revived = self
             .evicted
@@ -425,7 +427,7 @@ impl ConnectionsBuilder {
         }
         let evicted = Arc::new(Mutex::new(Evicted::default()));
         let remember = evicted.clone();
-        let front: Arc<DashMap<ConnectionId, Front>> = Arc::default();
+        let front: Arc<FrontIndex> = Arc::default();
         let unlist = front.clone();
         let resident = moka::sync::Cache::builder()
             // Every connection asked for is a real one: TinyLFU, moka's default, may refuse to
@@ -443,14 +445,18 @@ impl ConnectionsBuilder {
                 }
             })
             .build();
-        // Told often enough that an idle time counts from close to the last use.
-        let touch_every_ms =
-            u64::try_from((self.time_to_idle / 16).as_millis()).unwrap_or(u64::MAX);
+        // Told often enough that an idle time counts from close to the last use, less a tick so
+        // that the coarse clock's rounding never makes it later than a sixteenth.
+        let touch_every_ms = (self.time_to_idle / 16)
+            .saturating_sub(COARSE_TICK)
+            .as_millis();
+        let touch_every =
+            coarsetime::Duration::from_millis(u64::try_from(touch_every_ms).unwrap_or(u64::MAX))
+                .as_ticks();
         let registry = Registry {
             resident,
             front,
-            origin: std::time::Instant::now(),
-            touch_every_ms,
+            touch_every,
             evicted,
             store: self.store,
             accounts: self.accounts,

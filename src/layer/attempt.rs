@@ -18,6 +18,7 @@ use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
+use crate::connections::ConnectionId;
 use crate::error::{Error, Kind};
 use crate::hosts::{Target, Verdict};
 use crate::stats::Counters;
@@ -41,8 +42,39 @@ struct Replay {
     resolved: bool,
     version: Version,
     headers: HeaderMap,
-    extensions: Extensions,
+    extensions: KeptExtensions,
     body: BufferedBody,
+}
+
+/// A request's extensions, kept for a replay.
+enum KeptExtensions {
+    /// Only the request's connection, as most requests through a layer over connections carry:
+    /// kept without copying the map, which costs three allocations and their frees per request.
+    Connection(ConnectionId),
+    All(Extensions),
+}
+
+impl KeptExtensions {
+    #[inline]
+    fn of(extensions: &Extensions) -> Self {
+        // The length first: no lookup for a request without extensions.
+        let only = (extensions.len() == 1).then(|| extensions.get::<ConnectionId>());
+        match only.flatten() {
+            Some(id) => Self::Connection(id.clone()),
+            None => Self::All(extensions.clone()),
+        }
+    }
+
+    fn into_extensions(self) -> Extensions {
+        match self {
+            Self::Connection(id) => {
+                let mut extensions = Extensions::new();
+                extensions.insert(id);
+                extensions
+            }
+            Self::All(extensions) => extensions,
+        }
+    }
 }
 
 impl Replay {
@@ -59,7 +91,7 @@ impl Replay {
             } else {
                 request.headers().clone()
             },
-            extensions: request.extensions().clone(),
+            extensions: KeptExtensions::of(request.extensions()),
             body,
         }
     }
@@ -70,7 +102,7 @@ impl Replay {
         *request.uri_mut() = self.uri;
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
+        *request.extensions_mut() = self.extensions.into_extensions();
         request.headers_mut().insert(AUTHORIZATION, authorization);
         request
     }

@@ -246,11 +246,18 @@ impl StoredFailure {
         }
     }
 
-    /// Whether it holds for the client whose digest `client` gives (computed only if needed).
-    pub(crate) fn holds_for(&self, client: impl FnOnce() -> Option<String>) -> bool {
+    /// Whether it holds for `client` refreshing the set's refresh token at its accounts
+    /// server, `issuer`.
+    pub(crate) fn holds_for(
+        &self,
+        client: &crate::accounts::AccountsClient,
+        issuer: Option<&str>,
+    ) -> bool {
         match &self.client {
             None => true,
-            Some(failed) => client().as_ref() == Some(failed),
+            Some(failed) => client
+                .for_issuer(issuer)
+                .is_ok_and(|client| client.fingerprint() == *failed),
         }
     }
 
