@@ -94,9 +94,11 @@ fn running(refresh_token: RefreshToken, minted: TokenResponse) -> TokenSet {
 async fn eight_processes_refresh_once_per_expiry(store: &str) {
     let _turn = TURN.lock().await;
     // 8 s tokens, refreshed only at expiry (less a 0.8 s margin): expiries at about 7.2 s, 14.4 s
-    // and 21.6 s after the seed. Every process sends for 24.5 s from its own start: the last one
-    // is still sending 2.9 s after the third expiry, and all have stopped (their last 1 s requests
-    // answered) 3.3 s before a fourth at 28.8 s, less however late the last one started.
+    // and 21.6 s after the seed. Every process sends until 24.5 s after the seed (its duration is
+    // what is left of that when it is spawned, so a machine slow to spawn eight does not push the
+    // last one on): it is still sending 2.9 s after the third expiry, and all have stopped (their
+    // last 1 s requests answered) 3.3 s before a fourth at 28.8 s, less however long a process
+    // takes to start sending once spawned.
     let zoho = Simulator::builder()
         .token_lifetime(Duration::from_secs(8))
         .api_latency(Duration::from_secs(1))
@@ -104,17 +106,22 @@ async fn eight_processes_refresh_once_per_expiry(store: &str) {
         .await
         .unwrap();
     let refresh_token = seed(&zoho, store).await;
+    let until = std::time::Instant::now() + Duration::from_secs_f64(24.5);
     let before = zoho.counters().token_requests;
-    let args = [
-        "--concurrency",
-        "200",
-        "--duration",
-        "24.5",
-        "--refresh-ahead",
-        "0",
-    ];
     let fleet: Vec<_> = (0..8)
-        .map(|_| spawn_quickstart(&zoho, &refresh_token, store, &args))
+        .map(|_| {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let duration = format!("{:.3}", left.as_secs_f64());
+            let args = [
+                "--concurrency",
+                "200",
+                "--duration",
+                &duration,
+                "--refresh-ahead",
+                "0",
+            ];
+            spawn_quickstart(&zoho, &refresh_token, store, &args)
+        })
         .collect();
     let mut served = 0;
     for child in fleet {
