@@ -19,6 +19,7 @@ pub mod dc;
 mod error;
 mod hosts;
 mod layer;
+pub mod reqwest;
 pub mod secret;
 #[cfg(feature = "simulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]

@@ -1,9 +1,8 @@
-//! What a request that carries a token needs beyond the hot path: buffering a body, reading an
-//! error response, and the one replay after a token error. (Waiting for a token is the response
-//! future's own state.)
+//! What a request that carries a token needs beyond the hot path: waiting for the token,
+//! buffering a body, reading an error response, and the one replay after a token error — for
+//! every front end ([`drive`]), through the [`Sender`] each gives.
 
-use std::future::poll_fn;
-use std::marker::PhantomData;
+use std::future::{poll_fn, Future};
 use std::sync::{Arc, PoisonError};
 
 use http::header::AUTHORIZATION;
@@ -13,8 +12,9 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody, ResponseBody};
-use super::service::Replica;
+use super::service::{Plan, Replayable, Replica};
 use super::source::Picked;
+use super::withheld::Withheld;
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
@@ -152,7 +152,7 @@ impl Inspector {
 }
 
 /// The token a request is to carry, and which token-error rules apply to the answer.
-pub(super) struct Credential {
+pub(crate) struct Credential {
     header: HeaderValue,
     generation: u64,
     rules: RuleMask,
@@ -194,22 +194,70 @@ impl Replay {
     }
 }
 
-/// One request that carried a token: enough to classify its response and, if the body allows,
-/// send it once more.
-pub(crate) struct Attempt<S, B> {
-    inspector: Inspector,
-    replay: Option<(Replay, Replica<S>)>,
-    _body: PhantomData<fn(B)>,
+/// The rest of the stack below the layer, as a front end sends through it: the request the
+/// layer prepared, the first time or once more.
+pub(crate) trait Sender<B> {
+    /// The response body.
+    type Body: Body;
+
+    /// Sends `request`.
+    fn send(
+        &mut self,
+        request: Request<RequestBody<B>>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
 }
 
-impl<S, B> Attempt<S, B> {
+/// The tower front end's sender: the inner service `poll_ready` readied, for the first send, and
+/// the shared copy that replays are sent from.
+pub(super) struct Tower<S> {
+    pub(super) ready: Option<S>,
+    pub(super) replica: Replica<S>,
+}
+
+impl<S, B, R> Sender<B> for Tower<S>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send,
+    R: Body,
+{
+    type Body = R;
+
+    async fn send(&mut self, request: Request<RequestBody<B>>) -> Result<Response<R>, BoxError> {
+        let mut inner = match self.ready.take() {
+            Some(ready) => ready,
+            None => {
+                let mut inner = self
+                    .replica
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                poll_fn(|cx| inner.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                inner
+            }
+        };
+        inner.call(request).await.map_err(Into::into)
+    }
+}
+
+/// One request that carried a token: enough to classify its response and, if the body allows,
+/// send it once more.
+pub(crate) struct Attempt {
+    inspector: Inspector,
+    replay: Option<Replay>,
+}
+
+impl Attempt {
     #[inline]
     fn new(
         config: &Arc<Config>,
         picked: Picked,
         generation: u64,
         rules: RuleMask,
-        replay: Option<(Replay, Replica<S>)>,
+        replay: Option<Replay>,
     ) -> Self {
         Self {
             inspector: Inspector {
@@ -219,7 +267,6 @@ impl<S, B> Attempt<S, B> {
                 rules,
             },
             replay,
-            _body: PhantomData,
         }
     }
 
@@ -229,22 +276,19 @@ impl<S, B> Attempt<S, B> {
     }
 }
 
-impl<S, B, R> Attempt<S, B>
-where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
-    S::Error: Into<BoxError>,
-    R: Body,
-    R::Error: Into<BoxError>,
-{
+impl Attempt {
     /// Handles the response to the first send: on a token error, invalidate that token and, when
-    /// the request can be replayed, resend it once with a fresh one.
-    pub(super) async fn finish(
+    /// the request can be replayed, resend it once with a fresh one through `sender`.
+    pub(super) async fn finish<B, T>(
         self,
-        response: Response<R>,
-    ) -> Result<Response<ResponseBody<R>>, BoxError> {
-        let Self {
-            inspector, replay, ..
-        } = self;
+        response: Response<T::Body>,
+        sender: &mut T,
+    ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+    where
+        T: Sender<B>,
+        <T::Body as Body>::Error: Into<BoxError>,
+    {
+        let Self { inspector, replay } = self;
         let (original, dead) = inspector.classify(response).await;
         if !dead {
             return Ok(original);
@@ -253,7 +297,7 @@ where
             return Ok(original);
         };
         cache.invalidate_generation(inspector.generation);
-        let Some((mut replay, replica)) = replay else {
+        let Some(mut replay) = replay else {
             return Ok(original);
         };
         let token = cache.token().await?;
@@ -269,22 +313,14 @@ where
             return Ok(original);
         }
         drop(original);
-        let mut inner = replica
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        poll_fn(|cx| inner.poll_ready(cx))
-            .await
-            .map_err(Into::into)?;
         Counters::bump(&cache.counters().replays);
         tracing::debug!(
             generation = fresh.generation(),
             "resending a request with a fresh Zoho token"
         );
-        let response = inner
-            .call(replay.into_request(fresh.header().clone()))
-            .await
-            .map_err(Into::into)?;
+        let response = sender
+            .send(replay.into_request(fresh.header().clone()))
+            .await?;
         let (response, dead) = Inspector {
             generation: fresh.generation(),
             config: inspector.config.clone(),
@@ -305,18 +341,14 @@ where
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
 #[inline]
-pub(super) fn attach<S, B>(
+pub(super) fn attach<B>(
     request: &mut Request<RequestBody<B>>,
     replay_body: Option<BufferedBody>,
     credential: Credential,
-    replica: &Replica<S>,
     config: &Arc<Config>,
     picked: Picked,
-) -> Attempt<S, B> {
-    let replay = replay_body.map(|body| {
-        let replay = Replay::capture(request, body, credential.resolved);
-        (replay, replica.clone())
-    });
+) -> Attempt {
+    let replay = replay_body.map(|body| Replay::capture(request, body, credential.resolved));
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);
@@ -329,34 +361,57 @@ pub(super) fn attach<S, B>(
     )
 }
 
-/// A request whose body must be read first to be replayable: buffer it, attach, send, finish.
-pub(super) async fn send_buffered<S, B, R>(
-    mut inner: S,
-    replica: Replica<S>,
-    config: Arc<Config>,
-    request: Request<B>,
-    credential: Credential,
+/// Carries a plan out through `sender`, the way every front end's slow path does: waits for the
+/// token when there is none yet (and decides again with it), buffers a body of known size so the
+/// request can be resent, attaches the token, sends, and handles a token error in the answer.
+pub(crate) async fn drive<B, T>(
+    config: &Arc<Config>,
     picked: Picked,
-) -> Result<Response<ResponseBody<R>>, BoxError>
+    plan: Plan,
+    mut request: Request<B>,
+    sender: &mut T,
+) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone,
-    S::Error: Into<BoxError>,
+    T: Sender<B>,
+    <T::Body as Body>::Error: Into<BoxError>,
     B: Body,
     B::Error: Into<BoxError>,
-    R: Body,
-    R::Error: Into<BoxError>,
 {
-    let (parts, body) = request.into_parts();
-    let body = BufferedBody::read(body, config.max_replay_body).await?;
-    let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
-    let attempt = attach(
-        &mut request,
-        Some(body),
-        credential,
-        &replica,
-        &config,
-        picked,
-    );
-    let response = inner.call(request).await.map_err(Into::into)?;
-    attempt.finish(response).await
+    let plan = match plan {
+        Plan::Wait => {
+            let token = config.source.cache(&picked)?.token().await?;
+            Plan::new(Some(token.cached()), true, request.uri_mut(), config)
+        }
+        plan => plan,
+    };
+    let credential = match plan {
+        Plan::Attach(credential) => credential,
+        Plan::Pass => {
+            let withheld = Withheld::new(request.uri(), config, picked);
+            let mut response = sender.send(request.map(RequestBody::stream)).await?;
+            if let Some(withheld) = withheld {
+                withheld.inspect(&mut response);
+            }
+            return Ok(response.map(ResponseBody::inner));
+        }
+        Plan::Fail(error) => return Err(error.into()),
+        // A usable token always decides.
+        Plan::Wait => return Err(Error::transient("no decision with a usable Zoho token").into()),
+    };
+    let (mut request, replay_body) = match Replayable::of(&request, config.max_replay_body) {
+        Replayable::AfterBuffering => {
+            let (parts, body) = request.into_parts();
+            let body = BufferedBody::read(body, config.max_replay_body).await?;
+            let request = Request::from_parts(parts, RequestBody::buffered(&body));
+            (request, Some(body))
+        }
+        Replayable::Empty => (
+            request.map(RequestBody::stream),
+            Some(BufferedBody::default()),
+        ),
+        Replayable::No => (request.map(RequestBody::stream), None),
+    };
+    let attempt = attach(&mut request, replay_body, credential, config, picked);
+    let response = sender.send(request).await?;
+    attempt.finish(response, sender).await
 }

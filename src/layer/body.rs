@@ -104,6 +104,20 @@ impl From<RequestBody<Full<Bytes>>> for Full<Bytes> {
     }
 }
 
+/// Back to a `reqwest::Body`, for reqwest under the layer: a streamed body as it was, and a
+/// buffered copy as bytes in memory, which reqwest (and a retry middleware below) can clone.
+impl From<RequestBody<reqwest::Body>> for reqwest::Body {
+    fn from(body: RequestBody<reqwest::Body>) -> Self {
+        match body.kind {
+            RequestKind::Stream { body } => body,
+            RequestKind::Buffered { frames } if frames.trailers.is_none() => {
+                reqwest::Body::from(frames.data.unwrap_or_default())
+            }
+            kind => reqwest::Body::wrap(RequestBody { kind }),
+        }
+    }
+}
+
 impl<B> Default for RequestBody<B> {
     /// An empty body.
     fn default() -> Self {
@@ -243,6 +257,17 @@ impl<B> ResponseBody<B> {
                 Some(read.frames.data.as_deref().unwrap_or_default())
             }
             _ => None,
+        }
+    }
+}
+
+/// A `reqwest::Body` again, for a reqwest front end: the body as reqwest gave it, unless the
+/// layer read some of it.
+impl From<ResponseBody<reqwest::Body>> for reqwest::Body {
+    fn from(body: ResponseBody<reqwest::Body>) -> Self {
+        match body.kind {
+            ResponseKind::Inner { body } => body,
+            kind => reqwest::Body::wrap(ResponseBody { kind }),
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -10,49 +10,40 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt::Attempt;
+use super::attempt::{Attempt, Tower};
 use super::body::{RequestBody, ResponseBody};
-use super::service::{Plan, Replica};
-use super::source::Picked;
+use super::service::Replica;
 use super::withheld::Withheld;
-use super::Config;
-use crate::cache::Token;
 use crate::error::Error;
 
 type BoxFuture<R> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
 
-type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, Error>> + Send>>;
-
 pin_project! {
     /// The future of [`ZohoAuth`](super::ZohoAuth). With a cached token it is the inner service's
-    /// future plus a status check, neither boxed nor allocating. Without one it holds the request
-    /// and a small boxed wait for the token, then goes on as with a cached token; buffering a body
-    /// and handling a token error run in a boxed continuation.
+    /// future plus a status check, neither boxed nor allocating. Waiting for a token, buffering a
+    /// body and handling a token error run in a boxed continuation.
     pub struct ResponseFuture<F, S, B, R> {
         #[pin]
-        state: State<F, S, B, R>,
+        state: State<F, S, R>,
+        // The request body: what a replay sends through `S`.
+        _body: PhantomData<fn(B)>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, B, R> {
+    enum State<F, S, R> {
         Direct {
             #[pin]
             future: F,
-            attempt: Option<Attempt<S, B>>,
+            attempt: Option<(Attempt, Replica<S>)>,
         },
         // Sent without the token.
         Passed {
             #[pin]
             future: F,
             withheld: Option<Withheld>,
-        },
-        Waiting {
-            token: TokenFuture,
-            parked: Option<(Request<B>, S, Replica<S>, Picked)>,
-            config: Arc<Config>,
         },
         Slow {
             future: BoxFuture<R>,
@@ -65,48 +56,31 @@ pin_project! {
 
 impl<F, S, B, R> ResponseFuture<F, S, B, R> {
     #[inline]
-    pub(super) fn direct(future: F, attempt: Option<Attempt<S, B>>) -> Self {
+    pub(super) fn direct(future: F, attempt: Option<(Attempt, Replica<S>)>) -> Self {
         Self {
             state: State::Direct { future, attempt },
+            _body: PhantomData,
         }
     }
 
     pub(super) fn passed(future: F, withheld: Option<Withheld>) -> Self {
         Self {
             state: State::Passed { future, withheld },
-        }
-    }
-
-    /// Waits for a token, then sends `request` through `inner` (readied by `poll_ready`).
-    pub(super) fn waiting(
-        request: Request<B>,
-        inner: S,
-        replica: Replica<S>,
-        config: Arc<Config>,
-        picked: Picked,
-    ) -> Self {
-        let cache = match config.source.cache(&picked) {
-            Ok(cache) => cache.clone(),
-            Err(error) => return Self::failed(error),
-        };
-        Self {
-            state: State::Waiting {
-                token: Box::pin(async move { cache.token().await }),
-                parked: Some((request, inner, replica, picked)),
-                config,
-            },
+            _body: PhantomData,
         }
     }
 
     pub(super) fn slow(future: BoxFuture<R>) -> Self {
         Self {
             state: State::Slow { future },
+            _body: PhantomData,
         }
     }
 
     pub(super) fn failed(error: Error) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
+            _body: PhantomData,
         }
     }
 }
@@ -137,11 +111,18 @@ where
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // Tested in place: the attempt is moved out only for the rare response read.
                     match attempt {
-                        Some(inspect) if inspect.should_inspect(&response) => State::Slow {
-                            future: Box::pin(
-                                attempt.take().expect("matched Some").finish(response),
-                            ),
-                        },
+                        Some((inspect, _)) if inspect.should_inspect(&response) => {
+                            let (attempt, replica) = attempt.take().expect("matched Some");
+                            let mut sender = Tower {
+                                ready: None,
+                                replica,
+                            };
+                            State::Slow {
+                                future: Box::pin(async move {
+                                    attempt.finish(response, &mut sender).await
+                                }),
+                            }
+                        }
                         _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
                     }
                 }
@@ -151,18 +132,6 @@ where
                         withheld.inspect(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
-                }
-                StateProj::Waiting {
-                    token,
-                    parked,
-                    config,
-                } => {
-                    let token = ready!(token.as_mut().poll(cx))?;
-                    let (mut request, mut inner, replica, picked) =
-                        parked.take().expect("parked until the token came");
-                    let plan = Plan::new(Some(token.cached()), true, request.uri_mut(), config);
-                    plan.start(request, &mut inner, &replica, config, picked)
-                        .state
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {

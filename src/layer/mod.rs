@@ -77,6 +77,8 @@ mod withheld;
 
 use std::sync::Arc;
 
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::attempt::{drive, Sender};
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
@@ -243,6 +245,12 @@ impl ZohoAuthLayer {
     /// The token cache this layer uses; `None` for a layer over connections.
     pub fn cache(&self) -> Option<&TokenCache> {
         self.config.source.single()
+    }
+
+    /// The settings every front end built from this layer shares.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 }
 

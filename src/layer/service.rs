@@ -6,7 +6,7 @@ use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt::{self, Credential};
+use super::attempt::{self, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::relative;
@@ -51,7 +51,7 @@ pub struct ZohoAuth<S> {
 }
 
 /// What to do with one request, decided from the cached token without waiting.
-pub(super) enum Plan {
+pub(crate) enum Plan {
     /// Not a host of the token: forward untouched.
     Pass,
     /// Refuse before sending: a Zoho host over plain `http`, a relative URL with nowhere to go.
@@ -66,7 +66,7 @@ impl Plan {
     /// Decides for a request to `uri` given the current token, if any, and whether it is usable.
     /// A relative `uri` is made absolute against the token first.
     #[inline]
-    pub(super) fn new(
+    pub(crate) fn new(
         token: Option<&CachedToken>,
         usable: bool,
         uri: &mut Uri,
@@ -128,40 +128,73 @@ impl Plan {
             }
             Plan::Fail(error) => ResponseFuture::failed(error),
             Plan::Attach(credential) => match Replayable::of(&request, config.max_replay_body) {
-                Replayable::AfterBuffering => {
-                    let send = attempt::send_buffered(
-                        take_ready(inner),
-                        replica.clone(),
-                        config.clone(),
-                        request,
-                        credential,
-                        picked,
-                    );
-                    ResponseFuture::slow(Box::pin(send))
-                }
+                Replayable::AfterBuffering => slow(
+                    Plan::Attach(credential),
+                    request,
+                    inner,
+                    replica,
+                    config,
+                    picked,
+                ),
                 replayable => {
                     // Sent now, through the service `poll_ready` readied.
                     let replay_body = (replayable == Replayable::Empty).then(BufferedBody::default);
                     let mut request = request.map(RequestBody::stream);
-                    let attempt = attempt::attach(
-                        &mut request,
-                        replay_body,
-                        credential,
-                        replica,
-                        config,
-                        picked,
-                    );
-                    ResponseFuture::direct(inner.call(request), Some(attempt))
+                    let attempt =
+                        attempt::attach(&mut request, replay_body, credential, config, picked);
+                    ResponseFuture::direct(inner.call(request), Some((attempt, replica.clone())))
                 }
             },
-            Plan::Wait => ResponseFuture::waiting(
-                request,
-                take_ready(inner),
-                replica.clone(),
-                config.clone(),
-                picked,
-            ),
+            Plan::Wait => slow(Plan::Wait, request, inner, replica, config, picked),
         }
+    }
+}
+
+/// The boxed slow path: the driver every front end shares, through this service.
+fn slow<S, B, R>(
+    plan: Plan,
+    request: Request<B>,
+    inner: &mut S,
+    replica: &Replica<S>,
+    config: &Arc<Config>,
+    picked: Picked,
+) -> ResponseFuture<S::Future, S, B, R>
+where
+    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    R: Body + Send + 'static,
+    R::Error: Into<BoxError>,
+{
+    let config = config.clone();
+    let mut sender = Tower {
+        ready: Some(take_ready(inner)),
+        replica: replica.clone(),
+    };
+    ResponseFuture::slow(Box::pin(async move {
+        attempt::drive(&config, picked, plan, request, &mut sender).await
+    }))
+}
+
+impl Config {
+    /// The first decision every front end makes for a request: its connection's cache (for a
+    /// layer over connections) and the plan for it with the token that cache holds now.
+    #[inline]
+    pub(crate) fn plan<B>(&self, request: &mut Request<B>) -> Result<(Plan, Picked), Error> {
+        let plan = |cache: &TokenCache, uri: &mut Uri| {
+            cache.lookup(|token, usable| Plan::new(token, usable, uri, self))
+        };
+        Ok(match &self.source {
+            Source::One(cache) => (plan(cache, request.uri_mut()), None),
+            #[cfg(feature = "connections")]
+            Source::Many(many) => {
+                let cache = many.pick(request)?;
+                (plan(&cache, request.uri_mut()), Some(cache))
+            }
+        })
     }
 }
 
@@ -245,26 +278,18 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let config = &self.config;
-        let plan = |cache: &TokenCache, uri: &mut Uri| {
-            cache.lookup(|token, usable| Plan::new(token, usable, uri, config))
-        };
-        let (plan, picked) = match &config.source {
-            Source::One(cache) => (plan(cache, request.uri_mut()), None),
-            #[cfg(feature = "connections")]
-            Source::Many(many) => match many.pick(&request) {
-                Ok(cache) => (plan(&cache, request.uri_mut()), Some(cache)),
-                Err(error) => return ResponseFuture::failed(error),
-            },
+        let (plan, picked) = match self.config.plan(&mut request) {
+            Ok(planned) => planned,
+            Err(error) => return ResponseFuture::failed(error),
         };
         let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
-        plan.start(request, &mut self.inner, replica, config, picked)
+        plan.start(request, &mut self.inner, replica, &self.config, picked)
     }
 }
 
 /// Whether a request can be sent again after a token error, read once from its body's size.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Replayable {
+pub(super) enum Replayable {
     /// The body has ended: resent with no copy of it.
     Empty,
     /// A known size within the replay limit: buffered first to be resent. The size is only a
@@ -275,7 +300,7 @@ enum Replayable {
 }
 
 impl Replayable {
-    fn of<B: Body>(request: &Request<B>, limit: usize) -> Self {
+    pub(super) fn of<B: Body>(request: &Request<B>, limit: usize) -> Self {
         let body = request.body();
         match body.size_hint().exact() {
             // Only the end of the stream proves there is nothing to copy: a body whose hint says

@@ -1,0 +1,243 @@
+//! [`ZohoReqwest`]: the layer over reqwest, as a tower service of reqwest's own requests.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower::BoxError;
+use tower_service::Service;
+
+use super::convert;
+use crate::connections::ConnectionId;
+use crate::layer::{RequestBody, ZohoAuth};
+use crate::ZohoAuthLayer;
+
+/// What [`ZohoReqwest`] sends through: a reqwest client (or a `ClientWithMiddleware`) taking the
+/// layer's requests.
+#[derive(Clone, Debug)]
+pub struct Transport<C> {
+    client: C,
+}
+
+impl<C> Service<http::Request<RequestBody<reqwest::Body>>> for Transport<C>
+where
+    C: Service<reqwest::Request, Response = reqwest::Response>,
+    C::Error: Into<BoxError>,
+{
+    type Response = http::Response<reqwest::Body>;
+    type Error = BoxError;
+    type Future = TransportFuture<C::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.client.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody<reqwest::Body>>) -> Self::Future {
+        let state = match convert::to_reqwest(request) {
+            Ok(request) => Sending::Sent {
+                future: self.client.call(request),
+            },
+            Err(error) => Sending::Refused {
+                error: Some(error.into()),
+            },
+        };
+        TransportFuture { state }
+    }
+}
+
+pin_project! {
+    /// The future of [`Transport`]: reqwest's own, its response turned into an `http` one.
+    pub struct TransportFuture<F> {
+        #[pin]
+        state: Sending<F>,
+    }
+}
+
+pin_project! {
+    #[project = SendingProj]
+    enum Sending<F> {
+        Sent {
+            #[pin]
+            future: F,
+        },
+        // The request could not be turned into reqwest's.
+        Refused {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<F, E> Future for TransportFuture<F>
+where
+    F: Future<Output = Result<reqwest::Response, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<http::Response<reqwest::Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            SendingProj::Sent { future } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                Poll::Ready(Ok(convert::from_reqwest(response)))
+            }
+            SendingProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("TransportFuture polled after completion"))),
+        }
+    }
+}
+
+/// The layer over reqwest: a tower [`Service`] of `reqwest::Request` that answers
+/// `reqwest::Response`, for reqwest users who stack tower layers (a timeout, a concurrency
+/// limit, a retry) and keep reqwest's builder — `.json()`, `.query()`, `error_for_status()`,
+/// `Response::url()`.
+///
+/// Every request goes through the same [`ZohoAuthLayer`] as a tower stack's: the token only to
+/// the account's Zoho hosts, dead tokens recognised in every product's dialect, one refresh and
+/// one replay. Over [`Connections`](crate::Connections), the connection is chosen per request by
+/// [`select_connection`](ZohoAuthLayer::select_connection), or for every request of a handle
+/// made by [`for_connection`](Self::for_connection) (reqwest keeps a request's extensions to
+/// itself).
+///
+/// `C` is the client: a `reqwest::Client`, or a `reqwest_middleware::ClientWithMiddleware` whose
+/// middlewares then run below the layer, on each send and on the replay. The error is a
+/// [`BoxError`]: a `reqwest::Error` (or the middleware client's) from the client, a
+/// [`crate::Error`] from the layer.
+pub struct ZohoReqwest<C = reqwest::Client> {
+    inner: ZohoAuth<Transport<C>>,
+    connection: Option<ConnectionId>,
+}
+
+impl<C: Clone> Clone for ZohoReqwest<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            connection: self.connection.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for ZohoReqwest<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZohoReqwest")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clone> ZohoReqwest<C> {
+    /// `client` under `layer`.
+    pub fn new(client: C, layer: &ZohoAuthLayer) -> Self {
+        Self {
+            inner: tower_layer::Layer::layer(layer, Transport { client }),
+            connection: None,
+        }
+    }
+
+    /// The same service, sending every request for connection `id` (a layer over
+    /// [`Connections`](crate::Connections)). Cheap.
+    #[must_use]
+    pub fn for_connection(&self, id: ConnectionId) -> Self {
+        Self {
+            connection: Some(id),
+            ..self.clone()
+        }
+    }
+}
+
+impl<C> Service<reqwest::Request> for ZohoReqwest<C>
+where
+    C: Service<reqwest::Request, Response = reqwest::Response> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = reqwest::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        let state = match convert::to_http(request) {
+            Ok(mut request) => {
+                if let Some(id) = &self.connection {
+                    request.extensions_mut().insert(id.clone());
+                }
+                Layered::Sent {
+                    future: self.inner.call(request),
+                }
+            }
+            Err(error) => Layered::Refused {
+                error: Some(error.into()),
+            },
+        };
+        ResponseFuture { state }
+    }
+}
+
+type LayerFuture<C> = <ZohoAuth<Transport<C>> as Service<http::Request<reqwest::Body>>>::Future;
+
+pin_project! {
+    /// The future of [`ZohoReqwest`]: the layer's, its response a reqwest one again.
+    pub struct ResponseFuture<C>
+    where
+        C: Service<reqwest::Request, Response = reqwest::Response>,
+        C: Clone,
+        C: Send,
+        C: 'static,
+        C::Future: Send,
+        C::Future: 'static,
+        C::Error: Into<BoxError>,
+    {
+        #[pin]
+        state: Layered<C>,
+    }
+}
+
+pin_project! {
+    #[project = LayeredProj]
+    enum Layered<C>
+    where
+        C: Service<reqwest::Request, Response = reqwest::Response>,
+        C: Clone,
+        C: Send,
+        C: 'static,
+        C::Future: Send,
+        C::Future: 'static,
+        C::Error: Into<BoxError>,
+    {
+        Sent {
+            #[pin]
+            future: LayerFuture<C>,
+        },
+        // The request could not be read.
+        Refused {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<C> Future for ResponseFuture<C>
+where
+    C: Service<reqwest::Request, Response = reqwest::Response> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Output = Result<reqwest::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            LayeredProj::Sent { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(convert::to_response(response)))
+            }
+            LayeredProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}
