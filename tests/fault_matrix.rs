@@ -21,6 +21,10 @@
 //!   serving it. Rows whose fault is on the API side (invalidation, eviction, revocation) start
 //!   from a freshly minted token instead.
 //!
+//! Each run goes through every front end — the tower layer, `ZohoReqwest` and
+//! `ZohoAuthMiddleware` — with a simulator of its own: a row whose outcome differs between them
+//! fails, and the table says in a last column that all three agreed.
+//!
 //! Every row asserts: no panic anywhere in the process (a panic hook counts them, including in
 //! spawned tasks); no request waits past its bound (`COLD_BOUND` without a token, `WARM_BOUND`
 //! with one); the cache's token requests equal the expected number, which is within the budget,
@@ -33,20 +37,22 @@
 //! (`is_permanent()`); `tests/accounts.rs` checks each code's kind.
 
 mod common;
+#[path = "common/front.rs"]
+mod front;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
-use http_body_util::BodyExt;
-use tower::{BoxError, ServiceExt};
+use tower::BoxError;
 use zoho_auth::accounts::AccountsClient;
 use zoho_auth::sim::{Fault, Language, Simulator, SimulatorBuilder};
 use zoho_auth::store::{MemoryStore, StoredAccess, TokenSet};
-use zoho_auth::{Accounts, Error, RefreshToken, TokenCache, ZohoAuth, ZohoAuthLayer};
+use zoho_auth::{Accounts, Error, RefreshToken, TokenCache, ZohoAuthLayer};
 
-use common::{accounts_client, fast_forward, get, header_for, refused_port, Spy};
+use common::{accounts_client, fast_forward, header_for, refused_port};
+use front::{Built, Front, Seen, FRONTS};
 
 // The bounds sit far from both what the cache should do and what a broken one would, so that a
 // loaded machine cannot cross them: a request with a valid token takes microseconds, one that
@@ -237,25 +243,32 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-type Service = ZohoAuth<Spy>;
-
-fn layer(cache: &TokenCache) -> (Service, Spy) {
+/// `front` over a layer of `cache`, and the `Authorization` headers it sends below it.
+fn layer(cache: &TokenCache, front: Front) -> (Built, Spy) {
     let spy = Spy::default();
-    let service = tower::Layer::layer(&ZohoAuthLayer::new(cache.clone()), spy.clone());
+    let service = front::build(front, &ZohoAuthLayer::new(cache.clone()), &spy.0);
     (service, spy)
 }
 
-/// Sends one GET through the layer and reads the answer: its status or the error, and how long
-/// the caller waited.
-async fn send(service: &Service, url: &str) -> (Result<StatusCode, BoxError>, Duration) {
+/// What a front end sent below it.
+#[derive(Default)]
+struct Spy(Seen);
+
+impl Spy {
+    /// The `Authorization` headers sent so far, oldest first.
+    fn headers(&self) -> Vec<Option<http::HeaderValue>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Sends one GET through the front end and reads the answer: its status or the error, and how
+/// long the caller waited.
+async fn send(service: &Built, url: &str) -> (Result<StatusCode, BoxError>, Duration) {
     let started = Instant::now();
-    let result = match service.clone().oneshot(get(url)).await {
-        Ok(response) => {
-            let status = response.status();
-            response.into_body().collect().await.map(|_| status)
-        }
-        Err(error) => Err(error),
-    };
+    let result = service
+        .get(url)
+        .await
+        .map(|(status, _, _)| StatusCode::from_u16(status).unwrap());
     (result, started.elapsed())
 }
 
@@ -364,7 +377,7 @@ fn secs(d: Duration) -> String {
 }
 
 /// A fresh cache, no token: the fault meets the first token request.
-async fn no_token_yet(row: &Row) -> Option<(String, u64, Duration)> {
+async fn no_token_yet(row: &Row, front: Front) -> Option<(String, u64, Duration)> {
     if matches!(row.trigger, Trigger::Invalidated | Trigger::Evicted) {
         return None; // these need a token to act on
     }
@@ -380,7 +393,7 @@ async fn no_token_yet(row: &Row) -> Option<(String, u64, Duration)> {
         Trigger::Revoked => zoho.revoke_refresh_token(&refresh),
         _ => {}
     }
-    let (service, spy) = layer(&cache);
+    let (service, spy) = layer(&cache, front);
     let url = format!("{}/crm/v8/Leads", zoho.url());
 
     let (first, waited) = send(&service, &url).await;
@@ -486,7 +499,7 @@ async fn stale_cache(zoho: &Simulator, trigger: &Trigger) -> (TokenCache, Refres
 
 /// A cache with a valid token meets the fault: returns the table cell, the cache's token
 /// requests and the longest wait.
-async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
+async fn with_a_valid_token(row: &Row, front: Front) -> (String, u64, Duration) {
     let zoho = (row.simulator)(Simulator::builder()).start().await.unwrap();
     let url = format!("{}/crm/v8/Leads", zoho.url());
     match &row.trigger {
@@ -496,7 +509,7 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
             if let Trigger::Endpoint(fault) = &row.trigger {
                 zoho.inject(fault.clone(), 1);
             }
-            let (service, spy) = layer(&cache);
+            let (service, spy) = layer(&cache, front);
             // Requests until the background refresh settled, then 20 more: none waits, each
             // succeeds. The adoption counts as one; the background attempt as a refresh or a
             // failure.
@@ -566,7 +579,7 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
                 .max_wait(MAX_WAIT)
                 .build()
                 .unwrap();
-            let (service, spy) = layer(&cache);
+            let (service, spy) = layer(&cache, front);
             let (first, mut longest) = send(&service, &url).await;
             assert_eq!(first.unwrap(), StatusCode::OK);
             let old = cache.cached().unwrap();
@@ -632,6 +645,25 @@ async fn with_a_valid_token(row: &Row) -> (String, u64, Duration) {
     }
 }
 
+/// One front end's run of a row: its texts, token requests and longest waits.
+struct Outcome {
+    front: Front,
+    cold: Option<(String, u64, Duration)>,
+    warm: (String, u64, Duration),
+}
+
+impl Outcome {
+    /// What must agree between front ends: the texts and token counts (waits vary by run).
+    fn seen(&self) -> (Option<(String, u64)>, (String, u64)) {
+        (
+            self.cold
+                .as_ref()
+                .map(|(text, requests, _)| (text.clone(), *requests)),
+            (self.warm.0.clone(), self.warm.1),
+        )
+    }
+}
+
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 // Current-thread, for `fast_forward`.
@@ -646,11 +678,11 @@ async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_s
     let started = Instant::now();
     let mut table = vec![
         format!(
-            "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait (bounds {} / {}) |",
+            "| what happens when ... | no valid token yet | with a valid token | token requests | longest wait (bounds {} / {}) | front ends |",
             secs(COLD_BOUND),
             secs(WARM_BOUND)
         ),
-        "|---|---|---|---|---|".to_owned(),
+        "|---|---|---|---|---|---|".to_owned(),
     ];
     let mut failed = Vec::new();
     for row in rows() {
@@ -658,19 +690,46 @@ async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_s
         let task = {
             let row = row.clone();
             tokio::spawn(async move {
-                let cold = no_token_yet(&row).await;
-                let warm = with_a_valid_token(&row).await;
-                (cold, warm)
+                let mut outcomes = Vec::new();
+                for front in FRONTS {
+                    let cold = no_token_yet(&row, front).await;
+                    let warm = with_a_valid_token(&row, front).await;
+                    outcomes.push(Outcome { front, cold, warm });
+                }
+                outcomes
             })
         };
         match task.await {
-            Ok((cold, (warm, warm_requests, warm_longest))) => {
-                let (cold_text, cold_requests, cold_longest) = match cold {
-                    Some((text, requests, longest)) => (text, requests.to_string(), longest),
-                    None => ("—".to_owned(), "—".to_owned(), Duration::ZERO),
+            Ok(outcomes) => {
+                let first = outcomes[0].seen();
+                let differing: Vec<String> = outcomes
+                    .iter()
+                    .filter(|outcome| outcome.seen() != first)
+                    .map(|outcome| format!("{:?}: {:?}", outcome.front, outcome.seen()))
+                    .collect();
+                let agreement = if differing.is_empty() {
+                    "the same in all 3".to_owned()
+                } else {
+                    failed.push(row.situation);
+                    format!("DIFFER from tower's {first:?}: {}", differing.join("; "))
+                };
+                let cold_longest = outcomes
+                    .iter()
+                    .map(|o| o.cold.as_ref().map_or(Duration::ZERO, |cold| cold.2))
+                    .max()
+                    .unwrap_or_default();
+                let warm_longest = outcomes.iter().map(|o| o.warm.2).max().unwrap_or_default();
+                let Outcome {
+                    cold,
+                    warm: (warm, warm_requests, _),
+                    ..
+                } = outcomes.into_iter().next().expect("three front ends");
+                let (cold_text, cold_requests) = match cold {
+                    Some((text, requests, _)) => (text, requests.to_string()),
+                    None => ("—".to_owned(), "—".to_owned()),
                 };
                 table.push(format!(
-                    "| {} | {} | {} | {} / {} | {} / {} |",
+                    "| {} | {} | {} | {} / {} | {} / {} | {agreement} |",
                     row.situation,
                     cold_text,
                     warm,
@@ -695,7 +754,7 @@ async fn every_fault_has_a_bounded_typed_outcome_and_a_valid_token_keeps_being_s
                             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                     })
                     .unwrap_or_default();
-                table.push(format!("| {} | FAILED: {message} | | | |", row.situation));
+                table.push(format!("| {} | FAILED: {message} | | | | |", row.situation));
                 failed.push(row.situation);
             }
         }

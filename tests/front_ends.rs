@@ -257,7 +257,12 @@ async fn run(row: &Row, front: Front) -> Outcome {
     let built = build(front, &layer, &seen);
     let mut answers = Vec::new();
     for call in (row.calls)(&zoho.url()) {
-        answers.push(normalise(built.request(&call).await.map_err(|error| described(&error))));
+        answers.push(normalise(
+            built
+                .request(&call)
+                .await
+                .map_err(|error| described(&error)),
+        ));
     }
     Outcome {
         answers,
@@ -267,7 +272,9 @@ async fn run(row: &Row, front: Front) -> Outcome {
 
 #[tokio::test]
 async fn every_front_end_does_what_the_layer_does() {
-    let mut table = String::from("| row | tower | reqwest `Service` | reqwest-middleware |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| row | tower | reqwest `Service` | reqwest-middleware |\n|---|---|---|---|\n",
+    );
     let mut failures = Vec::new();
     for row in rows() {
         let mut outcomes = Vec::new();
