@@ -46,6 +46,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use zoho_auth::accounts::AccountsClient;
+use zoho_auth::reqwest::{ZohoAuthMiddleware, ZohoReqwest};
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{open_connections, ConnectionStore};
 use zoho_auth::{
@@ -81,6 +82,11 @@ struct Args {
     /// `all` (with ZOHO_CLIENT_ID and ZOHO_CLIENT_SECRET): every connection in ZOHO_TOKEN_STORE.
     #[arg(long, value_name = "N|all", value_parser = parse_connections)]
     connections: Option<ConnectionsArg>,
+    /// Which front end of the layer the requests go through: the tower layer over hyper-util,
+    /// `ZohoReqwest` (a tower service of reqwest requests) or `ZohoAuthMiddleware` (in a
+    /// reqwest-middleware chain).
+    #[arg(long, value_enum, default_value_t = ClientArg::Hyper)]
+    client: ClientArg,
 }
 
 /// What `--connections` asks for.
@@ -118,7 +124,26 @@ impl Amount {
 }
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-type Api = ZohoAuth<Client<Https, RequestBody<Full<Bytes>>>>;
+
+/// The requests' way through the layer, as `--client` chose.
+#[derive(Clone)]
+enum Api {
+    Hyper(ZohoAuth<Client<Https, RequestBody<Full<Bytes>>>>),
+    Reqwest(ZohoReqwest, reqwest::Client),
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+}
+
+/// Which front end of the layer the requests go through.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+enum ClientArg {
+    /// `ZohoAuthLayer` over hyper-util's client.
+    #[default]
+    Hyper,
+    /// `ZohoReqwest`, the layer as a tower service of reqwest requests.
+    Reqwest,
+    /// `ZohoAuthMiddleware` in a `reqwest_middleware` chain.
+    ReqwestMiddleware,
+}
 
 /// The path of CRM's "who am I" endpoint, below an `api_domain`.
 const CURRENT_USER: &str = "/crm/v8/users?type=CurrentUser";
@@ -197,7 +222,7 @@ async fn one_account_at_zoho(
         .url
         .clone()
         .unwrap_or(format!("{api_domain}{CURRENT_USER}"));
-    let load = Load::one(&cache, url, args);
+    let load = Load::one(&cache, url, args)?;
     load.phase("requests", Amount::of(args)).await;
     load.summarise(None);
     Ok(())
@@ -250,7 +275,7 @@ async fn one_account_in_the_simulator(args: &Args) -> Result<(), BoxError> {
         .url
         .clone()
         .unwrap_or(format!("{}{CURRENT_USER}", zoho.url()));
-    let load = Load::one(&cache, url, args);
+    let load = Load::one(&cache, url, args)?;
     simulated_phases(&zoho, &load, args.requests).await;
     load.summarise(Some(&zoho));
     Ok(())
@@ -437,17 +462,34 @@ fn json_body(bytes: usize) -> Bytes {
     ))
 }
 
-/// A hyper-util client (https, or http for the loopback simulator) wrapped by `layer`.
-fn api(layer: ZohoAuthLayer) -> Api {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build(https);
-    ServiceBuilder::new().layer(layer).service(client)
+/// The client `--client` names (https, or http for the loopback simulator), through `layer`.
+fn api(layer: ZohoAuthLayer, client: ClientArg) -> Result<Api, BoxError> {
+    let reqwest = || {
+        zoho_auth::accounts::http_client_builder()
+            .map(|builder| builder.pool_max_idle_per_host(1024))
+    };
+    Ok(match client {
+        ClientArg::Hyper => {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .build();
+            let client = Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1024)
+                .build(https);
+            Api::Hyper(ServiceBuilder::new().layer(layer).service(client))
+        }
+        ClientArg::Reqwest => {
+            let http = reqwest()?.build()?;
+            Api::Reqwest(ZohoReqwest::new(http.clone(), &layer), http)
+        }
+        ClientArg::ReqwestMiddleware => Api::Middleware(
+            reqwest_middleware::ClientBuilder::new(reqwest()?.build()?)
+                .with(ZohoAuthMiddleware::new(&layer))
+                .build(),
+        ),
+    })
 }
 
 /// "3 for all 50", or "2 for 10, 3 for 40": how many connections had each count.
@@ -484,7 +526,7 @@ struct Load {
 }
 
 impl Load {
-    fn one(cache: &TokenCache, url: String, args: &Args) -> Self {
+    fn one(cache: &TokenCache, url: String, args: &Args) -> Result<Self, BoxError> {
         let layer = ZohoAuthLayer::new(cache.clone());
         Self::new(layer, vec![cache.clone()], Vec::new(), url, args)
     }
@@ -500,7 +542,7 @@ impl Load {
             .map(|id| connections.get(id))
             .collect::<Result<_, _>>()?;
         let layer = ZohoAuthLayer::connections(connections.clone());
-        Ok(Self::new(layer, caches, ids, url, args))
+        Self::new(layer, caches, ids, url, args)
     }
 
     fn new(
@@ -509,9 +551,17 @@ impl Load {
         connections: Vec<ConnectionId>,
         url: String,
         args: &Args,
-    ) -> Self {
-        Self {
-            api: api(layer),
+    ) -> Result<Self, BoxError> {
+        // reqwest's URLs are absolute: a relative one goes to the account's api_domain through
+        // the layer's stand-in host.
+        let url = match args.client {
+            ClientArg::Reqwest | ClientArg::ReqwestMiddleware if url.starts_with('/') => {
+                format!("{}{url}", zoho_auth::reqwest::API_DOMAIN)
+            }
+            _ => url,
+        };
+        Ok(Self {
+            api: api(layer, args.client)?,
             url,
             connections: connections.into(),
             caches,
@@ -519,7 +569,7 @@ impl Load {
             concurrency: args.concurrency,
             tally: Arc::default(),
             started: Instant::now(),
-        }
+        })
     }
 
     /// Sends `count` requests, `concurrency` at a time.
@@ -635,27 +685,66 @@ impl Load {
     }
 }
 
-/// Sends one request, naming its connection when the layer serves many.
+/// Sends one request, naming its connection when the layer serves many, each front end the way
+/// its users would.
 async fn send(
     api: &mut Api,
     url: &str,
     body: Option<Bytes>,
     connection: Option<&ConnectionId>,
 ) -> Result<(), BoxError> {
-    let mut request = match body {
-        Some(body) => Request::builder()
-            .method(Method::POST)
-            .uri(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?,
-        None => Request::get(url).body(Full::new(Bytes::new()))?,
+    let method = if body.is_some() {
+        Method::POST
+    } else {
+        Method::GET
     };
-    if let Some(connection) = connection {
-        request.extensions_mut().insert(connection.clone());
-    }
-    let response = api.ready().await?.call(request).await?;
-    let status = response.status();
-    response.into_body().collect().await?;
+    let status = match api {
+        Api::Hyper(api) => {
+            let mut request = Request::builder().method(method).uri(url);
+            if body.is_some() {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+            }
+            let mut request = request.body(Full::new(body.unwrap_or_default()))?;
+            if let Some(connection) = connection {
+                request.extensions_mut().insert(connection.clone());
+            }
+            let response = api.ready().await?.call(request).await?;
+            let status = response.status();
+            response.into_body().collect().await?;
+            status
+        }
+        Api::Reqwest(api, http) => {
+            let mut request = http.request(method, url);
+            if let Some(body) = body {
+                request = request
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body);
+            }
+            let mut api = match connection {
+                Some(connection) => api.for_connection(connection.clone()),
+                None => api.clone(),
+            };
+            let response = api.ready().await?.call(request.build()?).await?;
+            let status = response.status();
+            response.bytes().await?;
+            status
+        }
+        Api::Middleware(client) => {
+            let mut request = client.request(method, url);
+            if let Some(body) = body {
+                request = request
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body);
+            }
+            if let Some(connection) = connection {
+                request = request.with_extension(connection.clone());
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            status
+        }
+    };
     if status.is_success() {
         Ok(())
     } else {

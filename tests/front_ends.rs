@@ -183,10 +183,26 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            name: "a URL for the account's api_domain goes to the token's, and is resent there",
+            setup: Setup::DeadToken,
+            calls: |_| {
+                vec![call(
+                    Method::GET,
+                    format!("{}/crm/v8/Leads", zoho_auth::reqwest::API_DOMAIN),
+                    Sent::Empty,
+                )]
+            },
+            expect: || Outcome {
+                answers: vec![ok(&echo("GET", "/crm/v8/Leads", b""))],
+                carried: vec!["t1".into(), "t2".into()],
+            },
+        },
+        Row {
             name: "each request carries its own connection's token; one naming none fails first",
             setup: Setup::Connections,
-            calls: |url| {
-                let leads = format!("{url}/crm/v8/Leads");
+            calls: |_| {
+                // Each connection's own api_domain: a simulator's is the simulator.
+                let leads = format!("{}/crm/v8/Leads", zoho_auth::reqwest::API_DOMAIN);
                 vec![
                     for_connection(call(Method::GET, leads.clone(), Sent::Empty), "alice"),
                     for_connection(call(Method::GET, leads.clone(), Sent::Empty), "bob"),

@@ -12,10 +12,18 @@ use crate::dc::{DataCenter, Environment};
 use crate::error::Error;
 use crate::hosts::Origin;
 
-/// Whether `uri` names no scheme and no host: a path (and query) only.
+/// The host that stands for the account's `api_domain` in a URL that must be absolute (reqwest's
+/// are): under the reserved `.invalid` domain, so that nothing could ever be sent there.
+pub(crate) const API_DOMAIN_HOST: &str = "api-domain.invalid";
+
+/// Whether `uri` names no scheme and no host — a path (and query) only — or names the stand-in
+/// for the account's `api_domain`.
 #[inline]
 pub(super) fn is_relative(uri: &Uri) -> bool {
-    uri.scheme().is_none() && uri.authority().is_none()
+    match uri.authority() {
+        None => uri.scheme().is_none(),
+        Some(authority) => authority.host() == API_DOMAIN_HOST,
+    }
 }
 
 /// Where relative requests go, by path prefix; the token's `api_domain` for the rest.
@@ -139,6 +147,23 @@ mod tests {
         routes
             .resolve(&path.parse().unwrap(), api.as_ref(), dc)
             .map_or_else(|e| format!("error: {e}"), |uri| uri.to_string())
+    }
+
+    #[test]
+    fn the_api_domain_stand_in_is_relative_and_the_public_constant_names_it() {
+        assert_eq!(
+            crate::reqwest::API_DOMAIN,
+            format!("https://{API_DOMAIN_HOST}")
+        );
+        for relative in ["/crm/v8/Leads", "https://api-domain.invalid/crm/v8/Leads"] {
+            assert!(is_relative(&relative.parse().unwrap()), "{relative}");
+        }
+        for absolute in [
+            "https://www.zohoapis.eu/crm",
+            "https://api-domain.invalid.example/x",
+        ] {
+            assert!(!is_relative(&absolute.parse().unwrap()), "{absolute}");
+        }
     }
 
     #[test]

@@ -23,6 +23,17 @@
 //! # Ok(()) }
 //! ```
 
+/// The account's own API host, for a reqwest URL, which must be absolute: a request for
+/// `{API_DOMAIN}/crm/v8/Leads` goes where a relative `/crm/v8/Leads` goes through the layer — the
+/// token's `api_domain` (each connection's own, over [`Connections`](crate::Connections)), or the
+/// host a [`route`](crate::ZohoAuthLayer::route) names for the path. The host is under the
+/// reserved `.invalid` domain: without the layer, nothing is sent.
+///
+/// ```
+/// assert_eq!(zoho_auth::reqwest::API_DOMAIN, "https://api-domain.invalid");
+/// ```
+pub const API_DOMAIN: &str = "https://api-domain.invalid";
+
 mod convert;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
