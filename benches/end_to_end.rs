@@ -15,61 +15,27 @@
 //! `cargo bench --bench end_to_end`
 
 mod common;
+#[path = "common/server.rs"]
+mod server;
 
-use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use server::{start_server, AUTHORIZED};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
-use hyper::server::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use zoho_auth::{RequestBody, ZohoAuthLayer};
 
-/// The server's answer says whether the request carried an `Authorization` header.
-const AUTHORIZED: &str = "x-authorized";
-
 /// Concurrent client tasks (and so keep-alive connections).
 const CONNECTIONS: [u64; 2] = [1, 16];
-
-/// Starts the server on a thread of its own and returns its address.
-fn start_server() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        common::current_thread().block_on(async move {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|request: Request<_>| {
-                        let mut response = Response::new(Empty::<Bytes>::new());
-                        if request.headers().contains_key(AUTHORIZATION) {
-                            response
-                                .headers_mut()
-                                .insert(AUTHORIZED, HeaderValue::from_static("1"));
-                        }
-                        async { Ok::<_, Infallible>(response) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
-    rx.recv().unwrap()
-}
 
 fn client<B>() -> Client<HttpConnector, B>
 where
