@@ -114,7 +114,9 @@ fn reqwest_front_ends(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert(AUTHORIZATION, header.clone());
     // The server is not the token's api_domain (the simulator is): allow it explicitly.
-    let layer = ZohoAuthLayer::new(cache).allow_host(&addr.to_string()).unwrap();
+    let layer = ZohoAuthLayer::new(cache)
+        .allow_host(&addr.to_string())
+        .unwrap();
     let plain = http().build().unwrap();
     let variants = [
         (

@@ -45,4 +45,3 @@ pub fn start_server() -> SocketAddr {
     });
     rx.recv().unwrap()
 }
-
