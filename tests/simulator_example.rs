@@ -332,9 +332,11 @@ async fn assert_quickstart_serves_each(
     example: &Example,
     store: &str,
     before: &HashMap<String, UserCounters>,
+    client: &str,
 ) -> Summary {
     let child = example
         .quickstart(store)
+        .args(["--client", client])
         .spawn()
         .expect("start the quickstart");
     let summary = common::finish_quickstart(child).await;
@@ -438,8 +440,18 @@ async fn connections_all_serves_every_seeded_connection_at_its_own_data_centre()
         before.values().all(|seen| seen.api_requests == 0),
         "{before:?}"
     );
-    assert_quickstart_serves_each(&example, &store, &before).await;
+    assert_quickstart_serves_each(&example, &store, &before, "hyper").await;
     // One refresh per connection: its cache's, at its own accounts server.
+    let after = counters_of(&example, &store).await;
+    assert!(
+        after.values().all(|seen| seen.tokens_issued == 1),
+        "{after:?}"
+    );
+    // The same through each reqwest front end, which adopt the tokens the first run stored.
+    for client in ["reqwest", "reqwest-middleware"] {
+        let before = counters_of(&example, &store).await;
+        assert_quickstart_serves_each(&example, &store, &before, client).await;
+    }
     let after = counters_of(&example, &store).await;
     assert!(
         after.values().all(|seen| seen.tokens_issued == 1),
@@ -476,5 +488,40 @@ async fn connections_all_serves_the_connections_the_cli_exchanged() {
 
     let before = counters_of(&example, &store).await;
     assert_eq!(before.len(), 2, "{before:?}");
-    assert_quickstart_serves_each(&example, &store, &before).await;
+    assert_quickstart_serves_each(&example, &store, &before, "hyper").await;
+}
+
+/// The quickstart without credentials (its embedded simulator), through every front end, for one
+/// account and for many: every request served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_serves_every_request_through_every_client() {
+    for client in ["hyper", "reqwest", "reqwest-middleware"] {
+        for connections in [None, Some("5")] {
+            let mut command = Command::new(common::example("quickstart"));
+            command
+                .args(["--client", client, "--requests", "400"])
+                .env_remove("ZOHO_CLIENT_ID")
+                .env_remove("ZOHO_CLIENT_SECRET")
+                .env_remove("ZOHO_REFRESH_TOKEN")
+                .env_remove("ZOHO_TOKEN_STORE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            if let Some(n) = connections {
+                command.args(["--connections", n]);
+            }
+            let summary = common::finish_quickstart(command.spawn().unwrap()).await;
+            assert_eq!(
+                (summary.requests, summary.ok, summary.failed),
+                (400, 400, 0),
+                "{client} {connections:?}: {summary:?}"
+            );
+            assert_eq!(
+                summary.connections,
+                connections.map(|n| n.parse().unwrap()),
+                "{client}"
+            );
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! Both are front ends of the one layer: what a request gets — the host check, the token, the
 //! reading of a dead-token answer, the refresh, the replay and its limits, the counters — is
-//! decided by the same code as for a tower stack, from the same [`ZohoAuthLayer`] settings and
+//! decided by the same code as for a tower stack, from the same [`ZohoAuthLayer`](crate::ZohoAuthLayer) settings and
 //! the same token source.
 //!
 //! ```
