@@ -15,10 +15,10 @@
 //! `cargo bench --bench end_to_end`
 
 mod common;
-#[path = "common/server.rs"]
-mod server;
+#[path = "common/e2e.rs"]
+mod e2e;
 
-use server::{start_server, AUTHORIZED};
+use e2e::{start_server, AUTHORIZED};
 
 use std::time::{Duration, Instant};
 
@@ -150,50 +150,22 @@ fn end_to_end(c: &mut Criterion) {
     }
     group.finish();
 
-    // Criterion measures the three one after another, and on a shared VM the machine's speed
-    // drifts between them by more than 2 %. This check interleaves them: `ZOHO_BENCH_ROUNDS`
-    // rounds (default 15) of 20,000 requests per variant over 16 connections, in rotated order,
-    // and prints the median requests/s of each and the median per-round ratio to the floor.
-    let rounds: usize = std::env::var("ZOHO_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    if rounds == 0 {
-        return;
-    }
-    const REQUESTS: u64 = 20_000;
-    let mut rps = [const { Vec::new() }; 3];
-    runtime.block_on(async {
-        for round in 0..rounds {
-            for k in 0..3 {
-                let i = (round + k) % 3;
-                let time = match i {
-                    0 => drive(&bare, &uri, 16, REQUESTS).await,
-                    1 => drive(&floor, &uri, 16, REQUESTS).await,
-                    _ => drive(&zoho_auth, &uri, 16, REQUESTS).await,
-                };
-                rps[i].push(REQUESTS as f64 / time.as_secs_f64());
+    runtime.block_on(e2e::interleaved(
+        "end_to_end, 16 connections",
+        &["bare", "add_authorization", "zoho_auth"],
+        20_000,
+        |_| 1,
+        |i, n| {
+            let (bare, floor, zoho_auth, uri) = (&bare, &floor, &zoho_auth, &uri);
+            async move {
+                match i {
+                    0 => drive(bare, uri, 16, n).await,
+                    1 => drive(floor, uri, 16, n).await,
+                    _ => drive(zoho_auth, uri, 16, n).await,
+                }
             }
-        }
-    });
-    let median = |mut xs: Vec<f64>| {
-        xs.sort_by(f64::total_cmp);
-        (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-    };
-    let ratio = |i: usize| median((0..rounds).map(|r| rps[i][r] / rps[1][r]).collect());
-    eprintln!(
-        "\nend_to_end, interleaved ({rounds} rounds x {REQUESTS} requests per variant, 16 connections):"
-    );
-    eprintln!("| variant | requests/s (median) | ratio to AddAuthorization (median, min..max) |");
-    eprintln!("|---|---|---|");
-    for (i, name) in ["bare", "add_authorization", "zoho_auth"]
-        .iter()
-        .enumerate()
-    {
-        let (rate, _, _) = median(rps[i].clone());
-        let (r, lo, hi) = ratio(i);
-        eprintln!("| {name} | {rate:.0} | {r:.3} ({lo:.3}..{hi:.3}) |");
-    }
+        },
+    ));
 }
 
 criterion_group!(benches, end_to_end);

@@ -5,17 +5,14 @@
 //! default header, and a `ClientWithMiddleware` whose one middleware sets it.
 //!
 //! 16 tasks on a current-thread runtime each send requests one after another and read each
-//! response to the end. Criterion measures each variant; then, because a shared VM's speed
-//! drifts between variants measured one after another by more than the 2 % in question, the
-//! variants run interleaved (`ZOHO_BENCH_ROUNDS` rounds, default 15, of 20,000 requests each, in
-//! rotated order), and the median requests/s and the median per-round ratio of each front end
-//! to its floor are printed.
+//! response to the end. Criterion measures each variant, then `e2e::interleaved` runs them
+//! interleaved and prints each front end's ratio to its floor.
 //!
 //! `cargo bench --bench reqwest`
 
 mod common;
-#[path = "common/server.rs"]
-mod server;
+#[path = "common/e2e.rs"]
+mod e2e;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,7 +25,7 @@ use tower::{Service, ServiceExt};
 use zoho_auth::reqwest::{ZohoAuthMiddleware, ZohoReqwest};
 use zoho_auth::ZohoAuthLayer;
 
-use server::{start_server, AUTHORIZED};
+use e2e::{start_server, AUTHORIZED};
 
 const CONNECTIONS: u64 = 16;
 
@@ -177,40 +174,15 @@ fn reqwest_front_ends(c: &mut Criterion) {
     }
     group.finish();
 
-    let rounds: usize = std::env::var("ZOHO_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    if rounds == 0 {
-        return;
-    }
-    const REQUESTS: u64 = 20_000;
-    let mut rps = vec![Vec::new(); variants.len()];
-    runtime.block_on(async {
-        for round in 0..rounds {
-            for k in 0..variants.len() {
-                let i = (round + k) % variants.len();
-                let time = drive(&variants[i].1, &url, REQUESTS).await;
-                rps[i].push(REQUESTS as f64 / time.as_secs_f64());
-            }
-        }
-    });
-    let median = |mut xs: Vec<f64>| {
-        xs.sort_by(f64::total_cmp);
-        (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-    };
-    eprintln!(
-        "\nreqwest, interleaved ({rounds} rounds x {REQUESTS} requests per variant, {CONNECTIONS} connections):"
-    );
-    eprintln!("| variant | requests/s (median) | ratio to its static header (median, min..max) |");
-    eprintln!("|---|---|---|");
-    for (i, (name, _)) in variants.iter().enumerate() {
-        // Each front end beside its own floor: the plain client, or the chain.
-        let floor = i - i % 2;
-        let (rate, _, _) = median(rps[i].clone());
-        let (r, lo, hi) = median((0..rounds).map(|r| rps[i][r] / rps[floor][r]).collect());
-        eprintln!("| {name} | {rate:.0} | {r:.3} ({lo:.3}..{hi:.3}) |");
-    }
+    // Each front end beside its own floor: the plain client, or the chain.
+    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
+    runtime.block_on(e2e::interleaved(
+        &format!("reqwest, {CONNECTIONS} connections"),
+        &names,
+        20_000,
+        |i| i - i % 2,
+        |i, n| drive(&variants[i].1, &url, n),
+    ));
 }
 
 criterion_group!(benches, reqwest_front_ends);
