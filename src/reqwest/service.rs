@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::convert;
 use crate::connections::ConnectionId;
-use crate::layer::{RequestBody, ZohoAuth};
+use crate::layer::{RequestBody, ResponseBody, ZohoAuth};
 use crate::ZohoAuthLayer;
 
 /// What [`ZohoReqwest`] sends through: a reqwest client (or a `ClientWithMiddleware`) taking the
@@ -56,13 +56,14 @@ pin_project! {
 }
 
 pin_project! {
+    /// Either future's state: sent on, or refused before.
     #[project = SendingProj]
     enum Sending<F> {
         Sent {
             #[pin]
             future: F,
         },
-        // The request could not be turned into reqwest's.
+        // The request could not be converted.
         Refused {
             error: Option<BoxError>,
         },
@@ -155,7 +156,7 @@ where
 {
     type Response = reqwest::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<C>;
+    type Future = ResponseFuture<LayerFuture<C>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -167,11 +168,11 @@ where
                 if let Some(id) = &self.connection {
                     request.extensions_mut().insert(id.clone());
                 }
-                Layered::Sent {
+                Sending::Sent {
                     future: self.inner.call(request),
                 }
             }
-            Err(error) => Layered::Refused {
+            Err(error) => Sending::Refused {
                 error: Some(error.into()),
             },
         };
@@ -183,59 +184,25 @@ type LayerFuture<C> = <ZohoAuth<Transport<C>> as Service<http::Request<reqwest::
 
 pin_project! {
     /// The future of [`ZohoReqwest`]: the layer's, its response a reqwest one again.
-    pub struct ResponseFuture<C>
-    where
-        C: Service<reqwest::Request, Response = reqwest::Response>,
-        C: Clone,
-        C: Send,
-        C: 'static,
-        C::Future: Send,
-        C::Future: 'static,
-        C::Error: Into<BoxError>,
-    {
+    pub struct ResponseFuture<F> {
         #[pin]
-        state: Layered<C>,
+        state: Sending<F>,
     }
 }
 
-pin_project! {
-    #[project = LayeredProj]
-    enum Layered<C>
-    where
-        C: Service<reqwest::Request, Response = reqwest::Response>,
-        C: Clone,
-        C: Send,
-        C: 'static,
-        C::Future: Send,
-        C::Future: 'static,
-        C::Error: Into<BoxError>,
-    {
-        Sent {
-            #[pin]
-            future: LayerFuture<C>,
-        },
-        // The request could not be read.
-        Refused {
-            error: Option<BoxError>,
-        },
-    }
-}
-
-impl<C> Future for ResponseFuture<C>
+impl<F> Future for ResponseFuture<F>
 where
-    C: Service<reqwest::Request, Response = reqwest::Response> + Clone + Send + 'static,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
+    F: Future<Output = Result<http::Response<ResponseBody<reqwest::Body>>, BoxError>>,
 {
     type Output = Result<reqwest::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            LayeredProj::Sent { future } => {
+            SendingProj::Sent { future } => {
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(convert::to_response(response)))
             }
-            LayeredProj::Refused { error } => Poll::Ready(Err(error
+            SendingProj::Refused { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),
         }
