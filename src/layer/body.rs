@@ -106,14 +106,26 @@ impl From<RequestBody<Full<Bytes>>> for Full<Bytes> {
 
 /// Back to a `reqwest::Body`, for reqwest under the layer: a streamed body as it was, and a
 /// buffered copy as bytes in memory, which reqwest (and a retry middleware below) can clone.
-impl From<RequestBody<reqwest::Body>> for reqwest::Body {
-    fn from(body: RequestBody<reqwest::Body>) -> Self {
+impl<B: Into<reqwest::Body>> From<RequestBody<B>> for reqwest::Body {
+    fn from(body: RequestBody<B>) -> Self {
         match body.kind {
-            RequestKind::Stream { body } => body,
+            RequestKind::Stream { body } => body.into(),
             RequestKind::Buffered { frames } if frames.trailers.is_none() => {
                 reqwest::Body::from(frames.data.unwrap_or_default())
             }
-            kind => reqwest::Body::wrap(RequestBody { kind }),
+            RequestKind::Buffered { frames } => reqwest::Body::wrap(RequestBody::<Full<Bytes>> {
+                kind: RequestKind::Buffered { frames },
+            }),
+        }
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The caller's body, when it is streamed through; else this buffered copy back.
+    pub(crate) fn into_stream(self) -> Result<B, Self> {
+        match self.kind {
+            RequestKind::Stream { body } => Ok(body),
+            kind => Err(Self { kind }),
         }
     }
 }
@@ -229,6 +241,9 @@ struct ReadAhead<B> {
     error: Option<BoxError>,
     /// The unread rest of a body longer than the read limit.
     rest: Option<Pin<Box<B>>>,
+    /// The body, read to its end: kept for what it carries besides its frames (a reqwest
+    /// response's final URL).
+    ended: Option<Pin<Box<B>>>,
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
@@ -263,11 +278,33 @@ impl<B> ResponseBody<B> {
 
 /// A `reqwest::Body` again, for a reqwest front end: the body as reqwest gave it, unless the
 /// layer read some of it.
-impl From<ResponseBody<reqwest::Body>> for reqwest::Body {
-    fn from(body: ResponseBody<reqwest::Body>) -> Self {
+impl<B> From<ResponseBody<B>> for reqwest::Body
+where
+    B: Body + Into<reqwest::Body> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn from(body: ResponseBody<B>) -> Self {
         match body.kind {
-            ResponseKind::Inner { body } => body,
+            ResponseKind::Inner { body } => body.into(),
             kind => reqwest::Body::wrap(ResponseBody { kind }),
+        }
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The inner service's body, when the layer did not read it; else this body back.
+    pub(crate) fn into_inner(self) -> Result<B, Self> {
+        match self.kind {
+            ResponseKind::Inner { body } => Ok(body),
+            kind => Err(Self { kind }),
+        }
+    }
+
+    /// The inner service's body, read or not: what it carries besides its frames.
+    pub(crate) fn source(&self) -> Option<&B> {
+        match &self.kind {
+            ResponseKind::Inner { body } => Some(body),
+            ResponseKind::Buffered { read } => read.rest.as_deref().or(read.ended.as_deref()),
         }
     }
 }
@@ -282,20 +319,25 @@ where
     pub(crate) async fn read_prefix(body: B, limit: usize) -> Self {
         let mut body = Box::pin(body);
         let mut data = BytesMut::new();
-        let (trailers, error, rest) = loop {
+        let (trailers, error, more) = loop {
             match body.frame().await {
-                None => break (None, None, None),
-                Some(Err(error)) => break (None, Some(error.into()), None),
+                None => break (None, None, false),
+                Some(Err(error)) => break (None, Some(error.into()), false),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut chunk) => {
                         data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
                         if data.len() > limit {
-                            break (None, None, Some(body));
+                            break (None, None, true);
                         }
                     }
-                    Err(frame) => break (frame.into_trailers().ok(), None, None),
+                    Err(frame) => break (frame.into_trailers().ok(), None, false),
                 },
             }
+        };
+        let (rest, ended) = if more {
+            (Some(body), None)
+        } else {
+            (None, Some(body))
         };
         Self {
             kind: ResponseKind::Buffered {
@@ -306,6 +348,7 @@ where
                     },
                     error,
                     rest,
+                    ended,
                 }),
             },
         }

@@ -1,69 +1,247 @@
-//! Between reqwest's request and response types and `http`'s, which the layer works on, keeping
-//! what reqwest keeps beside them: the parsed URL (not parsed again when the layer did not change
-//! it), a per-request timeout (in the extensions), and a response's final URL.
+//! Between reqwest's requests and responses and `http`'s, which the layer works on.
+//!
+//! Each goes through the layer with the reqwest value it came from kept in its body: the request
+//! (its parsed URL, its timeout) is sent again with the layer's method, URI and headers, and the
+//! response comes back whole unless the layer read its body. reqwest's own conversions would
+//! format and parse the URL again and box each body once more.
 
-use http::{Extensions, Uri};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
+use tower::BoxError;
 use url::Url;
 
 use crate::layer::{RequestBody, ResponseBody};
 
-/// A request's URL as reqwest parsed it, and the `Uri` it was turned into: while the request
-/// still has that `Uri`, the URL is reused instead of parsed again.
-#[derive(Clone)]
-struct Parsed {
-    uri: Uri,
-    url: Url,
+/// A `reqwest::Request`'s body on its way through the layer, with the request it came from.
+///
+/// The body [`Transport`](super::Transport) takes from the layer; of use only inside
+/// [`ZohoReqwest`](super::ZohoReqwest) and the middleware.
+#[derive(Debug)]
+pub struct OutgoingBody {
+    body: Option<reqwest::Body>,
+    /// The request, its method, headers and body moved into the `http` request: reused to send
+    /// it, so that its URL is not parsed again.
+    request: Option<reqwest::Request>,
+}
+
+/// A per-request timeout, kept in the extensions so that a replay, whose body the layer
+/// buffered, keeps it too.
+#[derive(Clone, Copy)]
+struct Timeout(Duration);
+
+impl Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
+        match &mut self.get_mut().body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl From<OutgoingBody> for reqwest::Body {
+    fn from(outgoing: OutgoingBody) -> Self {
+        outgoing
+            .body
+            .unwrap_or_else(|| reqwest::Body::from(Bytes::new()))
+    }
 }
 
 /// A reqwest request as the layer takes it.
 pub(super) fn to_http(
-    request: reqwest::Request,
-) -> Result<http::Request<reqwest::Body>, reqwest::Error> {
-    let url = request.url().clone();
-    let mut request = http::Request::try_from(request)?;
-    let uri = request.uri().clone();
-    request.extensions_mut().insert(Parsed { uri, url });
-    Ok(request)
+    mut request: reqwest::Request,
+) -> Result<http::Request<OutgoingBody>, BoxError> {
+    let uri = Uri::try_from(request.url().as_str())?;
+    let mut http = http::Request::new(OutgoingBody {
+        body: request.body_mut().take(),
+        request: None,
+    });
+    *http.method_mut() = std::mem::take(request.method_mut());
+    *http.uri_mut() = uri;
+    *http.version_mut() = request.version();
+    *http.headers_mut() = std::mem::take(request.headers_mut());
+    if let Some(&timeout) = request.timeout() {
+        http.extensions_mut().insert(Timeout(timeout));
+    }
+    http.body_mut().request = Some(request);
+    Ok(http)
 }
 
 /// A request the layer prepared, as reqwest sends it.
 pub(super) fn to_reqwest(
-    request: http::Request<RequestBody<reqwest::Body>>,
-) -> Result<reqwest::Request, reqwest::Error> {
-    let (mut parts, body) = request.into_parts();
-    let parsed = parts.extensions.remove::<Parsed>();
-    let Some(Parsed { url, .. }) = parsed.filter(|parsed| parsed.uri == parts.uri) else {
-        return reqwest::Request::try_from(http::Request::from_parts(
-            parts,
-            reqwest::Body::from(body),
-        ));
+    request: http::Request<RequestBody<OutgoingBody>>,
+) -> Result<reqwest::Request, BoxError> {
+    let (parts, body) = request.into_parts();
+    let (body, kept) = match body.into_stream() {
+        Ok(OutgoingBody { body, request }) => (body, request),
+        Err(buffered) => (Some(reqwest::Body::from(buffered)), None),
     };
-    let mut request = http::Request::from_parts(parts, reqwest::Body::from(body));
-    // The conversion parses the URI; this request's was parsed once already.
-    *request.uri_mut() = Uri::from_static("http://parsed.once/");
-    let mut request = reqwest::Request::try_from(request)?;
-    *request.url_mut() = url;
+    let mut request = match kept {
+        // The layer rewrites a URI only to resolve the `API_DOMAIN` stand-in, which changes its
+        // host: with the host unchanged, the URL reqwest parsed is still the request's.
+        Some(request) if request.url().host_str() == parts.uri.host() => request,
+        kept => {
+            let url = Url::parse(&parts.uri.to_string())?;
+            match kept {
+                Some(mut request) => {
+                    *request.url_mut() = url;
+                    request
+                }
+                None => reqwest::Request::new(parts.method.clone(), url),
+            }
+        }
+    };
+    *request.method_mut() = parts.method;
+    *request.headers_mut() = parts.headers;
+    *request.version_mut() = parts.version;
+    *request.body_mut() = body;
+    if let Some(Timeout(timeout)) = parts.extensions.get::<Timeout>() {
+        *request.timeout_mut() = Some(*timeout);
+    }
     Ok(request)
 }
 
-/// A reqwest response as the layer reads it, with its final URL.
-pub(super) fn from_reqwest(response: reqwest::Response) -> http::Response<reqwest::Body> {
-    let url = response.url().clone();
-    let mut response = http::Response::from(response);
-    // reqwest's conversion drops the URL; its response builder's extension carries it back.
-    let carrier = http::Response::builder()
-        .url(url)
-        .body(())
-        .map(|carrier| carrier.into_parts().0.extensions)
-        .unwrap_or_else(|_| Extensions::new());
-    response.extensions_mut().extend(carrier);
-    response
+/// A `reqwest::Response` on its way back through the layer: its status, headers and extensions
+/// in the `http` response, and the rest of it here, whole unless the layer reads the body.
+///
+/// The body [`Transport`](super::Transport) answers with; of use only inside
+/// [`ZohoReqwest`](super::ZohoReqwest) and the middleware.
+#[derive(Debug)]
+pub struct IncomingBody(Incoming);
+
+#[derive(Debug)]
+enum Incoming {
+    Whole(reqwest::Response),
+    /// The layer is reading the body; the final URL is kept for the response handed back.
+    Read {
+        body: reqwest::Body,
+        url: Url,
+    },
+    /// Only while turning `Whole` into `Read`.
+    Moved,
+}
+
+impl IncomingBody {
+    fn url(&self) -> Option<&Url> {
+        match &self.0 {
+            Incoming::Whole(response) => Some(response.url()),
+            Incoming::Read { url, .. } => Some(url),
+            Incoming::Moved => None,
+        }
+    }
+
+    fn into_body(self) -> reqwest::Body {
+        match self.0 {
+            Incoming::Whole(response) => http::Response::from(response).into_body(),
+            Incoming::Read { body, .. } => body,
+            Incoming::Moved => reqwest::Body::from(Bytes::new()),
+        }
+    }
+}
+
+impl Body for IncomingBody {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
+        let this = self.get_mut();
+        if let Incoming::Whole(response) = &this.0 {
+            let url = response.url().clone();
+            let Incoming::Whole(response) = std::mem::replace(&mut this.0, Incoming::Moved) else {
+                unreachable!("matched Whole")
+            };
+            let body = http::Response::from(response).into_body();
+            this.0 = Incoming::Read { body, url };
+        }
+        match &mut this.0 {
+            Incoming::Read { body, .. } => Pin::new(body).poll_frame(cx),
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Incoming::Whole(response) => response.content_length() == Some(0),
+            Incoming::Read { body, .. } => body.is_end_stream(),
+            Incoming::Moved => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Incoming::Whole(response) => response
+                .content_length()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Incoming::Read { body, .. } => body.size_hint(),
+            Incoming::Moved => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl From<IncomingBody> for reqwest::Body {
+    fn from(incoming: IncomingBody) -> Self {
+        incoming.into_body()
+    }
+}
+
+/// A reqwest response as the layer reads it.
+pub(super) fn from_reqwest(mut response: reqwest::Response) -> http::Response<IncomingBody> {
+    let mut http = http::Response::new(());
+    *http.status_mut() = response.status();
+    *http.version_mut() = response.version();
+    *http.headers_mut() = std::mem::take(response.headers_mut());
+    *http.extensions_mut() = std::mem::take(response.extensions_mut());
+    http.map(|()| IncomingBody(Incoming::Whole(response)))
 }
 
 /// The layer's response as the caller's reqwest response, with the URL reqwest reported.
 pub(super) fn to_response(
-    response: http::Response<ResponseBody<reqwest::Body>>,
+    response: http::Response<ResponseBody<IncomingBody>>,
 ) -> reqwest::Response {
-    reqwest::Response::from(response.map(reqwest::Body::from))
+    let (parts, body) = response.into_parts();
+    let body = match body.into_inner() {
+        Ok(IncomingBody(Incoming::Whole(mut response))) => {
+            // The layer changes a response's headers and extensions, never its status.
+            *response.headers_mut() = parts.headers;
+            *response.extensions_mut() = parts.extensions;
+            return response;
+        }
+        Ok(incoming) => ResponseBody::inner(incoming),
+        Err(read) => read,
+    };
+    let url = body.source().and_then(IncomingBody::url).cloned();
+    let mut response = http::Response::from_parts(parts, ());
+    if let Some(url) = url {
+        // reqwest takes the final URL from its own extension, which only its builder sets.
+        if let Ok(carrier) = http::Response::builder().url(url).body(()) {
+            response
+                .extensions_mut()
+                .extend(carrier.into_parts().0.extensions);
+        }
+    }
+    reqwest::Response::from(response.map(|()| reqwest::Body::from(body)))
 }

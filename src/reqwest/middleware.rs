@@ -8,7 +8,7 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
-use super::convert;
+use super::convert::{self, IncomingBody, OutgoingBody};
 use crate::connections::ConnectionId;
 use crate::layer::{self, Config, RequestBody, Sender};
 use crate::ZohoAuthLayer;
@@ -58,13 +58,13 @@ struct Chain<'a> {
     extensions: &'a mut Extensions,
 }
 
-impl Sender<reqwest::Body> for Chain<'_> {
-    type Body = reqwest::Body;
+impl Sender<OutgoingBody> for Chain<'_> {
+    type Body = IncomingBody;
 
     async fn send(
         &mut self,
-        request: http::Request<RequestBody<reqwest::Body>>,
-    ) -> Result<http::Response<reqwest::Body>, BoxError> {
+        request: http::Request<RequestBody<OutgoingBody>>,
+    ) -> Result<http::Response<IncomingBody>, BoxError> {
         let request = convert::to_reqwest(request)?;
         let response = self.next.clone().run(request, self.extensions).await?;
         Ok(convert::from_reqwest(response))
@@ -96,7 +96,7 @@ impl Middleware for ZohoAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let mut request = convert::to_http(request)?;
+        let mut request = convert::to_http(request).map_err(chain_error)?;
         if let Some(id) = extensions.get::<ConnectionId>() {
             if request.extensions().get::<ConnectionId>().is_none() {
                 request.extensions_mut().insert(id.clone());

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::convert;
+use super::convert::{self, IncomingBody, OutgoingBody};
 use crate::connections::ConnectionId;
 use crate::layer::{RequestBody, ResponseBody, ZohoAuth};
 use crate::ZohoAuthLayer;
@@ -21,12 +21,12 @@ pub struct Transport<C> {
     client: C,
 }
 
-impl<C> Service<http::Request<RequestBody<reqwest::Body>>> for Transport<C>
+impl<C> Service<http::Request<RequestBody<OutgoingBody>>> for Transport<C>
 where
     C: Service<reqwest::Request, Response = reqwest::Response>,
     C::Error: Into<BoxError>,
 {
-    type Response = http::Response<reqwest::Body>;
+    type Response = http::Response<IncomingBody>;
     type Error = BoxError;
     type Future = TransportFuture<C::Future>;
 
@@ -34,14 +34,12 @@ where
         self.client.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<RequestBody<reqwest::Body>>) -> Self::Future {
+    fn call(&mut self, request: http::Request<RequestBody<OutgoingBody>>) -> Self::Future {
         let state = match convert::to_reqwest(request) {
             Ok(request) => Sending::Sent {
                 future: self.client.call(request),
             },
-            Err(error) => Sending::Refused {
-                error: Some(error.into()),
-            },
+            Err(error) => Sending::Refused { error: Some(error) },
         };
         TransportFuture { state }
     }
@@ -75,7 +73,7 @@ where
     F: Future<Output = Result<reqwest::Response, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<reqwest::Body>, BoxError>;
+    type Output = Result<http::Response<IncomingBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -172,15 +170,13 @@ where
                     future: self.inner.call(request),
                 }
             }
-            Err(error) => Sending::Refused {
-                error: Some(error.into()),
-            },
+            Err(error) => Sending::Refused { error: Some(error) },
         };
         ResponseFuture { state }
     }
 }
 
-type LayerFuture<C> = <ZohoAuth<Transport<C>> as Service<http::Request<reqwest::Body>>>::Future;
+type LayerFuture<C> = <ZohoAuth<Transport<C>> as Service<http::Request<OutgoingBody>>>::Future;
 
 pin_project! {
     /// The future of [`ZohoReqwest`]: the layer's, its response a reqwest one again.
@@ -192,7 +188,7 @@ pin_project! {
 
 impl<F> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<http::Response<ResponseBody<reqwest::Body>>, BoxError>>,
+    F: Future<Output = Result<http::Response<ResponseBody<IncomingBody>>, BoxError>>,
 {
     type Output = Result<reqwest::Response, BoxError>;
 
