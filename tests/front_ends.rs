@@ -10,8 +10,11 @@ mod front;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Method};
+use tower::ServiceExt;
+use zoho_auth::reqwest::{ZohoAuthMiddleware, ZohoReqwest};
 use zoho_auth::sim::Simulator;
 use zoho_auth::store::{ConnectionStore, MemoryConnections};
 use zoho_auth::{Connections, ZohoAuthLayer};
@@ -320,4 +323,41 @@ async fn every_front_end_does_what_the_layer_does() {
     }
     println!("{table}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// reqwest keeps a request's timeout beside the request, where `http` has no place for it; both
+/// reqwest front ends must still honour it.
+#[tokio::test]
+async fn a_timeout_set_on_a_reqwest_request_holds_through_both_reqwest_front_ends() {
+    // Zoho takes a minute to answer; the request allows a fifth of a second.
+    let zoho = Simulator::builder()
+        .api_latency(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let layer = ZohoAuthLayer::new(zoho.token_cache().unwrap());
+    let http = zoho_auth::accounts::http_client_builder()
+        .unwrap()
+        .build()
+        .unwrap();
+    let url = format!("{}/crm/v8/Leads", zoho.url());
+    let timeout = Duration::from_millis(200);
+
+    let request = http.get(&url).timeout(timeout).build().unwrap();
+    let error = ZohoReqwest::new(http.clone(), &layer)
+        .oneshot(request)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout),
+        "ZohoReqwest: {error}"
+    );
+
+    let client = reqwest_middleware::ClientBuilder::new(http)
+        .with(ZohoAuthMiddleware::new(&layer))
+        .build();
+    let error = client.get(&url).timeout(timeout).send().await.unwrap_err();
+    assert!(error.is_timeout(), "ZohoAuthMiddleware: {error}");
 }

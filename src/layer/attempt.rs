@@ -1,6 +1,6 @@
 //! What a request that carries a token needs beyond the hot path: waiting for the token,
 //! buffering a body, reading an error response, and the one replay after a token error — for
-//! every front end ([`drive`]), through the [`Sender`] each gives.
+//! every front end ([`later`]), through the [`Sender`] each gives.
 
 use std::future::{poll_fn, Future};
 use std::sync::{Arc, PoisonError};
@@ -12,9 +12,9 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody, ResponseBody};
-use super::service::{Plan, Replayable, Replica};
+use super::service::{Now, Plan, Replica};
 use super::source::Picked;
-use super::withheld::Withheld;
+use super::withheld;
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
@@ -361,10 +361,34 @@ pub(super) fn attach<B>(
     )
 }
 
-/// Carries a plan out through `sender`, the way every front end's slow path does: waits for the
-/// token when there is none yet (and decides again with it), buffers a body of known size so the
-/// request can be resent, attaches the token, sends, and handles a token error in the answer.
+/// Carries a plan out through `sender`, for a front end that is itself a future (the
+/// middleware): what can be sent now is sent from this future, and only waiting for a token,
+/// buffering a body and reading an error answer are boxed, as in the tower layer's own future.
+#[cfg(feature = "reqwest-middleware")]
 pub(crate) async fn drive<B, T>(
+    config: &Arc<Config>,
+    picked: Picked,
+    plan: Plan,
+    request: Request<B>,
+    sender: &mut T,
+) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+where
+    T: Sender<B>,
+    <T::Body as Body>::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match plan.now(request, config, picked) {
+        Now::Later(plan, request, picked) => {
+            Box::pin(later(config, picked, plan, request, sender)).await
+        }
+        now => send(now, sender).await,
+    }
+}
+
+/// The slow path of every front end: waits for the token when there is none yet (and decides
+/// again with it), or buffers a body of known size so that the request can be resent; then sends.
+pub(crate) async fn later<B, T>(
     config: &Arc<Config>,
     picked: Picked,
     plan: Plan,
@@ -384,34 +408,44 @@ where
         }
         plan => plan,
     };
-    let credential = match plan {
-        Plan::Attach(credential) => credential,
-        Plan::Pass => {
-            let withheld = Withheld::new(request.uri(), config, picked);
-            let mut response = sender.send(request.map(RequestBody::stream)).await?;
-            if let Some(withheld) = withheld {
-                withheld.inspect(&mut response);
-            }
-            return Ok(response.map(ResponseBody::inner));
-        }
-        Plan::Fail(error) => return Err(error.into()),
-        // A usable token always decides.
-        Plan::Wait => return Err(Error::transient("no decision with a usable Zoho token").into()),
-    };
-    let (mut request, replay_body) = match Replayable::of(&request, config.max_replay_body) {
-        Replayable::AfterBuffering => {
+    let now = match plan.now(request, config, picked) {
+        Now::Later(Plan::Attach(credential), request, picked) => {
             let (parts, body) = request.into_parts();
             let body = BufferedBody::read(body, config.max_replay_body).await?;
-            let request = Request::from_parts(parts, RequestBody::buffered(&body));
-            (request, Some(body))
+            let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
+            let attempt = attach(&mut request, Some(body), credential, config, picked);
+            Now::Attached(request, attempt)
         }
-        Replayable::Empty => (
-            request.map(RequestBody::stream),
-            Some(BufferedBody::default()),
-        ),
-        Replayable::No => (request.map(RequestBody::stream), None),
+        now => now,
     };
-    let attempt = attach(&mut request, replay_body, credential, config, picked);
-    let response = sender.send(request).await?;
-    attempt.finish(response, sender).await
+    send(now, sender).await
+}
+
+/// Sends what [`Plan::now`] prepared and hands back the answer, reading it (boxed) only when it
+/// may declare the token dead.
+async fn send<B, T>(
+    now: Now<B>,
+    sender: &mut T,
+) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+where
+    T: Sender<B>,
+    <T::Body as Body>::Error: Into<BoxError>,
+{
+    match now {
+        Now::Attached(request, attempt) => {
+            let response = sender.send(request).await?;
+            if attempt.should_inspect(&response) {
+                Box::pin(attempt.finish(response, sender)).await
+            } else {
+                Ok(response.map(ResponseBody::inner))
+            }
+        }
+        Now::Passed(request, withheld) => {
+            let response = sender.send(request).await?;
+            Ok(withheld::returned(response, withheld))
+        }
+        Now::Failed(error) => Err(error.into()),
+        // A usable token always decides.
+        Now::Later(..) => Err(Error::transient("no decision with a usable Zoho token").into()),
+    }
 }

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::attempt::{Attempt, Tower};
 use super::body::{RequestBody, ResponseBody};
 use super::service::Replica;
-use super::withheld::Withheld;
+use super::withheld::{self, Withheld};
 use crate::error::Error;
 
 type BoxFuture<R> =
@@ -127,11 +127,8 @@ where
                     }
                 }
                 StateProj::Passed { future, withheld } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if let Some(withheld) = withheld.take() {
-                        withheld.inspect(&mut response);
-                    }
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    return Poll::Ready(Ok(withheld::returned(response, withheld.take())));
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Failed { error } => {

@@ -6,7 +6,7 @@ use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt::{self, Credential, Tower};
+use super::attempt::{self, Attempt, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::relative;
@@ -100,6 +100,39 @@ impl Plan {
         }
     }
 
+    /// What can be done with the request without waiting: attach the token and send it, send it
+    /// untouched, or refuse it — or, when there is no token yet or the body must be buffered
+    /// first, hand it to the slow path ([`Now::Later`]). Every front end starts here.
+    #[inline(always)]
+    pub(crate) fn now<B: Body>(
+        self,
+        request: Request<B>,
+        config: &Arc<Config>,
+        picked: Picked,
+    ) -> Now<B> {
+        match self {
+            Plan::Pass => {
+                let withheld = Withheld::new(request.uri(), config, picked);
+                Now::Passed(request.map(RequestBody::stream), withheld)
+            }
+            Plan::Fail(error) => Now::Failed(error),
+            Plan::Attach(credential) => {
+                let replay_body = match Replayable::of(&request, config.max_replay_body) {
+                    Replayable::AfterBuffering => {
+                        return Now::Later(Plan::Attach(credential), request, picked)
+                    }
+                    Replayable::Empty => Some(BufferedBody::default()),
+                    Replayable::No => None,
+                };
+                let mut request = request.map(RequestBody::stream);
+                let attempt =
+                    attempt::attach(&mut request, replay_body, credential, config, picked);
+                Now::Attached(request, attempt)
+            }
+            Plan::Wait => Now::Later(Plan::Wait, request, picked),
+        }
+    }
+
     /// Carries the plan out: sends the request through `inner` now when it can, else returns
     /// the future that waits for a token or buffers the body first.
     #[inline]
@@ -121,33 +154,30 @@ impl Plan {
         R: Body + Send + 'static,
         R::Error: Into<BoxError>,
     {
-        match self {
-            Plan::Pass => {
-                let withheld = Withheld::new(request.uri(), config, picked);
-                ResponseFuture::passed(inner.call(request.map(RequestBody::stream)), withheld)
+        match self.now(request, config, picked) {
+            // Sent now, through the service `poll_ready` readied.
+            Now::Attached(request, attempt) => {
+                ResponseFuture::direct(inner.call(request), Some((attempt, replica.clone())))
             }
-            Plan::Fail(error) => ResponseFuture::failed(error),
-            Plan::Attach(credential) => match Replayable::of(&request, config.max_replay_body) {
-                Replayable::AfterBuffering => slow(
-                    Plan::Attach(credential),
-                    request,
-                    inner,
-                    replica,
-                    config,
-                    picked,
-                ),
-                replayable => {
-                    // Sent now, through the service `poll_ready` readied.
-                    let replay_body = (replayable == Replayable::Empty).then(BufferedBody::default);
-                    let mut request = request.map(RequestBody::stream);
-                    let attempt =
-                        attempt::attach(&mut request, replay_body, credential, config, picked);
-                    ResponseFuture::direct(inner.call(request), Some((attempt, replica.clone())))
-                }
-            },
-            Plan::Wait => slow(Plan::Wait, request, inner, replica, config, picked),
+            Now::Passed(request, withheld) => ResponseFuture::passed(inner.call(request), withheld),
+            Now::Failed(error) => ResponseFuture::failed(error),
+            Now::Later(plan, request, picked) => {
+                slow(plan, request, inner, replica, config, picked)
+            }
         }
     }
+}
+
+/// A plan carried out as far as it goes without waiting: see [`Plan::now`].
+pub(crate) enum Now<B> {
+    /// To send now with the token; the attempt reads the answer.
+    Attached(Request<RequestBody<B>>, Attempt),
+    /// To send now without the token.
+    Passed(Request<RequestBody<B>>, Option<Withheld>),
+    /// Refused before sending.
+    Failed(Error),
+    /// For the slow path ([`attempt::later`]): no token yet, or a body to buffer first.
+    Later(Plan, Request<B>, Picked),
 }
 
 /// The boxed slow path: the driver every front end shares, through this service.
@@ -175,7 +205,7 @@ where
         replica: replica.clone(),
     };
     ResponseFuture::slow(Box::pin(async move {
-        attempt::drive(&config, picked, plan, request, &mut sender).await
+        attempt::later(&config, picked, plan, request, &mut sender).await
     }))
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{Response, StatusCode, Uri};
 
+use super::body::ResponseBody;
 use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
@@ -106,7 +107,7 @@ impl Withheld {
     }
 
     /// Marks a `401 Unauthorized` answer with why the token was not sent.
-    pub(super) fn inspect<R>(self, response: &mut Response<R>) {
+    fn inspect<R>(self, response: &mut Response<R>) {
         if response.status() != StatusCode::UNAUTHORIZED {
             return;
         }
@@ -126,6 +127,18 @@ impl Withheld {
         }
         response.extensions_mut().insert(withheld);
     }
+}
+
+/// The answer to a request sent without the token, as the caller receives it: marked when it
+/// is a `401` that the token's absence explains.
+pub(super) fn returned<R>(
+    mut response: Response<R>,
+    withheld: Option<Withheld>,
+) -> Response<ResponseBody<R>> {
+    if let Some(withheld) = withheld {
+        withheld.inspect(&mut response);
+    }
+    response.map(ResponseBody::inner)
 }
 
 fn reason(target: &Target<'_>, config: &Config, picked: &Picked) -> String {

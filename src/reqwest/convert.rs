@@ -97,20 +97,18 @@ pub(super) fn to_reqwest(
         Ok(OutgoingBody { body, request }) => (body, request),
         Err(buffered) => (Some(reqwest::Body::from(buffered)), None),
     };
+    let url = || Url::parse(&parts.uri.to_string());
     let mut request = match kept {
         // The layer rewrites a URI only to resolve the `API_DOMAIN` stand-in, which changes its
         // host: with the host unchanged, the URL reqwest parsed is still the request's.
         Some(request) if request.url().host_str() == parts.uri.host() => request,
-        kept => {
-            let url = Url::parse(&parts.uri.to_string())?;
-            match kept {
-                Some(mut request) => {
-                    *request.url_mut() = url;
-                    request
-                }
-                None => reqwest::Request::new(parts.method.clone(), url),
-            }
+        Some(mut request) => {
+            *request.url_mut() = url()?;
+            request
         }
+        // A replay, its body buffered: reqwest 0.13 keeps nothing in a request's own extensions
+        // but the timeout, which the replay carries in the `http` extensions.
+        None => reqwest::Request::new(http::Method::GET, url()?),
     };
     *request.method_mut() = parts.method;
     *request.headers_mut() = parts.headers;
@@ -244,4 +242,60 @@ pub(super) fn to_response(
         }
     }
     reqwest::Response::from(response.map(|()| reqwest::Body::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::header::{HeaderValue, AUTHORIZATION};
+
+    use super::*;
+
+    fn request(url: &str) -> reqwest::Request {
+        let mut request = reqwest::Request::new(http::Method::POST, url.parse().unwrap());
+        *request.body_mut() = Some(reqwest::Body::from("{}"));
+        *request.timeout_mut() = Some(Duration::from_secs(7));
+        request
+    }
+
+    #[test]
+    fn a_request_comes_back_as_it_went_with_the_layer_s_header() {
+        let mut http = to_http(request("https://www.zohoapis.com/crm/v8/Leads?page=2")).unwrap();
+        assert_eq!(http.uri(), "https://www.zohoapis.com/crm/v8/Leads?page=2");
+        assert_eq!(http.method(), http::Method::POST);
+        http.headers_mut()
+            .insert(AUTHORIZATION, HeaderValue::from_static("Zoho-oauthtoken t"));
+        let sent = to_reqwest(http.map(RequestBody::from)).unwrap();
+        assert_eq!(sent.method(), http::Method::POST);
+        assert_eq!(
+            sent.url().as_str(),
+            "https://www.zohoapis.com/crm/v8/Leads?page=2"
+        );
+        assert_eq!(sent.headers()[AUTHORIZATION], "Zoho-oauthtoken t");
+        assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(
+            sent.body().and_then(reqwest::Body::as_bytes),
+            Some(&b"{}"[..])
+        );
+    }
+
+    #[test]
+    fn a_uri_the_layer_resolved_is_the_url_sent() {
+        let mut http = to_http(request("https://api-domain.invalid/crm/v8/Leads")).unwrap();
+        *http.uri_mut() = Uri::from_static("https://www.zohoapis.eu/crm/v8/Leads");
+        let sent = to_reqwest(http.map(RequestBody::from)).unwrap();
+        assert_eq!(sent.url().as_str(), "https://www.zohoapis.eu/crm/v8/Leads");
+        assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_replay_keeps_the_method_url_and_timeout_without_the_original_request() {
+        let http = to_http(request("https://www.zohoapis.com/crm/v8/Leads")).unwrap();
+        // What a replay sends: the same head, its body a buffered copy.
+        let sent = to_reqwest(http.map(|_| RequestBody::default())).unwrap();
+        assert_eq!(sent.method(), http::Method::POST);
+        assert_eq!(sent.url().as_str(), "https://www.zohoapis.com/crm/v8/Leads");
+        assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+    }
 }
