@@ -14,7 +14,7 @@ use tower_service::Service;
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::service::{Now, Plan, Replica};
 use super::source::Picked;
-use super::withheld;
+use super::withheld::{self, Withheld};
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
@@ -207,6 +207,18 @@ pub(crate) trait Sender<B> {
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
 }
 
+/// A sender lent to the driver, which sends through it and hands it back.
+impl<B, T: Sender<B>> Sender<B> for &mut T {
+    type Body = T::Body;
+
+    fn send(
+        &mut self,
+        request: Request<RequestBody<B>>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
+        T::send(self, request)
+    }
+}
+
 /// The tower front end's sender: the inner service `poll_ready` readied, for the first send, and
 /// the shared copy that replays are sent from.
 pub(super) struct Tower<S> {
@@ -361,31 +373,6 @@ pub(super) fn attach<B>(
     )
 }
 
-/// Carries a plan out through `sender`, for a front end that is itself a future (the
-/// middleware): what can be sent now is sent from this future, and only waiting for a token,
-/// buffering a body and reading an error answer are boxed, as in the tower layer's own future.
-#[cfg(feature = "reqwest-middleware")]
-pub(crate) async fn drive<B, T>(
-    config: &Arc<Config>,
-    picked: Picked,
-    plan: Plan,
-    request: Request<B>,
-    sender: &mut T,
-) -> Result<Response<ResponseBody<T::Body>>, BoxError>
-where
-    T: Sender<B>,
-    <T::Body as Body>::Error: Into<BoxError>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    match plan.now(request, config, picked) {
-        Now::Later(plan, request, picked) => {
-            Box::pin(later(config, picked, plan, request, sender)).await
-        }
-        now => send(now, sender).await,
-    }
-}
-
 /// The slow path of every front end: waits for the token when there is none yet (and decides
 /// again with it), or buffers a body of known size so that the request can be resent; then sends.
 pub(crate) async fn later<B, T>(
@@ -421,8 +408,7 @@ where
     send(now, sender).await
 }
 
-/// Sends what [`Plan::now`] prepared and hands back the answer, reading it (boxed) only when it
-/// may declare the token dead.
+/// Sends what [`Plan::now`] prepared, once the slow path has it.
 async fn send<B, T>(
     now: Now<B>,
     sender: &mut T,
@@ -432,20 +418,42 @@ where
     <T::Body as Body>::Error: Into<BoxError>,
 {
     match now {
-        Now::Attached(request, attempt) => {
-            let response = sender.send(request).await?;
-            if attempt.should_inspect(&response) {
-                Box::pin(attempt.finish(response, sender)).await
-            } else {
-                Ok(response.map(ResponseBody::inner))
-            }
-        }
-        Now::Passed(request, withheld) => {
-            let response = sender.send(request).await?;
-            Ok(withheld::returned(response, withheld))
-        }
+        Now::Attached(request, attempt) => sent(request, attempt, sender).await,
+        Now::Passed(request, withheld) => passed(request, withheld, sender).await,
         Now::Failed(error) => Err(error.into()),
         // A usable token always decides.
         Now::Later(..) => Err(Error::transient("no decision with a usable Zoho token").into()),
     }
+}
+
+/// Sends a request that carries the token and hands back the answer, reading it (boxed) only
+/// when it may declare the token dead.
+pub(crate) async fn sent<B, T>(
+    request: Request<RequestBody<B>>,
+    attempt: Attempt,
+    mut sender: T,
+) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+where
+    T: Sender<B>,
+    <T::Body as Body>::Error: Into<BoxError>,
+{
+    let response = sender.send(request).await?;
+    if attempt.should_inspect(&response) {
+        Box::pin(attempt.finish(response, &mut sender)).await
+    } else {
+        Ok(response.map(ResponseBody::inner))
+    }
+}
+
+/// Sends a request without the token and hands back the answer.
+pub(crate) async fn passed<B, T>(
+    request: Request<RequestBody<B>>,
+    withheld: Option<Withheld>,
+    mut sender: T,
+) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+where
+    T: Sender<B>,
+{
+    let response = sender.send(request).await?;
+    Ok(withheld::returned(response, withheld))
 }

@@ -78,11 +78,13 @@ mod withheld;
 use std::sync::Arc;
 
 #[cfg(feature = "reqwest-middleware")]
-pub(crate) use self::attempt::{drive, Sender};
+pub(crate) use self::attempt::{later, passed, sent, Sender};
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
 use self::relative::Routes;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::service::Now;
 pub use self::service::ZohoAuth;
 #[cfg(feature = "connections")]
 pub use self::source::RequestHead;

@@ -2,15 +2,19 @@
 //! `reqwest-middleware`).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::Extensions;
+use pin_project_lite::pin_project;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
 use super::convert::{self, IncomingBody, OutgoingBody};
 use crate::connections::ConnectionId;
-use crate::layer::{self, Config, RequestBody, Sender};
+use crate::layer::{self, Config, Now, RequestBody, ResponseBody, Sender};
 use crate::ZohoAuthLayer;
 
 /// The layer for a `reqwest_middleware::ClientWithMiddleware`: built from a [`ZohoAuthLayer`]'s
@@ -61,13 +65,36 @@ struct Chain<'a> {
 impl Sender<OutgoingBody> for Chain<'_> {
     type Body = IncomingBody;
 
-    async fn send(
+    fn send(
         &mut self,
         request: http::Request<RequestBody<OutgoingBody>>,
-    ) -> Result<http::Response<IncomingBody>, BoxError> {
-        let request = convert::to_reqwest(request)?;
-        let response = self.next.clone().run(request, self.extensions).await?;
-        Ok(convert::from_reqwest(response))
+    ) -> impl Future<Output = Result<http::Response<IncomingBody>, BoxError>> + Send {
+        // Converted before the future, which then holds only the chain's.
+        let sent = convert::to_reqwest(request)
+            .map(|request| self.next.clone().run(request, self.extensions));
+        async move { Ok(convert::from_reqwest(sent?.await?)) }
+    }
+}
+
+pin_project! {
+    /// The middleware's future: the layer's, its answer a reqwest response again.
+    struct Handled<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Future for Handled<F>
+where
+    F: Future<Output = Result<http::Response<ResponseBody<IncomingBody>>, BoxError>>,
+{
+    type Output = reqwest_middleware::Result<reqwest::Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .future
+            .poll(cx)
+            .map(|answer| answer.map(convert::to_response).map_err(chain_error))
     }
 }
 
@@ -88,14 +115,14 @@ fn chain_error(error: BoxError) -> reqwest_middleware::Error {
     }
 }
 
-#[async_trait::async_trait]
-impl Middleware for ZohoAuthMiddleware {
-    async fn handle(
+impl ZohoAuthMiddleware {
+    /// What is decided before anything is awaited: the request as the layer takes it, its
+    /// connection, and the plan for it.
+    fn start(
         &self,
         request: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
+        extensions: &Extensions,
+    ) -> reqwest_middleware::Result<Now<OutgoingBody>> {
         let mut request = convert::to_http(request).map_err(chain_error)?;
         if let Some(id) = extensions.get::<ConnectionId>() {
             if request.extensions().get::<ConnectionId>().is_none() {
@@ -106,10 +133,56 @@ impl Middleware for ZohoAuthMiddleware {
             .config
             .plan(&mut request)
             .map_err(reqwest_middleware::Error::middleware)?;
-        let mut chain = Chain { next, extensions };
-        let response = layer::drive(&self.config, picked, plan, request, &mut chain)
-            .await
-            .map_err(chain_error)?;
-        Ok(convert::to_response(response))
+        Ok(plan.now(request, &self.config, picked))
+    }
+}
+
+// Written out rather than with `#[async_trait]`, so that the request is converted and the plan
+// made before the future is boxed: the box then holds only what is awaited, not the request in
+// each of its forms.
+impl Middleware for ZohoAuthMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        request: reqwest::Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        let now = match self.start(request, extensions) {
+            Ok(now) => now,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        let chain = Chain { next, extensions };
+        match now {
+            Now::Attached(request, attempt) => Box::pin(Handled {
+                future: layer::sent(request, attempt, chain),
+            }),
+            Now::Passed(request, withheld) => Box::pin(Handled {
+                future: layer::passed(request, withheld, chain),
+            }),
+            Now::Failed(error) => Box::pin(std::future::ready(Err(
+                reqwest_middleware::Error::middleware(error),
+            ))),
+            Now::Later(plan, request, picked) => {
+                let config = &self.config;
+                Box::pin(Handled {
+                    future: async move {
+                        let mut chain = chain;
+                        layer::later(config, picked, plan, request, &mut chain).await
+                    },
+                })
+            }
+        }
     }
 }
