@@ -167,13 +167,12 @@ impl Body for IncomingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
         let this = self.get_mut();
-        if let Incoming::Whole(response) = &this.0 {
-            let url = response.url().clone();
-            let Incoming::Whole(response) = std::mem::replace(&mut this.0, Incoming::Moved) else {
-                unreachable!("matched Whole")
-            };
-            let body = http::Response::from(response).into_body();
-            this.0 = Incoming::Read { body, url };
+        if matches!(this.0, Incoming::Whole(_)) {
+            if let Incoming::Whole(response) = std::mem::replace(&mut this.0, Incoming::Moved) {
+                let url = response.url().clone();
+                let body = http::Response::from(response).into_body();
+                this.0 = Incoming::Read { body, url };
+            }
         }
         match &mut this.0 {
             Incoming::Read { body, .. } => Pin::new(body).poll_frame(cx),
