@@ -284,6 +284,15 @@ impl Logs {
     /// Collects what is logged at `level` or above on this thread (the cache's refresh tasks run
     /// on it too with a current-thread runtime) until the guard drops.
     pub fn capture(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        // tracing caches each callsite's interest process-wide, computed by the first thread to
+        // reach it: a sibling test's thread with no subscriber would fix it at "never", and this
+        // thread would see nothing from that line (a `warn!` missed once in CI). A global
+        // subscriber that records nothing makes every thread's answer "interested".
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry())
+                .expect("the tests that capture logs install the only global subscriber");
+        });
         let logs = Self::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(level)
