@@ -116,17 +116,15 @@ fn end_to_end(c: &mut Criterion) {
     // `common::count_mode`, over 16 connections: counts client and server together.
     if let Some((name, n)) = common::count_mode() {
         let name = name.as_str();
-        runtime.block_on(async {
-            for n in [common::COUNT_WARM_UP, n] {
-                let time = match name {
-                    "bare" => drive(&bare, &uri, 16, n).await,
-                    "add_authorization" => drive(&floor, &uri, 16, n).await,
-                    "zoho_auth" => drive(&zoho_auth, &uri, 16, n).await,
-                    _ => panic!("ZOHO_BENCH_COUNT: no variant {name:?}"),
-                };
-                eprintln!("{name}: {n} requests in {time:?}");
+        let (bare, floor, zoho_auth, uri) = (&bare, &floor, &zoho_auth, &uri);
+        runtime.block_on(e2e::count(name, n, |n| async move {
+            match name {
+                "bare" => drive(bare, uri, 16, n).await,
+                "add_authorization" => drive(floor, uri, 16, n).await,
+                "zoho_auth" => drive(zoho_auth, uri, 16, n).await,
+                _ => panic!("ZOHO_BENCH_COUNT: no variant {name:?}"),
             }
-        });
+        }));
         return;
     }
 

@@ -470,10 +470,7 @@ impl Variants {
 /// `add_authorization`'s in that round. Printed to stderr.
 fn paired_summary(variants: &[Box<dyn Variant>], runtime: &Runtime) {
     const REQUESTS: u64 = 100_000;
-    let rounds: usize = std::env::var("ZOHO_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(21);
+    let rounds = common::rounds(21);
     if rounds == 0 {
         return;
     }

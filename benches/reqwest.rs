@@ -153,12 +153,7 @@ fn reqwest_front_ends(c: &mut Criterion) {
             .iter()
             .find(|(variant, _)| *variant == name)
             .unwrap_or_else(|| panic!("ZOHO_BENCH_COUNT: no variant {name:?}"));
-        runtime.block_on(async {
-            for n in [common::COUNT_WARM_UP, n] {
-                let time = drive(variant, &url, n).await;
-                eprintln!("{name}: {n} requests in {time:?}");
-            }
-        });
+        runtime.block_on(e2e::count(&name, n, |n| drive(variant, &url, n)));
         return;
     }
 

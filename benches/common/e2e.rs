@@ -47,6 +47,18 @@ pub fn start_server() -> SocketAddr {
     rx.recv().unwrap()
 }
 
+/// [`crate::common::count_mode`] for an end-to-end bench: the warm-up, then `n` requests, each
+/// run timed by `time`.
+pub async fn count<F>(name: &str, n: u64, mut time: impl FnMut(u64) -> F)
+where
+    F: std::future::Future<Output = std::time::Duration>,
+{
+    for n in [crate::common::COUNT_WARM_UP, n] {
+        let took = time(n).await;
+        eprintln!("{name}: {n} requests in {took:?}");
+    }
+}
+
 /// Criterion measures variants one after another, and on a shared VM the machine's speed drifts
 /// between them by more than the 2 % in question. This runs them interleaved: `ZOHO_BENCH_ROUNDS`
 /// rounds (default 15) of `requests` per variant, in rotated order (`time(i, requests)` runs
@@ -61,10 +73,7 @@ pub async fn interleaved<F>(
 ) where
     F: std::future::Future<Output = std::time::Duration>,
 {
-    let rounds: usize = std::env::var("ZOHO_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
+    let rounds = crate::common::rounds(15);
     if rounds == 0 {
         return;
     }

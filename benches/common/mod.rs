@@ -45,3 +45,13 @@ pub fn count_mode() -> Option<(String, u64)> {
     let n = n.parse().expect("ZOHO_BENCH_COUNT: a request count");
     Some((name.to_owned(), n))
 }
+
+/// `ZOHO_BENCH_ROUNDS`: how many rounds an interleaved summary runs (`default` when unset; 0
+/// skips it).
+#[allow(dead_code)] // `connections` runs no interleaved summary
+pub fn rounds(default: usize) -> usize {
+    std::env::var("ZOHO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

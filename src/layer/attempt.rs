@@ -207,18 +207,6 @@ pub(crate) trait Sender<B> {
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
 }
 
-/// A sender lent to the driver, which sends through it and hands it back.
-impl<B, T: Sender<B>> Sender<B> for &mut T {
-    type Body = T::Body;
-
-    fn send(
-        &mut self,
-        request: Request<RequestBody<B>>,
-    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
-        T::send(self, request)
-    }
-}
-
 /// The tower front end's sender: the inner service `poll_ready` readied, for the first send, and
 /// the shared copy that replays are sent from.
 pub(super) struct Tower<S> {
@@ -380,7 +368,7 @@ pub(crate) async fn later<B, T>(
     picked: Picked,
     plan: Plan,
     mut request: Request<B>,
-    sender: &mut T,
+    sender: T,
 ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
     T: Sender<B>,
@@ -409,10 +397,7 @@ where
 }
 
 /// Sends what [`Plan::now`] prepared, once the slow path has it.
-async fn send<B, T>(
-    now: Now<B>,
-    sender: &mut T,
-) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+async fn send<B, T>(now: Now<B>, sender: T) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
     T: Sender<B>,
     <T::Body as Body>::Error: Into<BoxError>,

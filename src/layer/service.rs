@@ -200,12 +200,12 @@ where
     R::Error: Into<BoxError>,
 {
     let config = config.clone();
-    let mut sender = Tower {
+    let sender = Tower {
         ready: Some(take_ready(inner)),
         replica: replica.clone(),
     };
     ResponseFuture::slow(Box::pin(async move {
-        attempt::later(&config, picked, plan, request, &mut sender).await
+        attempt::later(&config, picked, plan, request, sender).await
     }))
 }
 

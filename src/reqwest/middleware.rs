@@ -174,15 +174,9 @@ impl Middleware for ZohoAuthMiddleware {
             Now::Failed(error) => Box::pin(std::future::ready(Err(
                 reqwest_middleware::Error::middleware(error),
             ))),
-            Now::Later(plan, request, picked) => {
-                let config = &self.config;
-                Box::pin(Handled {
-                    future: async move {
-                        let mut chain = chain;
-                        layer::later(config, picked, plan, request, &mut chain).await
-                    },
-                })
-            }
+            Now::Later(plan, request, picked) => Box::pin(Handled {
+                future: layer::later(&self.config, picked, plan, request, chain),
+            }),
         }
     }
 }
