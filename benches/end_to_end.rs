@@ -151,7 +151,7 @@ fn end_to_end(c: &mut Criterion) {
     runtime.block_on(e2e::interleaved(
         "end_to_end, 16 connections",
         &["bare", "add_authorization", "zoho_auth"],
-        20_000,
+        5_000,
         |_| 1,
         |i, n| {
             let (bare, floor, zoho_auth, uri) = (&bare, &floor, &zoho_auth, &uri);

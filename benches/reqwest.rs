@@ -174,7 +174,7 @@ fn reqwest_front_ends(c: &mut Criterion) {
     runtime.block_on(e2e::interleaved(
         &format!("reqwest, {CONNECTIONS} connections"),
         &names,
-        20_000,
+        5_000,
         |i| i - i % 2,
         |i, n| drive(&variants[i].1, &url, n),
     ));

@@ -60,10 +60,12 @@ where
 }
 
 /// Criterion measures variants one after another, and on a shared VM the machine's speed drifts
-/// between them by more than the 2 % in question. This runs them interleaved: `ZOHO_BENCH_ROUNDS`
-/// rounds (default 15) of `requests` per variant, in rotated order (`time(i, requests)` runs
-/// variant `i`), and prints the median requests/s of each and the median per-round ratio to the
-/// variant `floor(i)` it is compared with.
+/// between them by more than the 2 % in question. This compares each variant with the variant
+/// `floor(i)` it is measured against in back-to-back pairs: `ZOHO_BENCH_ROUNDS` rounds (default
+/// 61), each running every pair once, `requests` per side (`time(i, requests)` runs variant `i`),
+/// the pair's order alternating between rounds so that neither side always goes first. Short
+/// pairs see the same machine; the median over rounds of each pair's ratio is what is printed,
+/// with the median requests/s of each variant.
 pub async fn interleaved<F>(
     title: &str,
     names: &[&str],
@@ -73,29 +75,51 @@ pub async fn interleaved<F>(
 ) where
     F: std::future::Future<Output = std::time::Duration>,
 {
-    let rounds = crate::common::rounds(15);
+    let rounds = crate::common::rounds(61);
     if rounds == 0 {
         return;
     }
+    let pairs: Vec<(usize, usize)> = (0..names.len())
+        .map(|i| (i, floor(i)))
+        .filter(|(i, f)| i != f)
+        .collect();
     let mut rps = vec![Vec::new(); names.len()];
+    let mut ratios = vec![Vec::new(); names.len()];
     for round in 0..rounds {
-        for k in 0..names.len() {
-            let i = (round + k) % names.len();
-            let took = time(i, requests).await;
-            rps[i].push(requests as f64 / took.as_secs_f64());
+        for &(i, f) in &pairs {
+            let order = if round % 2 == 0 { [f, i] } else { [i, f] };
+            let mut rate = [0.0; 2];
+            for (slot, &v) in order.iter().enumerate() {
+                let took = time(v, requests).await;
+                rate[slot] = requests as f64 / took.as_secs_f64();
+                rps[v].push(rate[slot]);
+            }
+            let (of_i, of_f) = if order[0] == f {
+                (rate[1], rate[0])
+            } else {
+                (rate[0], rate[1])
+            };
+            ratios[i].push(of_i / of_f);
         }
     }
     let median = |mut xs: Vec<f64>| {
         xs.sort_by(f64::total_cmp);
         (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
     };
-    eprintln!("\n{title}, interleaved ({rounds} rounds x {requests} requests per variant):");
+    eprintln!(
+        "\n{title}, in pairs ({rounds} rounds x {requests} requests per variant and pair):"
+    );
     eprintln!("| variant | requests/s (median) | ratio (median, min..max) | to |");
     eprintln!("|---|---|---|---|");
     for (i, name) in names.iter().enumerate() {
         let (rate, _, _) = median(rps[i].clone());
-        let (r, lo, hi) = median((0..rounds).map(|r| rps[i][r] / rps[floor(i)][r]).collect());
+        let ratio = if ratios[i].is_empty() {
+            "—".to_owned()
+        } else {
+            let (r, lo, hi) = median(ratios[i].clone());
+            format!("{r:.3} ({lo:.3}..{hi:.3})")
+        };
         let to = names[floor(i)];
-        eprintln!("| {name} | {rate:.0} | {r:.3} ({lo:.3}..{hi:.3}) | {to} |");
+        eprintln!("| {name} | {rate:.0} | {ratio} | {to} |");
     }
 }

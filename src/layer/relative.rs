@@ -10,7 +10,7 @@ use http::Uri;
 
 use crate::dc::{DataCenter, Environment};
 use crate::error::Error;
-use crate::hosts::Origin;
+use crate::hosts::{self, Origin};
 
 /// The host that stands for the account's `api_domain` in a URL that must be absolute (reqwest's
 /// are): under the reserved `.invalid` domain, so that nothing could ever be sent there.
@@ -22,7 +22,12 @@ pub(crate) const API_DOMAIN_HOST: &str = "api-domain.invalid";
 pub(super) fn is_relative(uri: &Uri) -> bool {
     match uri.authority() {
         None => uri.scheme().is_none(),
-        Some(authority) => authority.host() == API_DOMAIN_HOST,
+        Some(authority) => {
+            // Without user info the host starts the authority: most are told apart at once.
+            let authority = authority.as_str();
+            (authority.starts_with(API_DOMAIN_HOST) || authority.contains('@'))
+                && hosts::split_authority(authority).0 == API_DOMAIN_HOST
+        }
     }
 }
 

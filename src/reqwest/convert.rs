@@ -14,7 +14,7 @@ use http::Uri;
 use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
 use tower::BoxError;
-use url::Url;
+use url::{Position, Url};
 
 use crate::layer::{RequestBody, ResponseBody};
 
@@ -27,7 +27,7 @@ pub struct OutgoingBody {
     body: Option<reqwest::Body>,
     /// The request, its method, headers and body moved into the `http` request: reused to send
     /// it, so that its URL is not parsed again.
-    request: Option<reqwest::Request>,
+    request: Option<Box<reqwest::Request>>,
 }
 
 /// A per-request timeout, kept in the extensions so that a replay, whose body the layer
@@ -84,7 +84,7 @@ pub(super) fn to_http(
     if let Some(&timeout) = request.timeout() {
         http.extensions_mut().insert(Timeout(timeout));
     }
-    http.body_mut().request = Some(request);
+    http.body_mut().request = Some(Box::new(request));
     Ok(http)
 }
 
@@ -100,11 +100,12 @@ pub(super) fn to_reqwest(
     let url = || Url::parse(&parts.uri.to_string());
     let mut request = match kept {
         // The layer rewrites a URI only to resolve the `API_DOMAIN` stand-in, which changes its
-        // host: with the host unchanged, the URL reqwest parsed is still the request's.
-        Some(request) if request.url().host_str() == parts.uri.host() => request,
+        // authority: with that unchanged, the URL reqwest parsed is still the request's. (The
+        // URI was parsed from the URL's text, so an unchanged authority is the same text.)
+        Some(request) if same_authority(request.url(), &parts.uri) => *request,
         Some(mut request) => {
             *request.url_mut() = url()?;
-            request
+            *request
         }
         // A replay, its body buffered: reqwest 0.13 keeps nothing in a request's own extensions
         // but the timeout, which the replay carries in the `http` extensions.
@@ -118,6 +119,13 @@ pub(super) fn to_reqwest(
         *request.timeout_mut() = Some(*timeout);
     }
     Ok(request)
+}
+
+/// Whether `uri` names the authority (user info, host and port) that `url` does, compared as
+/// text: `Uri::host` would search it with `char` patterns.
+fn same_authority(url: &Url, uri: &Uri) -> bool {
+    let authority = &url[Position::BeforeUsername..Position::AfterPort];
+    uri.authority().map(|a| a.as_str()) == Some(authority)
 }
 
 /// A `reqwest::Response` on its way back through the layer: its status, headers and extensions
@@ -286,6 +294,28 @@ mod tests {
         let sent = to_reqwest(http.map(RequestBody::from)).unwrap();
         assert_eq!(sent.url().as_str(), "https://www.zohoapis.eu/crm/v8/Leads");
         assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn the_url_is_reused_exactly_when_the_layer_left_the_authority_as_it_was() {
+        for url in [
+            "https://www.zohoapis.com/crm/v8/Leads",
+            "http://user:secret@127.0.0.1:8080/x?y=1",
+            "https://[::1]:9000/",
+            "https://www.zohoapis.com:443/crm",
+        ] {
+            let url: Url = url.parse().unwrap();
+            let uri = Uri::try_from(url.as_str()).unwrap();
+            assert!(same_authority(&url, &uri), "{url}");
+        }
+        let url: Url = "https://api-domain.invalid/crm".parse().unwrap();
+        for other in [
+            "https://www.zohoapis.com/crm",
+            "https://api-domain.invalid:8443/crm",
+            "/crm",
+        ] {
+            assert!(!same_authority(&url, &other.parse().unwrap()), "{other}");
+        }
     }
 
     #[test]
