@@ -14,6 +14,45 @@ use http::Uri;
 
 use crate::dc::DataCenter;
 
+/// Where a request goes, as the layer reads it: the `Uri` of an `http` request, or the `Url` of
+/// a reqwest one, read in place (a reqwest URL is never turned into a `Uri` on the way).
+pub(crate) trait Address {
+    /// The scheme, if the address names one.
+    fn scheme_str(&self) -> Option<&str>;
+    /// The authority as written (user info, host, port), if the address names one.
+    fn authority_str(&self) -> Option<&str>;
+    /// Replaces a relative address (or the `API_DOMAIN` stand-in) by `resolve`'s absolute URI
+    /// for it; `resolve` reads only the path and query.
+    fn resolve_with(
+        &mut self,
+        resolve: impl FnOnce(&Uri) -> Result<Uri, crate::Error>,
+    ) -> Result<(), crate::Error>;
+    /// As a `Uri`, for what keeps the address past the request (a 401's explanation).
+    fn to_uri(&self) -> Option<Uri>;
+}
+
+impl Address for Uri {
+    fn scheme_str(&self) -> Option<&str> {
+        Uri::scheme_str(self)
+    }
+
+    fn authority_str(&self) -> Option<&str> {
+        self.authority().map(Authority::as_str)
+    }
+
+    fn resolve_with(
+        &mut self,
+        resolve: impl FnOnce(&Uri) -> Result<Uri, crate::Error>,
+    ) -> Result<(), crate::Error> {
+        *self = resolve(self)?;
+        Ok(())
+    }
+
+    fn to_uri(&self) -> Option<Uri> {
+        Some(self.clone())
+    }
+}
+
 /// What the layer does with one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -93,13 +132,13 @@ pub(crate) struct Target<'a> {
 impl<'a> Target<'a> {
     /// The target of an absolute `http` or `https` URI; `None` for anything else, which never
     /// carries the token.
-    pub(crate) fn of(uri: &'a Uri) -> Option<Self> {
-        let secure = match uri.scheme_str()? {
+    pub(crate) fn of(address: &'a (impl Address + ?Sized)) -> Option<Self> {
+        let secure = match address.scheme_str()? {
             "https" => true,
             "http" => false,
             _ => return None,
         };
-        let (host, port) = split_authority(uri.authority()?.as_str());
+        let (host, port) = split_authority(address.authority_str()?);
         Some(Self {
             host: host.strip_suffix('.').unwrap_or(host),
             port,
@@ -158,14 +197,13 @@ impl HostPolicy {
     /// Zoho sent one, and `dc` its data centre, if known.
     pub(crate) fn route<'u>(
         &self,
-        uri: &'u Uri,
+        uri: &'u (impl Address + ?Sized),
         api_domain: Option<&HostPattern>,
         dc: Option<DataCenter>,
     ) -> (Verdict, Option<Target<'u>>) {
         // The common case: a request to exactly the api_domain's host or an allowed one,
         // decided without taking the authority apart.
-        if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
-            let authority = authority.as_str();
+        if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority_str()) {
             let secure = scheme == "https";
             if let Some(pattern) = api_domain.into_iter().chain(&self.allow).find(|pattern| {
                 (secure || scheme == "http") && pattern.is_authority(authority, secure)
@@ -414,8 +452,8 @@ mod tests {
             let parsed: http::uri::Authority = authority.parse().unwrap();
             assert_eq!(split_authority(authority).0, parsed.host(), "{authority}");
         }
-        assert!(Target::of(&"/relative".parse().unwrap()).is_none());
-        assert!(Target::of(&"ftp://www.zohoapis.com/".parse().unwrap()).is_none());
+        assert!(Target::of(&"/relative".parse::<Uri>().unwrap()).is_none());
+        assert!(Target::of(&"ftp://www.zohoapis.com/".parse::<Uri>().unwrap()).is_none());
     }
 
     #[test]

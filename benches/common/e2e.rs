@@ -106,9 +106,7 @@ pub async fn interleaved<F>(
         xs.sort_by(f64::total_cmp);
         (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
     };
-    eprintln!(
-        "\n{title}, in pairs ({rounds} rounds x {requests} requests per variant and pair):"
-    );
+    eprintln!("\n{title}, in pairs ({rounds} rounds x {requests} requests per variant and pair):");
     eprintln!("| variant | requests/s (median) | ratio (median, min..max) | to |");
     eprintln!("|---|---|---|---|");
     for (i, name) in names.iter().enumerate() {

@@ -6,106 +6,42 @@ use std::future::{poll_fn, Future};
 use std::sync::{Arc, PoisonError};
 
 use http::header::AUTHORIZATION;
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Response};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::body::{BufferedBody, RequestBody, ResponseBody};
+use super::body::{BufferedBody, ResponseBody};
+use super::outgoing::{Head, Outgoing, Sent};
 use super::service::{Now, Plan, Replica};
 use super::source::Picked;
 use super::withheld::{self, Withheld};
 use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
-use crate::connections::ConnectionId;
 use crate::error::{Error, Kind};
-use crate::hosts::{Target, Verdict};
+use crate::hosts::{self, Address, Target, Verdict};
 use crate::stats::Counters;
 
 /// The error for a request that would have sent the token over plain `http`.
-pub(super) fn insecure(uri: &Uri) -> Error {
+pub(super) fn insecure(address: &impl Address) -> Error {
+    let host = address.authority_str().map(|a| hosts::split_authority(a).0);
     Error::new(
         Kind::Insecure,
         format!(
             "refusing to send a Zoho token over plain http to {}; use https",
-            uri.host().unwrap_or("<no host>")
+            host.unwrap_or("<no host>")
         ),
     )
 }
 
 /// What is needed to send a request again.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    /// The caller's URI was relative, and `uri` its resolution against the token then.
+struct Replay<H> {
+    head: H,
+    /// The caller's URI was relative, and the head's address its resolution against the token
+    /// then.
     resolved: bool,
-    version: Version,
-    headers: HeaderMap,
-    extensions: KeptExtensions,
     body: BufferedBody,
-}
-
-/// A request's extensions, kept for a replay.
-enum KeptExtensions {
-    /// Only the request's connection, as most requests through a layer over connections carry:
-    /// kept without copying the map, which costs three allocations and their frees per request.
-    Connection(ConnectionId),
-    All(Extensions),
-}
-
-impl KeptExtensions {
-    #[inline]
-    fn of(extensions: &Extensions) -> Self {
-        // The length first: no lookup for a request without extensions.
-        let only = (extensions.len() == 1).then(|| extensions.get::<ConnectionId>());
-        match only.flatten() {
-            Some(id) => Self::Connection(id.clone()),
-            None => Self::All(extensions.clone()),
-        }
-    }
-
-    fn into_extensions(self) -> Extensions {
-        match self {
-            Self::Connection(id) => {
-                let mut extensions = Extensions::new();
-                extensions.insert(id);
-                extensions
-            }
-            Self::All(extensions) => extensions,
-        }
-    }
-}
-
-impl Replay {
-    #[inline]
-    fn capture<B>(request: &Request<B>, body: BufferedBody, resolved: bool) -> Self {
-        Self {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            resolved,
-            version: request.version(),
-            // An empty map with spare capacity would clone its allocation; a fresh one has none.
-            headers: if request.headers().is_empty() {
-                HeaderMap::new()
-            } else {
-                request.headers().clone()
-            },
-            extensions: KeptExtensions::of(request.extensions()),
-            body,
-        }
-    }
-
-    fn into_request<B>(self, authorization: HeaderValue) -> Request<RequestBody<B>> {
-        let mut request = Request::new(RequestBody::buffered(&self.body));
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions.into_extensions();
-        request.headers_mut().insert(AUTHORIZATION, authorization);
-        request
-    }
 }
 
 /// What is needed to classify the response to a request that carried token `generation`.
@@ -176,34 +112,35 @@ impl Credential {
     }
 }
 
-impl Replay {
+impl<H: Head> Replay<H> {
     /// Where the replay goes with `fresh`, if it may carry it there: a URI resolved from a
     /// relative one is resolved again against the fresh token (a reconnected account may live in
     /// another data centre), and the host policy is asked again — the first token's host is not
     /// necessarily the fresh one's.
     fn retarget(&mut self, fresh: &CachedToken, config: &Config) -> bool {
         let dc = config.source.dc(config.hosts.dc, Some(fresh));
-        if self.resolved {
-            let relative = self.uri.path_and_query().cloned().map(Uri::from);
-            match relative.map(|uri| config.routes.resolve(&uri, fresh.api_origin(), dc)) {
-                Some(Ok(uri)) => self.uri = uri,
-                _ => return false,
-            }
+        let address = self.head.address_mut();
+        if self.resolved
+            && address
+                .resolve_with(|uri| config.routes.resolve(uri, fresh.api_origin(), dc))
+                .is_err()
+        {
+            return false;
         }
-        config.hosts.route(&self.uri, fresh.api_host(), dc).0 == Verdict::Attach
+        config.hosts.route(address, fresh.api_host(), dc).0 == Verdict::Attach
     }
 }
 
 /// The rest of the stack below the layer, as a front end sends through it: the request the
 /// layer prepared, the first time or once more.
-pub(crate) trait Sender<B> {
+pub(crate) trait Sender<Q> {
     /// The response body.
     type Body: Body;
 
     /// Sends `request`.
     fn send(
         &mut self,
-        request: Request<RequestBody<B>>,
+        request: Q,
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
 }
 
@@ -214,17 +151,17 @@ pub(super) struct Tower<S> {
     pub(super) replica: Replica<S>,
 }
 
-impl<S, B, R> Sender<B> for Tower<S>
+impl<S, Q, R> Sender<Q> for Tower<S>
 where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send,
+    S: Service<Q, Response = Response<R>> + Clone + Send,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    B: Send,
+    Q: Send,
     R: Body,
 {
     type Body = R;
 
-    async fn send(&mut self, request: Request<RequestBody<B>>) -> Result<Response<R>, BoxError> {
+    async fn send(&mut self, request: Q) -> Result<Response<R>, BoxError> {
         let mut inner = match self.ready.take() {
             Some(ready) => ready,
             None => {
@@ -245,19 +182,19 @@ where
 
 /// One request that carried a token: enough to classify its response and, if the body allows,
 /// send it once more.
-pub(crate) struct Attempt {
+pub(crate) struct Attempt<H> {
     inspector: Inspector,
-    replay: Option<Replay>,
+    replay: Option<Replay<H>>,
 }
 
-impl Attempt {
+impl<H> Attempt<H> {
     #[inline]
     fn new(
         config: &Arc<Config>,
         picked: Picked,
         generation: u64,
         rules: RuleMask,
-        replay: Option<Replay>,
+        replay: Option<Replay<H>>,
     ) -> Self {
         Self {
             inspector: Inspector {
@@ -276,16 +213,16 @@ impl Attempt {
     }
 }
 
-impl Attempt {
+impl<H: Head> Attempt<H> {
     /// Handles the response to the first send: on a token error, invalidate that token and, when
     /// the request can be replayed, resend it once with a fresh one through `sender`.
-    pub(super) async fn finish<B, T>(
+    pub(super) async fn finish<T>(
         self,
         response: Response<T::Body>,
         sender: &mut T,
     ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
     where
-        T: Sender<B>,
+        T: Sender<H::Sent>,
         <T::Body as Body>::Error: Into<BoxError>,
     {
         let Self { inspector, replay } = self;
@@ -319,7 +256,11 @@ impl Attempt {
             "resending a request with a fresh Zoho token"
         );
         let response = sender
-            .send(replay.into_request(fresh.header().clone()))
+            .send(
+                replay
+                    .head
+                    .into_request(&replay.body, fresh.header().clone()),
+            )
             .await?;
         let (response, dead) = Inspector {
             generation: fresh.generation(),
@@ -341,14 +282,18 @@ impl Attempt {
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
 #[inline]
-pub(super) fn attach<B>(
-    request: &mut Request<RequestBody<B>>,
+pub(super) fn attach<R: Sent>(
+    request: &mut R,
     replay_body: Option<BufferedBody>,
     credential: Credential,
     config: &Arc<Config>,
     picked: Picked,
-) -> Attempt {
-    let replay = replay_body.map(|body| Replay::capture(request, body, credential.resolved));
+) -> Attempt<R::Head> {
+    let replay = replay_body.map(|body| Replay {
+        head: request.head(),
+        resolved: credential.resolved,
+        body,
+    });
     request
         .headers_mut()
         .insert(AUTHORIZATION, credential.header);
@@ -363,31 +308,28 @@ pub(super) fn attach<B>(
 
 /// The slow path of every front end: waits for the token when there is none yet (and decides
 /// again with it), or buffers a body of known size so that the request can be resent; then sends.
-pub(crate) async fn later<B, T>(
+pub(crate) async fn later<Q, T>(
     config: &Arc<Config>,
     picked: Picked,
     plan: Plan,
-    mut request: Request<B>,
+    mut request: Q,
     sender: T,
 ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    T: Sender<B>,
+    Q: Outgoing,
+    T: Sender<Q::Sent>,
     <T::Body as Body>::Error: Into<BoxError>,
-    B: Body,
-    B::Error: Into<BoxError>,
 {
     let plan = match plan {
         Plan::Wait => {
             let token = config.source.cache(&picked)?.token().await?;
-            Plan::new(Some(token.cached()), true, request.uri_mut(), config)
+            Plan::new(Some(token.cached()), true, request.address_mut(), config)
         }
         plan => plan,
     };
     let now = match plan.now(request, config, picked) {
         Now::Later(Plan::Attach(credential), request, picked) => {
-            let (parts, body) = request.into_parts();
-            let body = BufferedBody::read(body, config.max_replay_body).await?;
-            let mut request = Request::from_parts(parts, RequestBody::buffered(&body));
+            let (mut request, body) = request.buffer(config.max_replay_body).await?;
             let attempt = attach(&mut request, Some(body), credential, config, picked);
             Now::Attached(request, attempt)
         }
@@ -397,9 +339,10 @@ where
 }
 
 /// Sends what [`Plan::now`] prepared, once the slow path has it.
-async fn send<B, T>(now: Now<B>, sender: T) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+async fn send<Q, T>(now: Now<Q>, sender: T) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    T: Sender<B>,
+    Q: Outgoing,
+    T: Sender<Q::Sent>,
     <T::Body as Body>::Error: Into<BoxError>,
 {
     match now {
@@ -413,13 +356,14 @@ where
 
 /// Sends a request that carries the token and hands back the answer, reading it (boxed) only
 /// when it may declare the token dead.
-pub(crate) async fn sent<B, T>(
-    request: Request<RequestBody<B>>,
-    attempt: Attempt,
+pub(crate) async fn sent<R, T>(
+    request: R,
+    attempt: Attempt<R::Head>,
     mut sender: T,
 ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    T: Sender<B>,
+    R: Sent,
+    T: Sender<R>,
     <T::Body as Body>::Error: Into<BoxError>,
 {
     let response = sender.send(request).await?;
@@ -431,13 +375,13 @@ where
 }
 
 /// Sends a request without the token and hands back the answer.
-pub(crate) async fn passed<B, T>(
-    request: Request<RequestBody<B>>,
+pub(crate) async fn passed<R, T>(
+    request: R,
     withheld: Option<Withheld>,
     mut sender: T,
 ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    T: Sender<B>,
+    T: Sender<R>,
 {
     let response = sender.send(request).await?;
     Ok(withheld::returned(response, withheld))

@@ -120,16 +120,6 @@ impl<B: Into<reqwest::Body>> From<RequestBody<B>> for reqwest::Body {
     }
 }
 
-impl<B> RequestBody<B> {
-    /// The caller's body, when it is streamed through; else this buffered copy back.
-    pub(crate) fn into_stream(self) -> Result<B, Self> {
-        match self.kind {
-            RequestKind::Stream { body } => Ok(body),
-            kind => Err(Self { kind }),
-        }
-    }
-}
-
 impl<B> Default for RequestBody<B> {
     /// An empty body.
     fn default() -> Self {

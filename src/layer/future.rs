@@ -1,17 +1,17 @@
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
 use super::attempt::{Attempt, Tower};
-use super::body::{RequestBody, ResponseBody};
+use super::body::ResponseBody;
+use super::outgoing::Head;
 use super::service::Replica;
 use super::withheld::{self, Withheld};
 use crate::error::Error;
@@ -19,25 +19,30 @@ use crate::error::Error;
 type BoxFuture<R> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
 
+/// Reads a response that may declare the token dead, and replays: boxed, and reached through a
+/// function made where the request's type is known, so that polling needs no bound on it.
+type Finish<H, S, R> = fn(Attempt<H>, Response<R>, Replica<S>) -> BoxFuture<R>;
+
 pin_project! {
     /// The future of [`ZohoAuth`](super::ZohoAuth). With a cached token it is the inner service's
     /// future plus a status check, neither boxed nor allocating. Waiting for a token, buffering a
     /// body and handling a token error run in a boxed continuation.
-    pub struct ResponseFuture<F, S, B, R> {
+    ///
+    /// `H` is what a replay keeps of the request (its type depends on the front end's request).
+    pub struct ResponseFuture<F, S, H, R> {
         #[pin]
-        state: State<F, S, R>,
-        // The request body: what a replay sends through `S`.
-        _body: PhantomData<fn(B)>,
+        state: State<F, S, H, R>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, R> {
+    enum State<F, S, H, R> {
         Direct {
             #[pin]
             future: F,
-            attempt: Option<(Attempt, Replica<S>)>,
+            attempt: Option<(Attempt<H>, Replica<S>)>,
+            finish: Finish<H, S, R>,
         },
         // Sent without the token.
         Passed {
@@ -54,73 +59,75 @@ pin_project! {
     }
 }
 
-impl<F, S, B, R> ResponseFuture<F, S, B, R> {
+impl<F, S, H, R> ResponseFuture<F, S, H, R> {
     #[inline]
-    pub(super) fn direct(future: F, attempt: Option<(Attempt, Replica<S>)>) -> Self {
+    pub(super) fn direct(future: F, attempt: Option<(Attempt<H>, Replica<S>)>) -> Self
+    where
+        H: Head + Send + 'static,
+        H::Sent: Send,
+        S: Service<H::Sent, Response = Response<R>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        R: Body + Send + 'static,
+        R::Error: Into<BoxError>,
+    {
         Self {
-            state: State::Direct { future, attempt },
-            _body: PhantomData,
+            state: State::Direct {
+                future,
+                attempt,
+                finish: finish::<H, S, R>,
+            },
         }
     }
 
     pub(super) fn passed(future: F, withheld: Option<Withheld>) -> Self {
         Self {
             state: State::Passed { future, withheld },
-            _body: PhantomData,
         }
     }
 
     pub(super) fn slow(future: BoxFuture<R>) -> Self {
         Self {
             state: State::Slow { future },
-            _body: PhantomData,
         }
     }
 
     pub(super) fn failed(error: Error) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
-            _body: PhantomData,
         }
     }
 }
 
-impl<F, S, B, R> fmt::Debug for ResponseFuture<F, S, B, R> {
+impl<F, S, H, R> fmt::Debug for ResponseFuture<F, S, H, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, B, R> Future for ResponseFuture<S::Future, S, B, R>
+impl<F, E, S, H, R> Future for ResponseFuture<F, S, H, R>
 where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    R: Body + Send + 'static,
-    R::Error: Into<BoxError>,
+    F: Future<Output = Result<Response<R>, E>>,
+    E: Into<BoxError>,
+    R: Body,
 {
     type Output = Result<Response<ResponseBody<R>>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Direct { future, attempt } => {
+                StateProj::Direct {
+                    future,
+                    attempt,
+                    finish,
+                } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // Tested in place: the attempt is moved out only for the rare response read.
                     match attempt {
                         Some((inspect, _)) if inspect.should_inspect(&response) => {
                             let (attempt, replica) = attempt.take().expect("matched Some");
-                            let mut sender = Tower {
-                                ready: None,
-                                replica,
-                            };
                             State::Slow {
-                                future: Box::pin(async move {
-                                    attempt.finish(response, &mut sender).await
-                                }),
+                                future: finish(attempt, response, replica),
                             }
                         }
                         _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
@@ -141,4 +148,21 @@ where
             self.as_mut().project().state.set(next);
         }
     }
+}
+
+fn finish<H, S, R>(attempt: Attempt<H>, response: Response<R>, replica: Replica<S>) -> BoxFuture<R>
+where
+    H: Head + Send + 'static,
+    H::Sent: Send,
+    S: Service<H::Sent, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    R: Body + Send + 'static,
+    R::Error: Into<BoxError>,
+{
+    let mut sender = Tower {
+        ready: None,
+        replica,
+    };
+    Box::pin(async move { attempt.finish(response, &mut sender).await })
 }

@@ -70,15 +70,17 @@ mod attempt;
 mod body;
 mod convert;
 mod future;
+pub(crate) mod outgoing;
 mod relative;
 mod service;
-mod source;
+pub(crate) mod source;
 mod withheld;
 
 use std::sync::Arc;
 
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use self::attempt::{later, passed, sent, Sender};
+pub(crate) use self::body::BufferedBody;
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;

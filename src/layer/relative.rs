@@ -10,7 +10,7 @@ use http::Uri;
 
 use crate::dc::{DataCenter, Environment};
 use crate::error::Error;
-use crate::hosts::{self, Origin};
+use crate::hosts::{self, Address, Origin};
 
 /// The host that stands for the account's `api_domain` in a URL that must be absolute (reqwest's
 /// are): under the reserved `.invalid` domain, so that nothing could ever be sent there.
@@ -19,12 +19,11 @@ pub(crate) const API_DOMAIN_HOST: &str = "api-domain.invalid";
 /// Whether `uri` names no scheme and no host — a path (and query) only — or names the stand-in
 /// for the account's `api_domain`.
 #[inline]
-pub(super) fn is_relative(uri: &Uri) -> bool {
-    match uri.authority() {
-        None => uri.scheme().is_none(),
+pub(super) fn is_relative(address: &impl Address) -> bool {
+    match address.authority_str() {
+        None => address.scheme_str().is_none(),
+        // Without user info the host starts the authority: most are told apart at once.
         Some(authority) => {
-            // Without user info the host starts the authority: most are told apart at once.
-            let authority = authority.as_str();
             (authority.starts_with(API_DOMAIN_HOST) || authority.contains('@'))
                 && hosts::split_authority(authority).0 == API_DOMAIN_HOST
         }
@@ -161,13 +160,16 @@ mod tests {
             format!("https://{API_DOMAIN_HOST}")
         );
         for relative in ["/crm/v8/Leads", "https://api-domain.invalid/crm/v8/Leads"] {
-            assert!(is_relative(&relative.parse().unwrap()), "{relative}");
+            assert!(is_relative(&relative.parse::<Uri>().unwrap()), "{relative}");
         }
         for absolute in [
             "https://www.zohoapis.eu/crm",
             "https://api-domain.invalid.example/x",
         ] {
-            assert!(!is_relative(&absolute.parse().unwrap()), "{absolute}");
+            assert!(
+                !is_relative(&absolute.parse::<Uri>().unwrap()),
+                "{absolute}"
+            );
         }
     }
 

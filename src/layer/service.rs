@@ -1,7 +1,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
@@ -9,13 +9,15 @@ use tower_service::Service;
 use super::attempt::{self, Attempt, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
+use super::outgoing::{HeadOf, HttpHead, Outgoing, Replayable, Sent};
 use super::relative;
 use super::source::{Picked, Source};
 use super::withheld::Withheld;
 use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
+use crate::connections::ConnectionId;
 use crate::error::Error;
-use crate::hosts::Verdict;
+use crate::hosts::{Address, Verdict};
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
 ///
@@ -69,7 +71,7 @@ impl Plan {
     pub(crate) fn new(
         token: Option<&CachedToken>,
         usable: bool,
-        uri: &mut Uri,
+        uri: &mut impl Address,
         config: &Config,
     ) -> Self {
         let dc = config.source.dc(config.hosts.dc, token);
@@ -78,9 +80,10 @@ impl Plan {
             let Some(token) = token.filter(|_| usable) else {
                 return Plan::Wait;
             };
-            match config.routes.resolve(uri, token.api_origin(), dc) {
-                Ok(absolute) => *uri = absolute,
-                Err(error) => return Plan::Fail(error),
+            let absolute =
+                uri.resolve_with(|uri| config.routes.resolve(uri, token.api_origin(), dc));
+            if let Err(error) = absolute {
+                return Plan::Fail(error);
             }
         }
         let (verdict, target) = config
@@ -104,27 +107,27 @@ impl Plan {
     /// untouched, or refuse it — or, when there is no token yet or the body must be buffered
     /// first, hand it to the slow path ([`Now::Later`]). Every front end starts here.
     #[inline(always)]
-    pub(crate) fn now<B: Body>(
+    pub(crate) fn now<Q: Outgoing>(
         self,
-        request: Request<B>,
+        request: Q,
         config: &Arc<Config>,
         picked: Picked,
-    ) -> Now<B> {
+    ) -> Now<Q> {
         match self {
             Plan::Pass => {
-                let withheld = Withheld::new(request.uri(), config, picked);
-                Now::Passed(request.map(RequestBody::stream), withheld)
+                let withheld = Withheld::new(request.address(), config, picked);
+                Now::Passed(request.stream(), withheld)
             }
             Plan::Fail(error) => Now::Failed(error),
             Plan::Attach(credential) => {
-                let replay_body = match Replayable::of(&request, config.max_replay_body) {
+                let replay_body = match request.replayable(config.max_replay_body) {
                     Replayable::AfterBuffering => {
                         return Now::Later(Plan::Attach(credential), request, picked)
                     }
                     Replayable::Empty => Some(BufferedBody::default()),
                     Replayable::No => None,
                 };
-                let mut request = request.map(RequestBody::stream);
+                let mut request = request.stream();
                 let attempt =
                     attempt::attach(&mut request, replay_body, credential, config, picked);
                 Now::Attached(request, attempt)
@@ -136,21 +139,21 @@ impl Plan {
     /// Carries the plan out: sends the request through `inner` now when it can, else returns
     /// the future that waits for a token or buffers the body first.
     #[inline]
-    pub(super) fn start<S, B, R>(
+    pub(super) fn start<S, Q, R>(
         self,
-        request: Request<B>,
+        request: Q,
         inner: &mut S,
         replica: &Replica<S>,
         config: &Arc<Config>,
         picked: Picked,
-    ) -> ResponseFuture<S::Future, S, B, R>
+    ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
     where
-        S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
+        Q: Outgoing + Send + 'static,
+        Q::Sent: Send,
+        <Q::Sent as Sent>::Head: Send,
+        S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
         R: Body + Send + 'static,
         R::Error: Into<BoxError>,
     {
@@ -169,33 +172,33 @@ impl Plan {
 }
 
 /// A plan carried out as far as it goes without waiting: see [`Plan::now`].
-pub(crate) enum Now<B> {
+pub(crate) enum Now<Q: Outgoing> {
     /// To send now with the token; the attempt reads the answer.
-    Attached(Request<RequestBody<B>>, Attempt),
+    Attached(Q::Sent, Attempt<<Q::Sent as Sent>::Head>),
     /// To send now without the token.
-    Passed(Request<RequestBody<B>>, Option<Withheld>),
+    Passed(Q::Sent, Option<Withheld>),
     /// Refused before sending.
     Failed(Error),
     /// For the slow path ([`attempt::later`]): no token yet, or a body to buffer first.
-    Later(Plan, Request<B>, Picked),
+    Later(Plan, Q, Picked),
 }
 
 /// The boxed slow path: the driver every front end shares, through this service.
-fn slow<S, B, R>(
+fn slow<S, Q, R>(
     plan: Plan,
-    request: Request<B>,
+    request: Q,
     inner: &mut S,
     replica: &Replica<S>,
     config: &Arc<Config>,
     picked: Picked,
-) -> ResponseFuture<S::Future, S, B, R>
+) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
 where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Clone + Send + 'static,
+    Q: Outgoing + Send + 'static,
+    Q::Sent: Send,
+    <Q::Sent as Sent>::Head: Send,
+    S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
     R: Body + Send + 'static,
     R::Error: Into<BoxError>,
 {
@@ -213,16 +216,20 @@ impl Config {
     /// The first decision every front end makes for a request: its connection's cache (for a
     /// layer over connections) and the plan for it with the token that cache holds now.
     #[inline]
-    pub(crate) fn plan<B>(&self, request: &mut Request<B>) -> Result<(Plan, Picked), Error> {
-        let plan = |cache: &TokenCache, uri: &mut Uri| {
-            cache.lookup(|token, usable| Plan::new(token, usable, uri, self))
+    pub(crate) fn plan<Q: Outgoing>(
+        &self,
+        request: &mut Q,
+        connection: Option<&ConnectionId>,
+    ) -> Result<(Plan, Picked), Error> {
+        let plan = |cache: &TokenCache, address: &mut Q::Address| {
+            cache.lookup(|token, usable| Plan::new(token, usable, address, self))
         };
         Ok(match &self.source {
-            Source::One(cache) => (plan(cache, request.uri_mut()), None),
+            Source::One(cache) => (plan(cache, request.address_mut()), None),
             #[cfg(feature = "connections")]
             Source::Many(many) => {
-                let cache = many.pick(request)?;
-                (plan(&cache, request.uri_mut()), Some(cache))
+                let cache = request.select(many, connection)?;
+                (plan(&cache, request.address_mut()), Some(cache))
             }
         })
     }
@@ -285,6 +292,44 @@ impl<S> ZohoAuth<S> {
     }
 }
 
+impl<S> ZohoAuth<S> {
+    /// `poll_ready` of every front end that is a tower service: the inner service's.
+    #[inline]
+    pub(crate) fn poll_inner_ready<Q>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Q>,
+        S::Error: Into<BoxError>,
+    {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    /// The call of every front end that is a tower service: the plan for `request` (of
+    /// `connection`, if the front end names one), carried out through `inner`.
+    #[inline]
+    pub(crate) fn start<Q, R>(
+        &mut self,
+        mut request: Q,
+        connection: Option<&ConnectionId>,
+    ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
+    where
+        Q: Outgoing + Send + 'static,
+        Q::Sent: Send,
+        <Q::Sent as Sent>::Head: Send,
+        S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        R: Body + Send + 'static,
+        R::Error: Into<BoxError>,
+    {
+        let (plan, picked) = match self.config.plan(&mut request, connection) {
+            Ok(planned) => planned,
+            Err(error) => return ResponseFuture::failed(error),
+        };
+        let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
+        plan.start(request, &mut self.inner, replica, &self.config, picked)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ZohoAuth<S>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
@@ -301,43 +346,13 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S, ReqBody, ResBody>;
+    type Future = ResponseFuture<S::Future, S, HttpHead<ReqBody>, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.poll_inner_ready::<Request<RequestBody<ReqBody>>>(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let (plan, picked) = match self.config.plan(&mut request) {
-            Ok(planned) => planned,
-            Err(error) => return ResponseFuture::failed(error),
-        };
-        let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
-        plan.start(request, &mut self.inner, replica, &self.config, picked)
-    }
-}
-
-/// Whether a request can be sent again after a token error, read once from its body's size.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Replayable {
-    /// The body has ended: resent with no copy of it.
-    Empty,
-    /// A known size within the replay limit: buffered first to be resent. The size is only a
-    /// hint, so buffering stops at the limit whatever it said.
-    AfterBuffering,
-    /// Unknown or too large: streamed once, never resent.
-    No,
-}
-
-impl Replayable {
-    pub(super) fn of<B: Body>(request: &Request<B>, limit: usize) -> Self {
-        let body = request.body();
-        match body.size_hint().exact() {
-            // Only the end of the stream proves there is nothing to copy: a body whose hint says
-            // 0 may still yield data (or trailers), which a replay must not drop.
-            _ if body.is_end_stream() => Self::Empty,
-            Some(size) if size <= limit as u64 => Self::AfterBuffering,
-            _ => Self::No,
-        }
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        self.start(request, None)
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 #[cfg(feature = "connections")]
-use http::{Extensions, HeaderMap, Method, Request, Uri};
+use http::{Extensions, HeaderMap, Method, Uri};
 
 use crate::cache::{CachedToken, TokenCache};
 #[cfg(feature = "connections")]
@@ -41,7 +41,7 @@ pub struct RequestHead<'a> {
 }
 
 #[cfg(feature = "connections")]
-type Select = dyn Fn(&RequestHead<'_>) -> Option<ConnectionId> + Send + Sync;
+pub(crate) type Select = dyn Fn(&RequestHead<'_>) -> Option<ConnectionId> + Send + Sync;
 
 /// A registry and how to choose among it.
 #[cfg(feature = "connections")]
@@ -101,23 +101,21 @@ impl Source {
 
 #[cfg(feature = "connections")]
 impl Many {
-    /// The cache for `request`: of the connection a [`ConnectionId`] in its extensions names, or
-    /// the selector finds. Without one the request fails before anything is sent.
-    pub(crate) fn pick<B>(&self, request: &Request<B>) -> Result<TokenCache, Error> {
-        // Borrowed, not cloned: an id's clone and drop are two atomic operations per request.
-        if let Some(id) = request.extensions().get::<ConnectionId>() {
+    /// The cache of connection `id` (the one a request names), else of the one the selector
+    /// finds (`select_by` calls it with the request's head). Without one the request fails
+    /// before anything is sent.
+    pub(crate) fn pick(
+        &self,
+        id: Option<&ConnectionId>,
+        select_by: impl FnOnce(&Select) -> Option<ConnectionId>,
+    ) -> Result<TokenCache, Error> {
+        if let Some(id) = id {
             return self.connections.get(id);
         }
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions: request.extensions(),
-        };
         let id = self
             .select
-            .as_ref()
-            .and_then(|select| select(&head))
+            .as_deref()
+            .and_then(select_by)
             .ok_or_else(no_connection)?;
         self.connections.get(&id)
     }

@@ -16,7 +16,7 @@ use super::body::ResponseBody;
 use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
-use crate::hosts::Target;
+use crate::hosts::{Address, Target};
 
 /// How many hosts each "once per host" set remembers; past it the set starts over, so a service
 /// calling endless hosts keeps bounded memory and at worst repeats a message.
@@ -88,8 +88,12 @@ pub(crate) struct Withheld {
 
 impl Withheld {
     /// Notes a request to `uri` that goes without the token; `None` when it names no host.
-    pub(super) fn new(uri: &Uri, config: &Arc<Config>, picked: Picked) -> Option<Self> {
-        let target = Target::of(uri)?;
+    pub(super) fn new(
+        address: &impl Address,
+        config: &Arc<Config>,
+        picked: Picked,
+    ) -> Option<Self> {
+        let target = Target::of(address)?;
         if tracing::enabled!(tracing::Level::DEBUG)
             && first_time(&config.reported.debugged, target.host())
         {
@@ -100,7 +104,7 @@ impl Withheld {
             );
         }
         Some(Self {
-            uri: uri.clone(),
+            uri: address.to_uri()?,
             config: config.clone(),
             picked,
         })

@@ -1,131 +1,175 @@
-//! Between reqwest's requests and responses and `http`'s, which the layer works on.
+//! Between reqwest's requests and responses and what the layer's decisions read.
 //!
-//! Each goes through the layer with the reqwest value it came from kept in its body: the request
-//! (its parsed URL, its timeout) is sent again with the layer's method, URI and headers, and the
-//! response comes back whole unless the layer read its body. reqwest's own conversions would
-//! format and parse the URL again and box each body once more.
+//! A reqwest request goes through the layer as it is: the layer reads its URL in place, attaches
+//! the token to its headers and, for a replay, keeps a copy of its head — it is never turned into
+//! an `http` request, whose `Uri` would be parsed again from the URL. The response comes back
+//! whole unless the layer read its body: its status, headers and extensions go into an `http`
+//! response, the rest stays in [`IncomingBody`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
 use tower::BoxError;
 use url::{Position, Url};
 
-use crate::layer::{RequestBody, ResponseBody};
+use crate::connections::ConnectionId;
+use crate::error::Error;
+use crate::hosts::Address;
+use crate::layer::outgoing::{Head, Outgoing, Replayable, Sent};
+use crate::layer::{BufferedBody, RequestBody, ResponseBody};
+#[cfg(feature = "connections")]
+use {crate::cache::TokenCache, crate::layer::source::Many};
 
-/// A `reqwest::Request`'s body on its way through the layer, with the request it came from.
-///
-/// The body [`Transport`](super::Transport) takes from the layer; of use only inside
-/// [`ZohoReqwest`](super::ZohoReqwest) and the middleware.
-#[derive(Debug)]
-pub struct OutgoingBody {
-    body: Option<reqwest::Body>,
-    /// The request, its method, headers and body moved into the `http` request: reused to send
-    /// it, so that its URL is not parsed again.
-    request: Option<Box<reqwest::Request>>,
+impl Address for Url {
+    fn scheme_str(&self) -> Option<&str> {
+        Some(self.scheme())
+    }
+
+    fn authority_str(&self) -> Option<&str> {
+        // As `Uri` would read it from the URL's text: user info, host and port.
+        self.has_authority()
+            .then(|| &self[Position::BeforeUsername..Position::AfterPort])
+    }
+
+    fn resolve_with(
+        &mut self,
+        resolve: impl FnOnce(&Uri) -> Result<Uri, Error>,
+    ) -> Result<(), Error> {
+        let unusable = |what: &str| Error::config(format!("{what} is not a usable URL"));
+        let relative = Uri::try_from(&self[Position::BeforePath..Position::AfterQuery])
+            .map_err(|_| unusable("the request's path"))?;
+        let absolute = resolve(&relative)?;
+        *self = Url::parse(&absolute.to_string()).map_err(|_| unusable("the resolved URI"))?;
+        Ok(())
+    }
+
+    fn to_uri(&self) -> Option<Uri> {
+        Uri::try_from(self.as_str()).ok()
+    }
 }
 
-/// A per-request timeout, kept in the extensions so that a replay, whose body the layer
-/// buffered, keeps it too.
-#[derive(Clone, Copy)]
-struct Timeout(Duration);
+impl Outgoing for reqwest::Request {
+    type Address = Url;
+    type Sent = reqwest::Request;
 
-impl Body for OutgoingBody {
-    type Data = Bytes;
-    type Error = reqwest::Error;
+    #[inline]
+    fn address(&self) -> &Url {
+        self.url()
+    }
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
-        match &mut self.get_mut().body {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
+    #[inline]
+    fn address_mut(&mut self) -> &mut Url {
+        self.url_mut()
+    }
+
+    #[inline]
+    fn replayable(&self, limit: usize) -> Replayable {
+        Replayable::of(self.body(), limit)
+    }
+
+    #[inline]
+    fn stream(self) -> Self {
+        self
+    }
+
+    async fn buffer(mut self, limit: usize) -> Result<(Self, BufferedBody), BoxError> {
+        let body = match self.body_mut().take() {
+            Some(body) => BufferedBody::read(body, limit).await?,
+            None => BufferedBody::default(),
+        };
+        *self.body_mut() = Some(buffered(&body));
+        Ok((self, body))
+    }
+
+    #[cfg(feature = "connections")]
+    fn select(&self, many: &Many, connection: Option<&ConnectionId>) -> Result<TokenCache, Error> {
+        many.pick(connection, |select| {
+            // Only a selector reads a reqwest request's URL as a `Uri`.
+            let uri = self.url().to_uri()?;
+            select(&crate::layer::RequestHead {
+                method: self.method(),
+                uri: &uri,
+                headers: self.headers(),
+                extensions: &http::Extensions::new(),
+            })
+        })
+    }
+}
+
+/// A buffered copy as a reqwest body: bytes in memory, which reqwest (and a retry middleware
+/// below) can clone.
+fn buffered(body: &BufferedBody) -> reqwest::Body {
+    RequestBody::<reqwest::Body>::buffered(body).into()
+}
+
+impl Sent for reqwest::Request {
+    type Head = ReqwestHead;
+
+    #[inline]
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        reqwest::Request::headers_mut(self)
+    }
+
+    #[inline]
+    fn head(&self) -> ReqwestHead {
+        ReqwestHead {
+            method: self.method().clone(),
+            url: self.url().clone(),
+            version: self.version(),
+            // An empty map with spare capacity would clone its allocation; a fresh one has none.
+            headers: if self.headers().is_empty() {
+                HeaderMap::new()
+            } else {
+                self.headers().clone()
+            },
+            timeout: self.timeout().copied(),
+            body: self.body().is_some(),
         }
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
-    }
+/// What a replay keeps of a reqwest request: all that reqwest 0.13 lets a request carry but its
+/// body. Public in name only, as a parameter of the layer's future.
+pub struct ReqwestHead {
+    method: Method,
+    url: Url,
+    version: Version,
+    headers: HeaderMap,
+    timeout: Option<Duration>,
+    /// Whether it had a body at all: a GET goes again without one.
+    body: bool,
+}
 
-    fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+impl std::fmt::Debug for ReqwestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReqwestHead").finish_non_exhaustive()
     }
 }
 
-impl From<OutgoingBody> for reqwest::Body {
-    fn from(outgoing: OutgoingBody) -> Self {
-        outgoing
-            .body
-            .unwrap_or_else(|| reqwest::Body::from(Bytes::new()))
-    }
-}
+impl Head for ReqwestHead {
+    type Address = Url;
+    type Sent = reqwest::Request;
 
-/// A reqwest request as the layer takes it.
-pub(super) fn to_http(
-    mut request: reqwest::Request,
-) -> Result<http::Request<OutgoingBody>, BoxError> {
-    let uri = Uri::try_from(request.url().as_str())?;
-    let mut http = http::Request::new(OutgoingBody {
-        body: request.body_mut().take(),
-        request: None,
-    });
-    *http.method_mut() = std::mem::take(request.method_mut());
-    *http.uri_mut() = uri;
-    *http.version_mut() = request.version();
-    *http.headers_mut() = std::mem::take(request.headers_mut());
-    if let Some(&timeout) = request.timeout() {
-        http.extensions_mut().insert(Timeout(timeout));
+    fn address_mut(&mut self) -> &mut Url {
+        &mut self.url
     }
-    http.body_mut().request = Some(Box::new(request));
-    Ok(http)
-}
 
-/// A request the layer prepared, as reqwest sends it.
-pub(super) fn to_reqwest(
-    request: http::Request<RequestBody<OutgoingBody>>,
-) -> Result<reqwest::Request, BoxError> {
-    let (parts, body) = request.into_parts();
-    let (body, kept) = match body.into_stream() {
-        Ok(OutgoingBody { body, request }) => (body, request),
-        Err(buffered) => (Some(reqwest::Body::from(buffered)), None),
-    };
-    let url = || Url::parse(&parts.uri.to_string());
-    let mut request = match kept {
-        // The layer rewrites a URI only to resolve the `API_DOMAIN` stand-in, which changes its
-        // authority: with that unchanged, the URL reqwest parsed is still the request's. (The
-        // URI was parsed from the URL's text, so an unchanged authority is the same text.)
-        Some(request) if same_authority(request.url(), &parts.uri) => *request,
-        Some(mut request) => {
-            *request.url_mut() = url()?;
-            *request
-        }
-        // A replay, its body buffered: reqwest 0.13 keeps nothing in a request's own extensions
-        // but the timeout, which the replay carries in the `http` extensions.
-        None => reqwest::Request::new(http::Method::GET, url()?),
-    };
-    *request.method_mut() = parts.method;
-    *request.headers_mut() = parts.headers;
-    *request.version_mut() = parts.version;
-    *request.body_mut() = body;
-    if let Some(Timeout(timeout)) = parts.extensions.get::<Timeout>() {
-        *request.timeout_mut() = Some(*timeout);
+    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> reqwest::Request {
+        let mut request = reqwest::Request::new(self.method, self.url);
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.timeout_mut() = self.timeout;
+        *request.body_mut() = self.body.then(|| buffered(body));
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, authorization);
+        request
     }
-    Ok(request)
-}
-
-/// Whether `uri` names the authority (user info, host and port) that `url` does, compared as
-/// text: `Uri::host` would search it with `char` patterns.
-fn same_authority(url: &Url, uri: &Uri) -> bool {
-    let authority = &url[Position::BeforeUsername..Position::AfterPort];
-    uri.authority().map(|a| a.as_str()) == Some(authority)
 }
 
 /// A `reqwest::Response` on its way back through the layer: its status, headers and extensions
@@ -255,76 +299,82 @@ pub(super) fn to_response(
 mod tests {
     use std::time::Duration;
 
-    use http::header::{HeaderValue, AUTHORIZATION};
+    use http::header::AUTHORIZATION;
 
     use super::*;
+    use crate::hosts::Target;
 
-    fn request(url: &str) -> reqwest::Request {
-        let mut request = reqwest::Request::new(http::Method::POST, url.parse().unwrap());
-        *request.body_mut() = Some(reqwest::Body::from("{}"));
-        *request.timeout_mut() = Some(Duration::from_secs(7));
-        request
+    #[test]
+    fn a_url_is_read_as_the_uri_parsed_from_it_would_be() {
+        for url in [
+            "https://www.zohoapis.com/crm/v8/Leads?page=2",
+            "http://user:secret@127.0.0.1:8080/x?y=1",
+            "https://[::1]:9000/",
+            "https://www.zohoapis.com:443/crm",
+            "https://api-domain.invalid/crm",
+        ] {
+            let url: Url = url.parse().unwrap();
+            let uri = Uri::try_from(url.as_str()).unwrap();
+            assert_eq!(
+                Address::scheme_str(&url),
+                Address::scheme_str(&uri),
+                "{url}"
+            );
+            assert_eq!(url.authority_str(), uri.authority_str(), "{url}");
+            let (from_url, from_uri) = (Target::of(&url).unwrap(), Target::of(&uri).unwrap());
+            assert_eq!(from_url.host(), from_uri.host(), "{url}");
+            assert_eq!(url.to_uri(), Some(uri));
+        }
     }
 
     #[test]
-    fn a_request_comes_back_as_it_went_with_the_layer_s_header() {
-        let mut http = to_http(request("https://www.zohoapis.com/crm/v8/Leads?page=2")).unwrap();
-        assert_eq!(http.uri(), "https://www.zohoapis.com/crm/v8/Leads?page=2");
-        assert_eq!(http.method(), http::Method::POST);
-        http.headers_mut()
-            .insert(AUTHORIZATION, HeaderValue::from_static("Zoho-oauthtoken t"));
-        let sent = to_reqwest(http.map(RequestBody::from)).unwrap();
-        assert_eq!(sent.method(), http::Method::POST);
-        assert_eq!(
-            sent.url().as_str(),
-            "https://www.zohoapis.com/crm/v8/Leads?page=2"
+    fn a_resolved_url_keeps_its_path_and_query_on_the_new_origin() {
+        let mut url: Url = "https://api-domain.invalid/crm/v8/Leads?page=2#top"
+            .parse()
+            .unwrap();
+        url.resolve_with(|relative| {
+            assert_eq!(relative, "/crm/v8/Leads?page=2");
+            Ok(format!("https://www.zohoapis.eu{relative}")
+                .parse()
+                .unwrap())
+        })
+        .unwrap();
+        assert_eq!(url.as_str(), "https://www.zohoapis.eu/crm/v8/Leads?page=2");
+    }
+
+    #[test]
+    fn a_replay_is_the_request_again_with_the_fresh_token_and_the_buffered_body() {
+        let mut request = reqwest::Request::new(
+            Method::POST,
+            "https://www.zohoapis.com/crm".parse().unwrap(),
         );
-        assert_eq!(sent.headers()[AUTHORIZATION], "Zoho-oauthtoken t");
+        *request.body_mut() = Some(reqwest::Body::from("{}"));
+        *request.timeout_mut() = Some(Duration::from_secs(7));
+        request
+            .headers_mut()
+            .insert("x-tenant", HeaderValue::from_static("7"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (request, body) = runtime.block_on(request.buffer(1024)).unwrap();
+        let sent = request
+            .head()
+            .into_request(&body, HeaderValue::from_static("Zoho-oauthtoken fresh"));
+        assert_eq!(sent.method(), Method::POST);
+        assert_eq!(sent.url().as_str(), "https://www.zohoapis.com/crm");
         assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(sent.headers()["x-tenant"], "7");
+        assert_eq!(sent.headers()[AUTHORIZATION], "Zoho-oauthtoken fresh");
         assert_eq!(
             sent.body().and_then(reqwest::Body::as_bytes),
             Some(&b"{}"[..])
         );
-    }
-
-    #[test]
-    fn a_uri_the_layer_resolved_is_the_url_sent() {
-        let mut http = to_http(request("https://api-domain.invalid/crm/v8/Leads")).unwrap();
-        *http.uri_mut() = Uri::from_static("https://www.zohoapis.eu/crm/v8/Leads");
-        let sent = to_reqwest(http.map(RequestBody::from)).unwrap();
-        assert_eq!(sent.url().as_str(), "https://www.zohoapis.eu/crm/v8/Leads");
-        assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn the_url_is_reused_exactly_when_the_layer_left_the_authority_as_it_was() {
-        for url in [
-            "https://www.zohoapis.com/crm/v8/Leads",
-            "http://user:secret@127.0.0.1:8080/x?y=1",
-            "https://[::1]:9000/",
-            "https://www.zohoapis.com:443/crm",
-        ] {
-            let url: Url = url.parse().unwrap();
-            let uri = Uri::try_from(url.as_str()).unwrap();
-            assert!(same_authority(&url, &uri), "{url}");
-        }
-        let url: Url = "https://api-domain.invalid/crm".parse().unwrap();
-        for other in [
-            "https://www.zohoapis.com/crm",
-            "https://api-domain.invalid:8443/crm",
-            "/crm",
-        ] {
-            assert!(!same_authority(&url, &other.parse().unwrap()), "{other}");
-        }
-    }
-
-    #[test]
-    fn a_replay_keeps_the_method_url_and_timeout_without_the_original_request() {
-        let http = to_http(request("https://www.zohoapis.com/crm/v8/Leads")).unwrap();
-        // What a replay sends: the same head, its body a buffered copy.
-        let sent = to_reqwest(http.map(|_| RequestBody::default())).unwrap();
-        assert_eq!(sent.method(), http::Method::POST);
-        assert_eq!(sent.url().as_str(), "https://www.zohoapis.com/crm/v8/Leads");
-        assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
+        // A GET goes again without a body, as it went.
+        let get =
+            reqwest::Request::new(Method::GET, "https://www.zohoapis.com/crm".parse().unwrap());
+        let again = get
+            .head()
+            .into_request(&BufferedBody::default(), HeaderValue::from_static("t"));
+        assert!(again.body().is_none());
     }
 }

@@ -12,9 +12,9 @@ use pin_project_lite::pin_project;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
-use super::convert::{self, IncomingBody, OutgoingBody};
+use super::convert::{self, IncomingBody};
 use crate::connections::ConnectionId;
-use crate::layer::{self, Config, Now, RequestBody, ResponseBody, Sender};
+use crate::layer::{self, Config, Now, ResponseBody, Sender};
 use crate::ZohoAuthLayer;
 
 /// The layer for a `reqwest_middleware::ClientWithMiddleware`: built from a [`ZohoAuthLayer`]'s
@@ -62,17 +62,15 @@ struct Chain<'a> {
     extensions: &'a mut Extensions,
 }
 
-impl Sender<OutgoingBody> for Chain<'_> {
+impl Sender<reqwest::Request> for Chain<'_> {
     type Body = IncomingBody;
 
     fn send(
         &mut self,
-        request: http::Request<RequestBody<OutgoingBody>>,
+        request: reqwest::Request,
     ) -> impl Future<Output = Result<http::Response<IncomingBody>, BoxError>> + Send {
-        // Converted before the future, which then holds only the chain's.
-        let sent = convert::to_reqwest(request)
-            .map(|request| self.next.clone().run(request, self.extensions));
-        async move { Ok(convert::from_reqwest(sent?.await?)) }
+        let sent = self.next.clone().run(request, self.extensions);
+        async move { Ok(convert::from_reqwest(sent.await?)) }
     }
 }
 
@@ -120,18 +118,12 @@ impl ZohoAuthMiddleware {
     /// connection, and the plan for it.
     fn start(
         &self,
-        request: reqwest::Request,
+        mut request: reqwest::Request,
         extensions: &Extensions,
-    ) -> reqwest_middleware::Result<Now<OutgoingBody>> {
-        let mut request = convert::to_http(request).map_err(chain_error)?;
-        if let Some(id) = extensions.get::<ConnectionId>() {
-            if request.extensions().get::<ConnectionId>().is_none() {
-                request.extensions_mut().insert(id.clone());
-            }
-        }
+    ) -> reqwest_middleware::Result<Now<reqwest::Request>> {
         let (plan, picked) = self
             .config
-            .plan(&mut request)
+            .plan(&mut request, extensions.get::<ConnectionId>())
             .map_err(reqwest_middleware::Error::middleware)?;
         Ok(plan.now(request, &self.config, picked))
     }

@@ -9,19 +9,19 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::convert::{self, IncomingBody, OutgoingBody};
+use super::convert::{self, IncomingBody, ReqwestHead};
 use crate::connections::ConnectionId;
-use crate::layer::{RequestBody, ResponseBody, ZohoAuth};
+use crate::layer::{ResponseBody, ZohoAuth};
 use crate::ZohoAuthLayer;
 
-/// What [`ZohoReqwest`] sends through: a reqwest client (or a `ClientWithMiddleware`) taking the
-/// layer's requests.
+/// What [`ZohoReqwest`] sends through: a reqwest client (or a `ClientWithMiddleware`), its
+/// answers read by the layer as `http` responses.
 #[derive(Clone, Debug)]
 pub struct Transport<C> {
     client: C,
 }
 
-impl<C> Service<http::Request<RequestBody<OutgoingBody>>> for Transport<C>
+impl<C> Service<reqwest::Request> for Transport<C>
 where
     C: Service<reqwest::Request, Response = reqwest::Response>,
     C::Error: Into<BoxError>,
@@ -34,37 +34,18 @@ where
         self.client.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<RequestBody<OutgoingBody>>) -> Self::Future {
-        let state = match convert::to_reqwest(request) {
-            Ok(request) => Sending::Sent {
-                future: self.client.call(request),
-            },
-            Err(error) => Sending::Refused { error: Some(error) },
-        };
-        TransportFuture { state }
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        TransportFuture {
+            future: self.client.call(request),
+        }
     }
 }
 
 pin_project! {
-    /// The future of [`Transport`]: reqwest's own, its response turned into an `http` one.
+    /// The future of [`Transport`]: reqwest's own, its response as the layer reads it.
     pub struct TransportFuture<F> {
         #[pin]
-        state: Sending<F>,
-    }
-}
-
-pin_project! {
-    /// Either future's state: sent on, or refused before.
-    #[project = SendingProj]
-    enum Sending<F> {
-        Sent {
-            #[pin]
-            future: F,
-        },
-        // The request could not be converted.
-        Refused {
-            error: Option<BoxError>,
-        },
+        future: F,
     }
 }
 
@@ -76,15 +57,8 @@ where
     type Output = Result<http::Response<IncomingBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            SendingProj::Sent { future } => {
-                let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                Poll::Ready(Ok(convert::from_reqwest(response)))
-            }
-            SendingProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("TransportFuture polled after completion"))),
-        }
+        let response = ready!(self.project().future.poll(cx)).map_err(Into::into)?;
+        Poll::Ready(Ok(convert::from_reqwest(response)))
     }
 }
 
@@ -157,32 +131,28 @@ where
     type Future = ResponseFuture<LayerFuture<C>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_inner_ready(cx)
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        let state = match convert::to_http(request) {
-            Ok(mut request) => {
-                if let Some(id) = &self.connection {
-                    request.extensions_mut().insert(id.clone());
-                }
-                Sending::Sent {
-                    future: self.inner.call(request),
-                }
-            }
-            Err(error) => Sending::Refused { error: Some(error) },
-        };
-        ResponseFuture { state }
+        ResponseFuture {
+            future: self.inner.start(request, self.connection.as_ref()),
+        }
     }
 }
 
-type LayerFuture<C> = <ZohoAuth<Transport<C>> as Service<http::Request<OutgoingBody>>>::Future;
+type LayerFuture<C> = crate::layer::ResponseFuture<
+    TransportFuture<<C as Service<reqwest::Request>>::Future>,
+    Transport<C>,
+    ReqwestHead,
+    IncomingBody,
+>;
 
 pin_project! {
     /// The future of [`ZohoReqwest`]: the layer's, its response a reqwest one again.
     pub struct ResponseFuture<F> {
         #[pin]
-        state: Sending<F>,
+        future: F,
     }
 }
 
@@ -193,14 +163,7 @@ where
     type Output = Result<reqwest::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            SendingProj::Sent { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(convert::to_response(response)))
-            }
-            SendingProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-        }
+        let response = ready!(self.project().future.poll(cx))?;
+        Poll::Ready(Ok(convert::to_response(response)))
     }
 }

@@ -1,0 +1,253 @@
+//! The request as the layer's decisions see it, whichever front end it came through: an `http`
+//! request (the tower layer) or a reqwest one (`ZohoReqwest`, the middleware), read and changed
+//! in place, so that no front end converts its requests to another's types on the way.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http_body::Body;
+use tower::BoxError;
+
+use super::body::{BufferedBody, RequestBody};
+use crate::connections::ConnectionId;
+use crate::hosts::Address;
+#[cfg(feature = "connections")]
+use {super::source::Many, crate::cache::TokenCache, crate::error::Error};
+
+/// A request a front end hands to the layer.
+pub(crate) trait Outgoing: Sized {
+    /// Where it goes.
+    type Address: Address;
+    /// The request as it is sent on.
+    type Sent: Sent;
+
+    /// Where it goes.
+    fn address(&self) -> &Self::Address;
+
+    /// Where it goes, to resolve a relative address.
+    fn address_mut(&mut self) -> &mut Self::Address;
+
+    /// Whether it can be sent again after a token error, read from its body's size.
+    fn replayable(&self, limit: usize) -> Replayable;
+
+    /// The request to send, its body streamed through.
+    fn stream(self) -> Self::Sent;
+
+    /// The request to send with its body read into memory (at most `limit` bytes), and that copy
+    /// of the body for a replay.
+    fn buffer(
+        self,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Self::Sent, BufferedBody), BoxError>> + Send;
+
+    /// Its connection, over [`Connections`](crate::Connections): `connection` if the front end
+    /// names one, else the one the request names or the layer's selector finds.
+    #[cfg(feature = "connections")]
+    fn select(&self, many: &Many, connection: Option<&ConnectionId>) -> Result<TokenCache, Error>;
+}
+
+/// A request on its way to the service below the layer.
+pub(crate) trait Sent: Sized {
+    /// What a replay keeps of it.
+    type Head: Head<Sent = Self>;
+
+    /// Its headers, to attach the token to.
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+
+    /// A copy of all of it but the body, for a replay.
+    fn head(&self) -> Self::Head;
+}
+
+/// What a replay keeps of a front end's request.
+pub(crate) type HeadOf<Q> = <<Q as Outgoing>::Sent as Sent>::Head;
+
+/// What a replay keeps of a request: everything but its body.
+pub(crate) trait Head: Sized {
+    /// Where it goes.
+    type Address: Address;
+    /// The request it becomes again.
+    type Sent;
+
+    /// Where it goes, to resolve it again against a fresh token.
+    fn address_mut(&mut self) -> &mut Self::Address;
+
+    /// The request again, with `body` and `authorization`.
+    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> Self::Sent;
+}
+
+/// Whether a request can be sent again after a token error, read once from its body's size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replayable {
+    /// The body has ended: resent with no copy of it.
+    Empty,
+    /// A known size within the replay limit: buffered first to be resent. The size is only a
+    /// hint, so buffering stops at the limit whatever it said.
+    AfterBuffering,
+    /// Unknown or too large: streamed once, never resent.
+    No,
+}
+
+impl Replayable {
+    /// For a request with `body` (`None`: none at all).
+    pub(crate) fn of<B: Body>(body: Option<&B>, limit: usize) -> Self {
+        let Some(body) = body else {
+            return Self::Empty;
+        };
+        match body.size_hint().exact() {
+            // Only the end of the stream proves there is nothing to copy: a body whose hint says
+            // 0 may still yield data (or trailers), which a replay must not drop.
+            _ if body.is_end_stream() => Self::Empty,
+            Some(size) if size <= limit as u64 => Self::AfterBuffering,
+            _ => Self::No,
+        }
+    }
+}
+
+impl<B> Outgoing for Request<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Address = Uri;
+    type Sent = Request<RequestBody<B>>;
+
+    #[inline]
+    fn address(&self) -> &Uri {
+        self.uri()
+    }
+
+    #[inline]
+    fn address_mut(&mut self) -> &mut Uri {
+        self.uri_mut()
+    }
+
+    #[inline]
+    fn replayable(&self, limit: usize) -> Replayable {
+        Replayable::of(Some(self.body()), limit)
+    }
+
+    #[inline]
+    fn stream(self) -> Self::Sent {
+        self.map(RequestBody::stream)
+    }
+
+    async fn buffer(self, limit: usize) -> Result<(Self::Sent, BufferedBody), BoxError> {
+        let (parts, body) = self.into_parts();
+        let body = BufferedBody::read(body, limit).await?;
+        Ok((
+            Request::from_parts(parts, RequestBody::buffered(&body)),
+            body,
+        ))
+    }
+
+    #[cfg(feature = "connections")]
+    fn select(&self, many: &Many, connection: Option<&ConnectionId>) -> Result<TokenCache, Error> {
+        let id = connection.or_else(|| self.extensions().get::<ConnectionId>());
+        many.pick(id, |select| {
+            select(&super::RequestHead {
+                method: self.method(),
+                uri: self.uri(),
+                headers: self.headers(),
+                extensions: self.extensions(),
+            })
+        })
+    }
+}
+
+impl<B> Sent for Request<RequestBody<B>> {
+    type Head = HttpHead<B>;
+
+    #[inline]
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        Request::headers_mut(self)
+    }
+
+    #[inline]
+    fn head(&self) -> HttpHead<B> {
+        HttpHead {
+            method: self.method().clone(),
+            uri: self.uri().clone(),
+            version: self.version(),
+            // An empty map with spare capacity would clone its allocation; a fresh one has none.
+            headers: if self.headers().is_empty() {
+                HeaderMap::new()
+            } else {
+                self.headers().clone()
+            },
+            extensions: KeptExtensions::of(self.extensions()),
+            _body: PhantomData,
+        }
+    }
+}
+
+/// What a replay keeps of an `http` request. Public in name only, as a parameter of
+/// [`ResponseFuture`](super::ResponseFuture).
+pub struct HttpHead<B> {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: KeptExtensions,
+    _body: PhantomData<fn() -> B>,
+}
+
+impl<B> std::fmt::Debug for HttpHead<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHead").finish_non_exhaustive()
+    }
+}
+
+impl<B> Head for HttpHead<B> {
+    type Address = Uri;
+    type Sent = Request<RequestBody<B>>;
+
+    fn address_mut(&mut self) -> &mut Uri {
+        &mut self.uri
+    }
+
+    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> Self::Sent {
+        let mut request = Request::new(RequestBody::buffered(body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions.into_extensions();
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, authorization);
+        request
+    }
+}
+
+/// A request's extensions, kept for a replay.
+enum KeptExtensions {
+    /// Only the request's connection, as most requests through a layer over connections carry:
+    /// kept without copying the map, which costs three allocations and their frees per request.
+    Connection(ConnectionId),
+    All(Extensions),
+}
+
+impl KeptExtensions {
+    #[inline]
+    fn of(extensions: &Extensions) -> Self {
+        // The length first: no lookup for a request without extensions.
+        let only = (extensions.len() == 1).then(|| extensions.get::<ConnectionId>());
+        match only.flatten() {
+            Some(id) => Self::Connection(id.clone()),
+            None => Self::All(extensions.clone()),
+        }
+    }
+
+    fn into_extensions(self) -> Extensions {
+        match self {
+            Self::Connection(id) => {
+                let mut extensions = Extensions::new();
+                extensions.insert(id);
+                extensions
+            }
+            Self::All(extensions) => extensions,
+        }
+    }
+}
