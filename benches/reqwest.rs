@@ -5,8 +5,15 @@
 //! default header, and a `ClientWithMiddleware` whose one middleware sets it.
 //!
 //! 16 tasks on a current-thread runtime each send requests one after another and read each
-//! response to the end. Criterion measures each variant, then `e2e::interleaved` runs them
-//! interleaved and prints each front end's ratio to its floor.
+//! response to the end. Criterion measures each variant, then `e2e::interleaved` runs each front
+//! end in back-to-back pairs with its floor and prints the ratios. A second, identical
+//! static-header client (`reqwest_static_header_control`) is paired with the floor too: its
+//! ratio shows what the harness itself reads as a difference.
+//!
+//! For counting instructions without the network, two more variants send one request at a time
+//! to a client stub that answers at once (`ZOHO_BENCH_COUNT=stub_static_header:<n>` and
+//! `stub_zoho_reqwest:<n>`): the front end's own cost, which end to end is hidden in the
+//! interleaving of 16 connections and the server thread (`benches/README.md`, §7).
 //!
 //! `cargo bench --bench reqwest`
 
@@ -43,6 +50,43 @@ impl Middleware for StaticHeader {
         request.headers_mut().insert(AUTHORIZATION, self.0.clone());
         next.run(request, extensions).await
     }
+}
+
+/// A client that answers every request at once, as the stub variants' transport.
+type Stub = tower::util::ServiceFn<fn(reqwest::Request) -> Ready>;
+type Ready = std::future::Ready<Result<reqwest::Response, std::convert::Infallible>>;
+
+fn stub() -> Stub {
+    tower::service_fn(|_| {
+        std::future::ready(Ok(reqwest::Response::from(http::Response::new(
+            reqwest::Body::from(""),
+        ))))
+    })
+}
+
+/// `n` requests one at a time through `service`, each built as `client` builds it and given
+/// the static header when `header` is set.
+async fn stub_requests<S>(
+    mut service: S,
+    client: &reqwest::Client,
+    url: &str,
+    header: Option<&HeaderValue>,
+    n: u64,
+) -> Duration
+where
+    S: Service<reqwest::Request, Response = reqwest::Response>,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut request = client.get(url).build().unwrap();
+        if let Some(header) = header {
+            request.headers_mut().insert(AUTHORIZATION, header.clone());
+        }
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        std::hint::black_box(response);
+    }
+    start.elapsed()
 }
 
 /// The variants, a row each in the printed table.
@@ -118,17 +162,21 @@ fn reqwest_front_ends(c: &mut Criterion) {
     let variants = [
         (
             "reqwest_static_header",
-            Variant::Static(http().default_headers(headers).build().unwrap()),
+            Variant::Static(http().default_headers(headers.clone()).build().unwrap()),
+        ),
+        (
+            "reqwest_static_header_control",
+            Variant::Static(http().default_headers(headers.clone()).build().unwrap()),
         ),
         (
             "zoho_reqwest",
-            Variant::Service(ZohoReqwest::new(plain.clone(), &layer), plain),
+            Variant::Service(ZohoReqwest::new(plain.clone(), &layer), plain.clone()),
         ),
         (
             "middleware_static_header",
             Variant::Chain(
                 ClientBuilder::new(http().build().unwrap())
-                    .with(StaticHeader(header))
+                    .with(StaticHeader(header.clone()))
                     .build(),
             ),
         ),
@@ -149,6 +197,18 @@ fn reqwest_front_ends(c: &mut Criterion) {
 
     // `common::count_mode`: counts client and server together, for callgrind.
     if let Some((name, n)) = common::count_mode() {
+        match name.as_str() {
+            "stub_static_header" => {
+                let time = |n| stub_requests(stub(), &plain, &url, Some(&header), n);
+                return runtime.block_on(e2e::count(&name, n, time));
+            }
+            "stub_zoho_reqwest" => {
+                let stubbed = ZohoReqwest::new(stub(), &layer);
+                let time = |n| stub_requests(stubbed.clone(), &plain, &url, None, n);
+                return runtime.block_on(e2e::count(&name, n, time));
+            }
+            _ => {}
+        }
         let (_, variant) = variants
             .iter()
             .find(|(variant, _)| *variant == name)
@@ -175,7 +235,8 @@ fn reqwest_front_ends(c: &mut Criterion) {
         &format!("reqwest, {CONNECTIONS} connections"),
         &names,
         5_000,
-        |i| i - i % 2,
+        // The first three against the plain client's floor, the last two against the chain's.
+        |i| if i < 3 { 0 } else { 3 },
         |i, n| drive(&variants[i].1, &url, n),
     ));
 }

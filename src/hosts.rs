@@ -16,11 +16,7 @@ use crate::dc::DataCenter;
 
 /// Where a request goes, as the layer reads it: the `Uri` of an `http` request, or the `Url` of
 /// a reqwest one, read in place (a reqwest URL is never turned into a `Uri` on the way).
-pub(crate) trait Address {
-    /// The scheme, if the address names one.
-    fn scheme_str(&self) -> Option<&str>;
-    /// The authority as written (user info, host, port), if the address names one.
-    fn authority_str(&self) -> Option<&str>;
+pub(crate) trait Address: Place {
     /// Replaces a relative address (or the `API_DOMAIN` stand-in) by `resolve`'s absolute URI
     /// for it; `resolve` reads only the path and query.
     fn resolve_with(
@@ -31,7 +27,44 @@ pub(crate) trait Address {
     fn to_uri(&self) -> Option<Uri>;
 }
 
-impl Address for Uri {
+/// What the host policy reads of an address: its scheme and authority as written.
+pub(crate) trait Place {
+    /// The scheme, if the address names one.
+    fn scheme_str(&self) -> Option<&str>;
+    /// The authority as written (user info, host, port), if the address names one.
+    fn authority_str(&self) -> Option<&str>;
+}
+
+/// An address's scheme and authority, read once for all the decisions about one request.
+#[derive(Clone, Copy)]
+pub(crate) struct Written<'a> {
+    scheme: Option<&'a str>,
+    authority: Option<&'a str>,
+}
+
+impl<'a> Written<'a> {
+    #[inline]
+    pub(crate) fn of(place: &'a impl Place) -> Self {
+        Self {
+            scheme: place.scheme_str(),
+            authority: place.authority_str(),
+        }
+    }
+}
+
+impl Place for Written<'_> {
+    #[inline]
+    fn scheme_str(&self) -> Option<&str> {
+        self.scheme
+    }
+
+    #[inline]
+    fn authority_str(&self) -> Option<&str> {
+        self.authority
+    }
+}
+
+impl Place for Uri {
     fn scheme_str(&self) -> Option<&str> {
         Uri::scheme_str(self)
     }
@@ -39,7 +72,9 @@ impl Address for Uri {
     fn authority_str(&self) -> Option<&str> {
         self.authority().map(Authority::as_str)
     }
+}
 
+impl Address for Uri {
     fn resolve_with(
         &mut self,
         resolve: impl FnOnce(&Uri) -> Result<Uri, crate::Error>,
@@ -132,7 +167,7 @@ pub(crate) struct Target<'a> {
 impl<'a> Target<'a> {
     /// The target of an absolute `http` or `https` URI; `None` for anything else, which never
     /// carries the token.
-    pub(crate) fn of(address: &'a (impl Address + ?Sized)) -> Option<Self> {
+    pub(crate) fn of(address: &'a (impl Place + ?Sized)) -> Option<Self> {
         let secure = match address.scheme_str()? {
             "https" => true,
             "http" => false,
@@ -197,7 +232,7 @@ impl HostPolicy {
     /// Zoho sent one, and `dc` its data centre, if known.
     pub(crate) fn route<'u>(
         &self,
-        uri: &'u (impl Address + ?Sized),
+        uri: &'u (impl Place + ?Sized),
         api_domain: Option<&HostPattern>,
         dc: Option<DataCenter>,
     ) -> (Verdict, Option<Target<'u>>) {

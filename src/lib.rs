@@ -36,8 +36,8 @@ pub use connections::{Connections, ConnectionsBuilder};
 pub use dc::{Accounts, DataCenter, Environment};
 pub use error::Error;
 pub use layer::{
-    ConvertBody, RequestBody, ResponseBody, ResponseFuture, TokenWithheld, ZohoAuth, ZohoAuthLayer,
-    DEFAULT_MAX_ERROR_BODY, DEFAULT_MAX_REPLAY_BODY,
+    ConvertBody, HttpHead, RequestBody, ResponseBody, ResponseFuture, TokenWithheld, ZohoAuth,
+    ZohoAuthLayer, DEFAULT_MAX_ERROR_BODY, DEFAULT_MAX_REPLAY_BODY,
 };
 pub use secret::{AccessToken, ClientId, ClientSecret, GrantCode, RefreshToken};
 pub use stats::Stats;

@@ -20,11 +20,11 @@ use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
 use crate::error::{Error, Kind};
-use crate::hosts::{self, Address, Target, Verdict};
+use crate::hosts::{self, Address, Place, Target, Verdict};
 use crate::stats::Counters;
 
 /// The error for a request that would have sent the token over plain `http`.
-pub(super) fn insecure(address: &impl Address) -> Error {
+pub(super) fn insecure(address: &impl Place) -> Error {
     let host = address.authority_str().map(|a| hosts::split_authority(a).0);
     Error::new(
         Kind::Insecure,

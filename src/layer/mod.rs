@@ -84,6 +84,7 @@ pub(crate) use self::body::BufferedBody;
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::convert::ConvertBody;
 pub use self::future::ResponseFuture;
+pub use self::outgoing::HttpHead;
 use self::relative::Routes;
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use self::service::Now;

@@ -170,25 +170,29 @@ impl<B> Sent for Request<RequestBody<B>> {
             method: self.method().clone(),
             uri: self.uri().clone(),
             version: self.version(),
-            // An empty map with spare capacity would clone its allocation; a fresh one has none.
-            headers: if self.headers().is_empty() {
-                HeaderMap::new()
-            } else {
-                self.headers().clone()
-            },
+            headers: kept_headers(self.headers()),
             extensions: KeptExtensions::of(self.extensions()),
             _body: PhantomData,
         }
     }
 }
 
-/// What a replay keeps of an `http` request. Public in name only, as a parameter of
-/// [`ResponseFuture`](super::ResponseFuture).
+/// A request's headers, kept for a replay: `None` for none, which most requests have before the
+/// token (no empty map to make and drop; an empty map with spare capacity would even clone its
+/// allocation).
+#[inline]
+pub(crate) fn kept_headers(headers: &HeaderMap) -> Option<HeaderMap> {
+    (!headers.is_empty()).then(|| headers.clone())
+}
+
+/// What a replay keeps of an `http` request: its method, URI, version, headers and extensions.
+/// Only a type parameter of [`ResponseFuture`](super::ResponseFuture), so that the future of
+/// `ZohoAuth<S>` can be named: `ResponseFuture<S::Future, S, HttpHead<B>, R>`.
 pub struct HttpHead<B> {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    headers: Option<HeaderMap>,
     extensions: KeptExtensions,
     _body: PhantomData<fn() -> B>,
 }
@@ -212,7 +216,9 @@ impl<B> Head for HttpHead<B> {
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
+        if let Some(headers) = self.headers {
+            *request.headers_mut() = headers;
+        }
         *request.extensions_mut() = self.extensions.into_extensions();
         request
             .headers_mut()

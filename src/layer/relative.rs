@@ -10,7 +10,7 @@ use http::Uri;
 
 use crate::dc::{DataCenter, Environment};
 use crate::error::Error;
-use crate::hosts::{self, Address, Origin};
+use crate::hosts::{self, Origin, Place};
 
 /// The host that stands for the account's `api_domain` in a URL that must be absolute (reqwest's
 /// are): under the reserved `.invalid` domain, so that nothing could ever be sent there.
@@ -19,12 +19,14 @@ pub(crate) const API_DOMAIN_HOST: &str = "api-domain.invalid";
 /// Whether `uri` names no scheme and no host — a path (and query) only — or names the stand-in
 /// for the account's `api_domain`.
 #[inline]
-pub(super) fn is_relative(address: &impl Address) -> bool {
+pub(super) fn is_relative(address: &impl Place) -> bool {
     match address.authority_str() {
         None => address.scheme_str().is_none(),
-        // Without user info the host starts the authority: most are told apart at once.
+        // Most authorities are told apart by their length, the rest by their start (without user
+        // info the host starts the authority).
         Some(authority) => {
-            (authority.starts_with(API_DOMAIN_HOST) || authority.contains('@'))
+            authority.len() >= API_DOMAIN_HOST.len()
+                && (authority.starts_with(API_DOMAIN_HOST) || authority.contains('@'))
                 && hosts::split_authority(authority).0 == API_DOMAIN_HOST
         }
     }

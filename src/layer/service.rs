@@ -17,7 +17,7 @@ use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
 use crate::connections::ConnectionId;
 use crate::error::Error;
-use crate::hosts::{Address, Verdict};
+use crate::hosts::{Address, Verdict, Written};
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
 ///
@@ -75,7 +75,8 @@ impl Plan {
         config: &Config,
     ) -> Self {
         let dc = config.source.dc(config.hosts.dc, token);
-        let resolved = relative::is_relative(uri);
+        let mut written = Written::of(uri);
+        let resolved = relative::is_relative(&written);
         if resolved {
             let Some(token) = token.filter(|_| usable) else {
                 return Plan::Wait;
@@ -85,12 +86,13 @@ impl Plan {
             if let Err(error) = absolute {
                 return Plan::Fail(error);
             }
+            written = Written::of(uri);
         }
         let (verdict, target) = config
             .hosts
-            .route(uri, token.and_then(|t| t.api_host()), dc);
+            .route(&written, token.and_then(|t| t.api_host()), dc);
         match (token, verdict, usable) {
-            (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(uri)),
+            (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(&written)),
             (Some(_), Verdict::PassThrough, _) => Plan::Pass,
             // With the data centre known, the api_domain still to come is one of its hosts: a
             // request elsewhere never gets the token, so it does not wait for one.

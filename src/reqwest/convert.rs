@@ -19,23 +19,24 @@ use url::{Position, Url};
 
 use crate::connections::ConnectionId;
 use crate::error::Error;
-use crate::hosts::Address;
-use crate::layer::outgoing::{Head, Outgoing, Replayable, Sent};
+use crate::hosts::{Address, Place};
+use crate::layer::outgoing::{kept_headers, Head, Outgoing, Replayable, Sent};
 use crate::layer::{BufferedBody, RequestBody, ResponseBody};
 #[cfg(feature = "connections")]
 use {crate::cache::TokenCache, crate::layer::source::Many};
 
-impl Address for Url {
+impl Place for Url {
     fn scheme_str(&self) -> Option<&str> {
         Some(self.scheme())
     }
 
     fn authority_str(&self) -> Option<&str> {
         // As `Uri` would read it from the URL's text: user info, host and port.
-        self.has_authority()
-            .then(|| &self[Position::BeforeUsername..Position::AfterPort])
+        self.has_authority().then(|| self.authority())
     }
+}
 
+impl Address for Url {
     fn resolve_with(
         &mut self,
         resolve: impl FnOnce(&Uri) -> Result<Uri, Error>,
@@ -121,12 +122,7 @@ impl Sent for reqwest::Request {
             method: self.method().clone(),
             url: self.url().clone(),
             version: self.version(),
-            // An empty map with spare capacity would clone its allocation; a fresh one has none.
-            headers: if self.headers().is_empty() {
-                HeaderMap::new()
-            } else {
-                self.headers().clone()
-            },
+            headers: kept_headers(self.headers()),
             timeout: self.timeout().copied(),
             body: self.body().is_some(),
         }
@@ -134,12 +130,13 @@ impl Sent for reqwest::Request {
 }
 
 /// What a replay keeps of a reqwest request: all that reqwest 0.13 lets a request carry but its
-/// body. Public in name only, as a parameter of the layer's future.
+/// body. Only a type parameter of the layer's [`ResponseFuture`](crate::ResponseFuture) inside
+/// [`ZohoReqwest`](super::ZohoReqwest)'s.
 pub struct ReqwestHead {
     method: Method,
     url: Url,
     version: Version,
-    headers: HeaderMap,
+    headers: Option<HeaderMap>,
     timeout: Option<Duration>,
     /// Whether it had a body at all: a GET goes again without one.
     body: bool,
@@ -162,7 +159,9 @@ impl Head for ReqwestHead {
     fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> reqwest::Request {
         let mut request = reqwest::Request::new(self.method, self.url);
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
+        if let Some(headers) = self.headers {
+            *request.headers_mut() = headers;
+        }
         *request.timeout_mut() = self.timeout;
         *request.body_mut() = self.body.then(|| buffered(body));
         request
@@ -262,8 +261,9 @@ pub(super) fn from_reqwest(mut response: reqwest::Response) -> http::Response<In
     let mut http = http::Response::new(());
     *http.status_mut() = response.status();
     *http.version_mut() = response.version();
-    *http.headers_mut() = std::mem::take(response.headers_mut());
-    *http.extensions_mut() = std::mem::take(response.extensions_mut());
+    // Swapped, not taken: no third empty map to make and drop.
+    std::mem::swap(http.headers_mut(), response.headers_mut());
+    std::mem::swap(http.extensions_mut(), response.extensions_mut());
     http.map(|()| IncomingBody(Incoming::Whole(response)))
 }
 
@@ -271,12 +271,12 @@ pub(super) fn from_reqwest(mut response: reqwest::Response) -> http::Response<In
 pub(super) fn to_response(
     response: http::Response<ResponseBody<IncomingBody>>,
 ) -> reqwest::Response {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let body = match body.into_inner() {
         Ok(IncomingBody(Incoming::Whole(mut response))) => {
             // The layer changes a response's headers and extensions, never its status.
-            *response.headers_mut() = parts.headers;
-            *response.extensions_mut() = parts.extensions;
+            std::mem::swap(response.headers_mut(), &mut parts.headers);
+            std::mem::swap(response.extensions_mut(), &mut parts.extensions);
             return response;
         }
         Ok(incoming) => ResponseBody::inner(incoming),
@@ -315,11 +315,7 @@ mod tests {
         ] {
             let url: Url = url.parse().unwrap();
             let uri = Uri::try_from(url.as_str()).unwrap();
-            assert_eq!(
-                Address::scheme_str(&url),
-                Address::scheme_str(&uri),
-                "{url}"
-            );
+            assert_eq!(Place::scheme_str(&url), Place::scheme_str(&uri), "{url}");
             assert_eq!(url.authority_str(), uri.authority_str(), "{url}");
             let (from_url, from_uri) = (Target::of(&url).unwrap(), Target::of(&uri).unwrap());
             assert_eq!(from_url.host(), from_uri.host(), "{url}");
