@@ -7,11 +7,10 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::BoxError;
-use tower_service::Service;
 
 use super::attempt::{Attempt, Tower};
 use super::body::ResponseBody;
-use super::outgoing::Head;
+use super::outgoing::{Answer, Below, Head};
 use super::service::Replica;
 use super::withheld::{self, Withheld};
 use crate::error::Error;
@@ -63,13 +62,9 @@ impl<F, S, H, R> ResponseFuture<F, S, H, R> {
     #[inline]
     pub(super) fn direct(future: F, attempt: Option<(Attempt<H>, Replica<S>)>) -> Self
     where
-        H: Head + Send + 'static,
-        H::Sent: Send,
-        S: Service<H::Sent, Response = Response<R>> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError>,
-        R: Body + Send + 'static,
-        R::Error: Into<BoxError>,
+        H: Head,
+        S: Below<H::Sent, R>,
+        R: Answer,
     {
         Self {
             state: State::Direct {
@@ -152,13 +147,9 @@ where
 
 fn finish<H, S, R>(attempt: Attempt<H>, response: Response<R>, replica: Replica<S>) -> BoxFuture<R>
 where
-    H: Head + Send + 'static,
-    H::Sent: Send,
-    S: Service<H::Sent, Response = Response<R>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    R: Body + Send + 'static,
-    R::Error: Into<BoxError>,
+    H: Head,
+    S: Below<H::Sent, R>,
+    R: Answer,
 {
     let mut sender = Tower {
         ready: None,

@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::marker::PhantomData;
 
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tower::BoxError;
+use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody};
 use crate::connections::ConnectionId;
@@ -16,11 +17,11 @@ use crate::hosts::Address;
 use {super::source::Many, crate::cache::TokenCache, crate::error::Error};
 
 /// A request a front end hands to the layer.
-pub(crate) trait Outgoing: Sized {
+pub(crate) trait Outgoing: Sized + Send + 'static {
     /// Where it goes.
     type Address: Address;
     /// The request as it is sent on.
-    type Sent: Sent;
+    type Sent: Sent + Send;
 
     /// Where it goes.
     fn address(&self) -> &Self::Address;
@@ -63,11 +64,11 @@ pub(crate) trait Sent: Sized {
 pub(crate) type HeadOf<Q> = <<Q as Outgoing>::Sent as Sent>::Head;
 
 /// What a replay keeps of a request: everything but its body.
-pub(crate) trait Head: Sized {
+pub(crate) trait Head: Sized + Send + 'static {
     /// Where it goes.
     type Address: Address;
     /// The request it becomes again.
-    type Sent;
+    type Sent: Send;
 
     /// Where it goes, to resolve it again against a fresh token.
     fn address_mut(&mut self) -> &mut Self::Address;
@@ -75,6 +76,29 @@ pub(crate) trait Head: Sized {
     /// The request again, with `body` and `authorization`.
     fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> Self::Sent;
 }
+
+/// The service below the layer, as carrying a plan out needs it: it answers `Q` with
+/// `Response<R>`, and can be cloned for a replay and moved into the boxed slow path.
+pub(crate) trait Below<Q, R>:
+    Service<Q, Response = Response<R>, Future: Send + 'static, Error: Into<BoxError>>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, Q, R> Below<Q, R> for T
+where
+    T: Service<Q, Response = Response<R>> + Clone + Send + 'static,
+    T::Future: Send + 'static,
+    T::Error: Into<BoxError>,
+{
+}
+
+/// A response body from the service below, as the layer passes it on or reads it.
+pub(crate) trait Answer: Body<Error: Into<BoxError>> + Send + 'static {}
+
+impl<R> Answer for R where R: Body<Error: Into<BoxError>> + Send + 'static {}
 
 /// Whether a request can be sent again after a token error, read once from its body's size.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -156,7 +180,7 @@ where
     }
 }
 
-impl<B> Sent for Request<RequestBody<B>> {
+impl<B: Send + 'static> Sent for Request<RequestBody<B>> {
     type Head = HttpHead<B>;
 
     #[inline]
@@ -203,7 +227,7 @@ impl<B> std::fmt::Debug for HttpHead<B> {
     }
 }
 
-impl<B> Head for HttpHead<B> {
+impl<B: Send + 'static> Head for HttpHead<B> {
     type Address = Uri;
     type Sent = Request<RequestBody<B>>;
 

@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::attempt::{self, Attempt, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
-use super::outgoing::{HeadOf, HttpHead, Outgoing, Replayable, Sent};
+use super::outgoing::{Answer, Below, HeadOf, HttpHead, Outgoing, Replayable};
 use super::relative;
 use super::source::{Picked, Source};
 use super::withheld::Withheld;
@@ -150,14 +150,9 @@ impl Plan {
         picked: Picked,
     ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
     where
-        Q: Outgoing + Send + 'static,
-        Q::Sent: Send,
-        <Q::Sent as Sent>::Head: Send,
-        S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        R: Body + Send + 'static,
-        R::Error: Into<BoxError>,
+        Q: Outgoing,
+        S: Below<Q::Sent, R>,
+        R: Answer,
     {
         match self.now(request, config, picked) {
             // Sent now, through the service `poll_ready` readied.
@@ -176,7 +171,7 @@ impl Plan {
 /// A plan carried out as far as it goes without waiting: see [`Plan::now`].
 pub(crate) enum Now<Q: Outgoing> {
     /// To send now with the token; the attempt reads the answer.
-    Attached(Q::Sent, Attempt<<Q::Sent as Sent>::Head>),
+    Attached(Q::Sent, Attempt<HeadOf<Q>>),
     /// To send now without the token.
     Passed(Q::Sent, Option<Withheld>),
     /// Refused before sending.
@@ -195,14 +190,9 @@ fn slow<S, Q, R>(
     picked: Picked,
 ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
 where
-    Q: Outgoing + Send + 'static,
-    Q::Sent: Send,
-    <Q::Sent as Sent>::Head: Send,
-    S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    R: Body + Send + 'static,
-    R::Error: Into<BoxError>,
+    Q: Outgoing,
+    S: Below<Q::Sent, R>,
+    R: Answer,
 {
     let config = config.clone();
     let sender = Tower {
@@ -314,14 +304,9 @@ impl<S> ZohoAuth<S> {
         connection: Option<&ConnectionId>,
     ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
     where
-        Q: Outgoing + Send + 'static,
-        Q::Sent: Send,
-        <Q::Sent as Sent>::Head: Send,
-        S: Service<Q::Sent, Response = Response<R>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        R: Body + Send + 'static,
-        R::Error: Into<BoxError>,
+        Q: Outgoing,
+        S: Below<Q::Sent, R>,
+        R: Answer,
     {
         let (plan, picked) = match self.config.plan(&mut request, connection) {
             Ok(planned) => planned,
