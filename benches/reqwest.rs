@@ -166,7 +166,7 @@ fn reqwest_front_ends(c: &mut Criterion) {
         ),
         (
             "reqwest_static_header_control",
-            Variant::Static(http().default_headers(headers.clone()).build().unwrap()),
+            Variant::Static(http().default_headers(headers).build().unwrap()),
         ),
         (
             "zoho_reqwest",

@@ -20,12 +20,12 @@ use super::Config;
 use crate::cache::CachedToken;
 use crate::classify::RuleMask;
 use crate::error::{Error, Kind};
-use crate::hosts::{self, Address, Place, Target, Verdict};
+use crate::hosts::{Address, Target, Verdict};
 use crate::stats::Counters;
 
 /// The error for a request that would have sent the token over plain `http`.
-pub(super) fn insecure(address: &impl Place) -> Error {
-    let host = address.authority_str().map(|a| hosts::split_authority(a).0);
+pub(super) fn insecure(target: Option<&Target<'_>>) -> Error {
+    let host = target.map(Target::host);
     Error::new(
         Kind::Insecure,
         format!(
@@ -255,13 +255,9 @@ impl<H: Head> Attempt<H> {
             generation = fresh.generation(),
             "resending a request with a fresh Zoho token"
         );
-        let response = sender
-            .send(
-                replay
-                    .head
-                    .into_request(&replay.body, fresh.header().clone()),
-            )
-            .await?;
+        let mut request = replay.head.into_request(&replay.body);
+        authorize(&mut request, fresh.header().clone());
+        let response = sender.send(request).await?;
         let (response, dead) = Inspector {
             generation: fresh.generation(),
             config: inspector.config.clone(),
@@ -294,9 +290,7 @@ pub(super) fn attach<R: Sent>(
         resolved: credential.resolved,
         body,
     });
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, credential.header);
+    authorize(request, credential.header);
     Attempt::new(
         config,
         picked,
@@ -304,6 +298,12 @@ pub(super) fn attach<R: Sent>(
         credential.rules,
         replay,
     )
+}
+
+/// Puts the token on a request, the first time or on the replay.
+#[inline]
+fn authorize(request: &mut impl Sent, header: HeaderValue) {
+    request.headers_mut().insert(AUTHORIZATION, header);
 }
 
 /// The slow path of every front end: waits for the token when there is none yet (and decides

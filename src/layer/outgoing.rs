@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
@@ -68,13 +68,13 @@ pub(crate) trait Head: Sized + Send + 'static {
     /// Where it goes.
     type Address: Address;
     /// The request it becomes again.
-    type Sent: Send;
+    type Sent: Sent + Send;
 
     /// Where it goes, to resolve it again against a fresh token.
     fn address_mut(&mut self) -> &mut Self::Address;
 
-    /// The request again, with `body` and `authorization`.
-    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> Self::Sent;
+    /// The request again, with `body` (the caller attaches the fresh token).
+    fn into_request(self, body: &BufferedBody) -> Self::Sent;
 }
 
 /// The service below the layer, as carrying a plan out needs it: it answers `Q` with
@@ -235,7 +235,7 @@ impl<B: Send + 'static> Head for HttpHead<B> {
         &mut self.uri
     }
 
-    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> Self::Sent {
+    fn into_request(self, body: &BufferedBody) -> Self::Sent {
         let mut request = Request::new(RequestBody::buffered(body));
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
@@ -244,9 +244,6 @@ impl<B: Send + 'static> Head for HttpHead<B> {
             *request.headers_mut() = headers;
         }
         *request.extensions_mut() = self.extensions.into_extensions();
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, authorization);
         request
     }
 }

@@ -92,7 +92,7 @@ impl Plan {
             .hosts
             .route(&written, token.and_then(|t| t.api_host()), dc);
         match (token, verdict, usable) {
-            (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(&written)),
+            (_, Verdict::Refuse, _) => Plan::Fail(attempt::insecure(target.as_ref())),
             (Some(_), Verdict::PassThrough, _) => Plan::Pass,
             // With the data centre known, the api_domain still to come is one of its hosts: a
             // request elsewhere never gets the token, so it does not wait for one.

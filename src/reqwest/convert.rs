@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use http::{HeaderMap, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
 use tower::BoxError;
@@ -156,7 +156,7 @@ impl Head for ReqwestHead {
         &mut self.url
     }
 
-    fn into_request(self, body: &BufferedBody, authorization: HeaderValue) -> reqwest::Request {
+    fn into_request(self, body: &BufferedBody) -> reqwest::Request {
         let mut request = reqwest::Request::new(self.method, self.url);
         *request.version_mut() = self.version;
         if let Some(headers) = self.headers {
@@ -164,9 +164,6 @@ impl Head for ReqwestHead {
         }
         *request.timeout_mut() = self.timeout;
         *request.body_mut() = self.body.then(|| buffered(body));
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, authorization);
         request
     }
 }
@@ -299,7 +296,7 @@ pub(super) fn to_response(
 mod tests {
     use std::time::Duration;
 
-    use http::header::AUTHORIZATION;
+    use http::HeaderValue;
 
     use super::*;
     use crate::hosts::Target;
@@ -339,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replay_is_the_request_again_with_the_fresh_token_and_the_buffered_body() {
+    fn a_replay_is_the_request_again_with_the_buffered_body() {
         let mut request = reqwest::Request::new(
             Method::POST,
             "https://www.zohoapis.com/crm".parse().unwrap(),
@@ -353,14 +350,11 @@ mod tests {
             .build()
             .unwrap();
         let (request, body) = runtime.block_on(request.buffer(1024)).unwrap();
-        let sent = request
-            .head()
-            .into_request(&body, HeaderValue::from_static("Zoho-oauthtoken fresh"));
+        let sent = request.head().into_request(&body);
         assert_eq!(sent.method(), Method::POST);
         assert_eq!(sent.url().as_str(), "https://www.zohoapis.com/crm");
         assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
         assert_eq!(sent.headers()["x-tenant"], "7");
-        assert_eq!(sent.headers()[AUTHORIZATION], "Zoho-oauthtoken fresh");
         assert_eq!(
             sent.body().and_then(reqwest::Body::as_bytes),
             Some(&b"{}"[..])
@@ -368,9 +362,7 @@ mod tests {
         // A GET goes again without a body, as it went.
         let get =
             reqwest::Request::new(Method::GET, "https://www.zohoapis.com/crm".parse().unwrap());
-        let again = get
-            .head()
-            .into_request(&BufferedBody::default(), HeaderValue::from_static("t"));
+        let again = get.head().into_request(&BufferedBody::default());
         assert!(again.body().is_none());
     }
 }
