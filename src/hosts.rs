@@ -23,8 +23,31 @@ pub(crate) trait Address: Place {
         &mut self,
         resolve: impl FnOnce(&Uri) -> Result<Uri, crate::Error>,
     ) -> Result<(), crate::Error>;
-    /// As a `Uri`, for what keeps the address past the request (a 401's explanation).
-    fn to_uri(&self) -> Option<Uri>;
+    /// A copy kept past the request (to explain a `401` later), as the front end gave it.
+    fn keep(&self) -> Kept;
+}
+
+/// An address kept past its request: a `Uri` (a reference count to copy), or a reqwest `Url`
+/// (one string), never one turned into the other.
+pub(crate) enum Kept {
+    Uri(Uri),
+    Url(url::Url),
+}
+
+impl Place for Kept {
+    fn scheme_str(&self) -> Option<&str> {
+        match self {
+            Kept::Uri(uri) => Place::scheme_str(uri),
+            Kept::Url(url) => url.scheme_str(),
+        }
+    }
+
+    fn authority_str(&self) -> Option<&str> {
+        match self {
+            Kept::Uri(uri) => uri.authority_str(),
+            Kept::Url(url) => url.authority_str(),
+        }
+    }
 }
 
 /// What the host policy reads of an address: its scheme and authority as written.
@@ -83,8 +106,8 @@ impl Address for Uri {
         Ok(())
     }
 
-    fn to_uri(&self) -> Option<Uri> {
-        Some(self.clone())
+    fn keep(&self) -> Kept {
+        Kept::Uri(self.clone())
     }
 }
 

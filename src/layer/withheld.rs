@@ -10,13 +10,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::{Response, StatusCode, Uri};
+use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
-use crate::hosts::{Address, Target};
+use crate::hosts::{Address, Kept, Target};
 
 /// How many hosts each "once per host" set remembers; past it the set starts over, so a service
 /// calling endless hosts keeps bounded memory and at worst repeats a message.
@@ -81,7 +81,7 @@ fn first_time(set: &Mutex<HashSet<String>>, host: &str) -> bool {
 
 /// A request sent without the token to an `http(s)` host: what explaining it needs later.
 pub(crate) struct Withheld {
-    uri: Uri,
+    address: Kept,
     config: Arc<Config>,
     picked: Picked,
 }
@@ -104,7 +104,7 @@ impl Withheld {
             );
         }
         Some(Self {
-            uri: address.to_uri()?,
+            address: address.keep(),
             config: config.clone(),
             picked,
         })
@@ -115,7 +115,7 @@ impl Withheld {
         if response.status() != StatusCode::UNAUTHORIZED {
             return;
         }
-        let Some(target) = Target::of(&self.uri) else {
+        let Some(target) = Target::of(&self.address) else {
             return;
         };
         let withheld = TokenWithheld {
