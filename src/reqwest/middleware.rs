@@ -129,9 +129,9 @@ impl ZohoAuthMiddleware {
     }
 }
 
-// Written out rather than with `#[async_trait]`, so that the request is converted and the plan
-// made before the future is boxed: the box then holds only what is awaited, not the request in
-// each of its forms.
+// Written out rather than with `#[async_trait]`, so that the plan is made before the future is
+// boxed: the box then holds only what is awaited, not the request, the plan and the attempt
+// over again in each nested `async fn`.
 impl Middleware for ZohoAuthMiddleware {
     fn handle<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
