@@ -207,6 +207,8 @@ where
 impl Config {
     /// The first decision every front end makes for a request: its connection's cache (for a
     /// layer over connections) and the plan for it with the token that cache holds now.
+    // `connection` names the connection of a layer over connections; a single cache needs none.
+    #[cfg_attr(not(feature = "connections"), allow(unused_variables))]
     #[inline]
     pub(crate) fn plan<Q: Outgoing>(
         &self,

@@ -17,13 +17,12 @@ use reqwest::ResponseBuilderExt;
 use tower::BoxError;
 use url::{Position, Url};
 
-use crate::connections::ConnectionId;
 use crate::error::Error;
 use crate::hosts::{Address, Kept, Place};
 use crate::layer::outgoing::{kept_headers, Head, Outgoing, Replayable, Sent};
 use crate::layer::{BufferedBody, RequestBody, ResponseBody};
 #[cfg(feature = "connections")]
-use {crate::cache::TokenCache, crate::layer::source::Many};
+use {crate::cache::TokenCache, crate::connections::ConnectionId, crate::layer::source::Many};
 
 impl Place for Url {
     fn scheme_str(&self) -> Option<&str> {
