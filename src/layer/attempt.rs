@@ -12,7 +12,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, ResponseBody};
-use super::outgoing::{Head, Outgoing, Sent};
+use super::outgoing::{Authorizable, Head, Outgoing};
 use super::service::{Now, Plan, Replica};
 use super::source::Picked;
 use super::withheld::{self, Withheld};
@@ -211,6 +211,15 @@ impl<H> Attempt<H> {
     pub(super) fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
         self.inspector.should_inspect(response)
     }
+
+    /// The same attempt, its replay sending `body`: for a body buffered after the token was
+    /// attached.
+    fn replaying(mut self, body: BufferedBody) -> Self {
+        if let Some(replay) = &mut self.replay {
+            replay.body = body;
+        }
+        self
+    }
 }
 
 impl<H: Head> Attempt<H> {
@@ -278,13 +287,13 @@ impl<H: Head> Attempt<H> {
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
 #[inline]
-pub(super) fn attach<R: Sent>(
-    request: &mut R,
+pub(super) fn attach<Q: Outgoing>(
+    request: &mut Q,
     replay_body: Option<BufferedBody>,
     credential: Credential,
     config: &Arc<Config>,
     picked: Picked,
-) -> Attempt<R::Head> {
+) -> Attempt<Q::Head> {
     let replay = replay_body.map(|body| Replay {
         head: request.head(),
         resolved: credential.resolved,
@@ -302,7 +311,7 @@ pub(super) fn attach<R: Sent>(
 
 /// Puts the token on a request, the first time or on the replay.
 #[inline]
-fn authorize(request: &mut impl Sent, header: HeaderValue) {
+fn authorize(request: &mut impl Authorizable, header: HeaderValue) {
     request.headers_mut().insert(AUTHORIZATION, header);
 }
 
@@ -327,28 +336,16 @@ where
         }
         plan => plan,
     };
-    let now = match plan.now(request, config, picked) {
-        Now::Later(Plan::Attach(credential), request, picked) => {
-            let (mut request, body) = request.buffer(config.max_replay_body).await?;
-            let attempt = attach(&mut request, Some(body), credential, config, picked);
-            Now::Attached(request, attempt)
-        }
-        now => now,
-    };
-    send(now, sender).await
-}
-
-/// Sends what [`Plan::now`] prepared, once the slow path has it.
-async fn send<Q, T>(now: Now<Q>, sender: T) -> Result<Response<ResponseBody<T::Body>>, BoxError>
-where
-    Q: Outgoing,
-    T: Sender<Q::Sent>,
-    <T::Body as Body>::Error: Into<BoxError>,
-{
-    match now {
-        Now::Attached(request, attempt) => sent(request, attempt, sender).await,
-        Now::Passed(request, withheld) => passed(request, withheld, sender).await,
+    match plan.now(&mut request, config, picked) {
+        Now::Attached(attempt) => sent(request.stream(), attempt, sender).await,
+        Now::Passed(withheld) => passed(request.stream(), withheld, sender).await,
         Now::Failed(error) => Err(error.into()),
+        Now::Later(Plan::Attach(credential), picked) => {
+            let empty = Some(BufferedBody::default());
+            let attempt = attach(&mut request, empty, credential, config, picked);
+            let (request, body) = request.buffer(config.max_replay_body).await?;
+            sent(request, attempt.replaying(body), sender).await
+        }
         // A usable token always decides.
         Now::Later(..) => Err(Error::transient("no decision with a usable Zoho token").into()),
     }
@@ -356,14 +353,14 @@ where
 
 /// Sends a request that carries the token and hands back the answer, reading it (boxed) only
 /// when it may declare the token dead.
-pub(crate) async fn sent<R, T>(
-    request: R,
-    attempt: Attempt<R::Head>,
+pub(crate) async fn sent<H, T>(
+    request: H::Sent,
+    attempt: Attempt<H>,
     mut sender: T,
 ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
 where
-    R: Sent,
-    T: Sender<R>,
+    H: Head,
+    T: Sender<H::Sent>,
     <T::Body as Body>::Error: Into<BoxError>,
 {
     let response = sender.send(request).await?;

@@ -16,12 +16,15 @@ use crate::hosts::Address;
 #[cfg(feature = "connections")]
 use {super::source::Many, crate::cache::TokenCache, crate::error::Error};
 
-/// A request a front end hands to the layer.
-pub(crate) trait Outgoing: Sized + Send + 'static {
+/// A request a front end hands to the layer. The layer decides on it in place and moves it only
+/// to send it: a front end's request can be large (a reqwest request is 264 bytes).
+pub(crate) trait Outgoing: Authorizable + Send + 'static {
     /// Where it goes.
     type Address: Address;
     /// The request as it is sent on.
-    type Sent: Sent + Send;
+    type Sent: Authorizable + Send;
+    /// What a replay keeps of it.
+    type Head: Head<Sent = Self::Sent>;
 
     /// Where it goes.
     fn address(&self) -> &Self::Address;
@@ -31,6 +34,9 @@ pub(crate) trait Outgoing: Sized + Send + 'static {
 
     /// Whether it can be sent again after a token error, read from its body's size.
     fn replayable(&self, limit: usize) -> Replayable;
+
+    /// A copy of all of it but the body, for a replay.
+    fn head(&self) -> Self::Head;
 
     /// The request to send, its body streamed through.
     fn stream(self) -> Self::Sent;
@@ -48,27 +54,21 @@ pub(crate) trait Outgoing: Sized + Send + 'static {
     fn select(&self, many: &Many, connection: Option<&ConnectionId>) -> Result<TokenCache, Error>;
 }
 
-/// A request on its way to the service below the layer.
-pub(crate) trait Sent: Sized {
-    /// What a replay keeps of it.
-    type Head: Head<Sent = Self>;
-
+/// A request the token can be put on: as the front end gave it, as it is sent on, as a replay.
+pub(crate) trait Authorizable: Sized {
     /// Its headers, to attach the token to.
     fn headers_mut(&mut self) -> &mut HeaderMap;
-
-    /// A copy of all of it but the body, for a replay.
-    fn head(&self) -> Self::Head;
 }
 
 /// What a replay keeps of a front end's request.
-pub(crate) type HeadOf<Q> = <<Q as Outgoing>::Sent as Sent>::Head;
+pub(crate) type HeadOf<Q> = <Q as Outgoing>::Head;
 
 /// What a replay keeps of a request: everything but its body.
 pub(crate) trait Head: Sized + Send + 'static {
     /// Where it goes.
     type Address: Address;
     /// The request it becomes again.
-    type Sent: Sent + Send;
+    type Sent: Authorizable + Send;
 
     /// Where it goes, to resolve it again against a fresh token.
     fn address_mut(&mut self) -> &mut Self::Address;
@@ -136,6 +136,7 @@ where
 {
     type Address = Uri;
     type Sent = Request<RequestBody<B>>;
+    type Head = HttpHead<B>;
 
     #[inline]
     fn address(&self) -> &Uri {
@@ -150,6 +151,18 @@ where
     #[inline]
     fn replayable(&self, limit: usize) -> Replayable {
         Replayable::of(Some(self.body()), limit)
+    }
+
+    #[inline]
+    fn head(&self) -> HttpHead<B> {
+        HttpHead {
+            method: self.method().clone(),
+            uri: self.uri().clone(),
+            version: self.version(),
+            headers: kept_headers(self.headers()),
+            extensions: KeptExtensions::of(self.extensions()),
+            _body: PhantomData,
+        }
     }
 
     #[inline]
@@ -180,24 +193,10 @@ where
     }
 }
 
-impl<B: Send + 'static> Sent for Request<RequestBody<B>> {
-    type Head = HttpHead<B>;
-
+impl<B> Authorizable for Request<B> {
     #[inline]
     fn headers_mut(&mut self) -> &mut HeaderMap {
         Request::headers_mut(self)
-    }
-
-    #[inline]
-    fn head(&self) -> HttpHead<B> {
-        HttpHead {
-            method: self.method().clone(),
-            uri: self.uri().clone(),
-            version: self.version(),
-            headers: kept_headers(self.headers()),
-            extensions: KeptExtensions::of(self.extensions()),
-            _body: PhantomData,
-        }
     }
 }
 

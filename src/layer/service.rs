@@ -105,36 +105,37 @@ impl Plan {
         }
     }
 
-    /// What can be done with the request without waiting: attach the token and send it, send it
+    /// What can be done with the request without waiting: attach the token to it, send it
     /// untouched, or refuse it — or, when there is no token yet or the body must be buffered
-    /// first, hand it to the slow path ([`Now::Later`]). Every front end starts here.
+    /// first, hand it to the slow path ([`Now::Later`]). Every front end starts here, on the
+    /// request in place; it moves the request only to send it.
     #[inline(always)]
     pub(crate) fn now<Q: Outgoing>(
         self,
-        request: Q,
+        request: &mut Q,
         config: &Arc<Config>,
         picked: Picked,
-    ) -> Now<Q> {
+    ) -> Now<HeadOf<Q>> {
         match self {
-            Plan::Pass => {
-                let withheld = Withheld::new(request.address(), config, picked);
-                Now::Passed(request.stream(), withheld)
-            }
+            Plan::Pass => Now::Passed(Withheld::new(request.address(), config, picked)),
             Plan::Fail(error) => Now::Failed(error),
             Plan::Attach(credential) => {
                 let replay_body = match request.replayable(config.max_replay_body) {
                     Replayable::AfterBuffering => {
-                        return Now::Later(Plan::Attach(credential), request, picked)
+                        return Now::Later(Plan::Attach(credential), picked)
                     }
                     Replayable::Empty => Some(BufferedBody::default()),
                     Replayable::No => None,
                 };
-                let mut request = request.stream();
-                let attempt =
-                    attempt::attach(&mut request, replay_body, credential, config, picked);
-                Now::Attached(request, attempt)
+                Now::Attached(attempt::attach(
+                    request,
+                    replay_body,
+                    credential,
+                    config,
+                    picked,
+                ))
             }
-            Plan::Wait => Now::Later(Plan::Wait, request, picked),
+            Plan::Wait => Now::Later(Plan::Wait, picked),
         }
     }
 
@@ -143,7 +144,7 @@ impl Plan {
     #[inline]
     pub(super) fn start<S, Q, R>(
         self,
-        request: Q,
+        mut request: Q,
         inner: &mut S,
         replica: &Replica<S>,
         config: &Arc<Config>,
@@ -154,30 +155,31 @@ impl Plan {
         S: Below<Q::Sent, R>,
         R: Answer,
     {
-        match self.now(request, config, picked) {
+        match self.now(&mut request, config, picked) {
             // Sent now, through the service `poll_ready` readied.
-            Now::Attached(request, attempt) => {
-                ResponseFuture::direct(inner.call(request), Some((attempt, replica.clone())))
-            }
-            Now::Passed(request, withheld) => ResponseFuture::passed(inner.call(request), withheld),
+            Now::Attached(attempt) => ResponseFuture::direct(
+                inner.call(request.stream()),
+                Some((attempt, replica.clone())),
+            ),
+            Now::Passed(withheld) => ResponseFuture::passed(inner.call(request.stream()), withheld),
             Now::Failed(error) => ResponseFuture::failed(error),
-            Now::Later(plan, request, picked) => {
-                slow(plan, request, inner, replica, config, picked)
-            }
+            Now::Later(plan, picked) => slow(plan, request, inner, replica, config, picked),
         }
     }
 }
 
-/// A plan carried out as far as it goes without waiting: see [`Plan::now`].
-pub(crate) enum Now<Q: Outgoing> {
-    /// To send now with the token; the attempt reads the answer.
-    Attached(Q::Sent, Attempt<HeadOf<Q>>),
-    /// To send now without the token.
-    Passed(Q::Sent, Option<Withheld>),
+/// A plan carried out as far as it goes without waiting (see [`Plan::now`]); the request stays
+/// with the caller.
+pub(crate) enum Now<H> {
+    /// The token is on the request: send it; the attempt reads the answer.
+    Attached(Attempt<H>),
+    /// Send it without the token.
+    Passed(Option<Withheld>),
     /// Refused before sending.
     Failed(Error),
-    /// For the slow path ([`attempt::later`]): no token yet, or a body to buffer first.
-    Later(Plan, Q, Picked),
+    /// For the slow path ([`attempt::later`]), with the request: no token yet, or a body to
+    /// buffer first.
+    Later(Plan, Picked),
 }
 
 /// The boxed slow path: the driver every front end shares, through this service.

@@ -19,7 +19,7 @@ use url::{Position, Url};
 
 use crate::error::Error;
 use crate::hosts::{Address, Kept, Place};
-use crate::layer::outgoing::{kept_headers, Head, Outgoing, Replayable, Sent};
+use crate::layer::outgoing::{kept_headers, Authorizable, Head, Outgoing, Replayable};
 use crate::layer::{BufferedBody, RequestBody, ResponseBody};
 #[cfg(feature = "connections")]
 use {crate::cache::TokenCache, crate::connections::ConnectionId, crate::layer::source::Many};
@@ -56,6 +56,7 @@ impl Address for Url {
 impl Outgoing for reqwest::Request {
     type Address = Url;
     type Sent = reqwest::Request;
+    type Head = ReqwestHead;
 
     #[inline]
     fn address(&self) -> &Url {
@@ -70,6 +71,18 @@ impl Outgoing for reqwest::Request {
     #[inline]
     fn replayable(&self, limit: usize) -> Replayable {
         Replayable::of(self.body(), limit)
+    }
+
+    #[inline]
+    fn head(&self) -> ReqwestHead {
+        ReqwestHead(Box::new(Parts {
+            method: self.method().clone(),
+            url: self.url().clone(),
+            version: self.version(),
+            headers: kept_headers(self.headers()),
+            timeout: self.timeout().copied(),
+            body: self.body().is_some(),
+        }))
     }
 
     #[inline]
@@ -107,31 +120,22 @@ fn buffered(body: &BufferedBody) -> reqwest::Body {
     RequestBody::<reqwest::Body>::buffered(body).into()
 }
 
-impl Sent for reqwest::Request {
-    type Head = ReqwestHead;
-
+impl Authorizable for reqwest::Request {
     #[inline]
     fn headers_mut(&mut self) -> &mut HeaderMap {
         reqwest::Request::headers_mut(self)
-    }
-
-    #[inline]
-    fn head(&self) -> ReqwestHead {
-        ReqwestHead {
-            method: self.method().clone(),
-            url: self.url().clone(),
-            version: self.version(),
-            headers: kept_headers(self.headers()),
-            timeout: self.timeout().copied(),
-            body: self.body().is_some(),
-        }
     }
 }
 
 /// What a replay keeps of a reqwest request: all that reqwest 0.13 lets a request carry but its
 /// body. Only a type parameter of the layer's [`ResponseFuture`](crate::ResponseFuture) inside
 /// [`ZohoReqwest`](super::ZohoReqwest)'s.
-pub struct ReqwestHead {
+///
+/// Boxed: it is copied once into the box, where inline it would be copied with every move of
+/// the request's future (the URL's copy allocates anyway).
+pub struct ReqwestHead(Box<Parts>);
+
+struct Parts {
     method: Method,
     url: Url,
     version: Version,
@@ -152,17 +156,18 @@ impl Head for ReqwestHead {
     type Sent = reqwest::Request;
 
     fn address_mut(&mut self) -> &mut Url {
-        &mut self.url
+        &mut self.0.url
     }
 
     fn into_request(self, body: &BufferedBody) -> reqwest::Request {
-        let mut request = reqwest::Request::new(self.method, self.url);
-        *request.version_mut() = self.version;
-        if let Some(headers) = self.headers {
+        let parts = *self.0;
+        let mut request = reqwest::Request::new(parts.method, parts.url);
+        *request.version_mut() = parts.version;
+        if let Some(headers) = parts.headers {
             *request.headers_mut() = headers;
         }
-        *request.timeout_mut() = self.timeout;
-        *request.body_mut() = self.body.then(|| buffered(body));
+        *request.timeout_mut() = parts.timeout;
+        *request.body_mut() = parts.body.then(|| buffered(body));
         request
     }
 }

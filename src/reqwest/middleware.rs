@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
-use super::convert::{self, IncomingBody};
+use super::convert::{self, IncomingBody, ReqwestHead};
 use crate::connections::ConnectionId;
 use crate::layer::{self, Config, Now, ResponseBody, Sender};
 use crate::ZohoAuthLayer;
@@ -114,16 +114,16 @@ fn chain_error(error: BoxError) -> reqwest_middleware::Error {
 }
 
 impl ZohoAuthMiddleware {
-    /// What is decided before anything is awaited: the request as the layer takes it, its
-    /// connection, and the plan for it.
+    /// What is decided on the request in place before anything is awaited: its connection, the
+    /// plan for it, and as much of the plan as can be carried out now.
     fn start(
         &self,
-        mut request: reqwest::Request,
+        request: &mut reqwest::Request,
         extensions: &Extensions,
-    ) -> reqwest_middleware::Result<Now<reqwest::Request>> {
+    ) -> reqwest_middleware::Result<Now<ReqwestHead>> {
         let (plan, picked) = self
             .config
-            .plan(&mut request, extensions.get::<ConnectionId>())
+            .plan(request, extensions.get::<ConnectionId>())
             .map_err(reqwest_middleware::Error::middleware)?;
         Ok(plan.now(request, &self.config, picked))
     }
@@ -135,7 +135,7 @@ impl ZohoAuthMiddleware {
 impl Middleware for ZohoAuthMiddleware {
     fn handle<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
-        request: reqwest::Request,
+        mut request: reqwest::Request,
         extensions: &'life1 mut Extensions,
         next: Next<'life2>,
     ) -> Pin<
@@ -151,22 +151,22 @@ impl Middleware for ZohoAuthMiddleware {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        let now = match self.start(request, extensions) {
+        let now = match self.start(&mut request, extensions) {
             Ok(now) => now,
             Err(error) => return Box::pin(std::future::ready(Err(error))),
         };
         let chain = Chain { next, extensions };
         match now {
-            Now::Attached(request, attempt) => Box::pin(Handled {
+            Now::Attached(attempt) => Box::pin(Handled {
                 future: layer::sent(request, attempt, chain),
             }),
-            Now::Passed(request, withheld) => Box::pin(Handled {
+            Now::Passed(withheld) => Box::pin(Handled {
                 future: layer::passed(request, withheld, chain),
             }),
             Now::Failed(error) => Box::pin(std::future::ready(Err(
                 reqwest_middleware::Error::middleware(error),
             ))),
-            Now::Later(plan, request, picked) => Box::pin(Handled {
+            Now::Later(plan, picked) => Box::pin(Handled {
                 future: layer::later(&self.config, picked, plan, request, chain),
             }),
         }
