@@ -6,13 +6,13 @@ use std::future::{poll_fn, Future};
 use std::sync::{Arc, PoisonError};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Response};
-use http_body::Body;
+use http::HeaderValue;
 use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, ResponseBody};
 use super::outgoing::{Authorizable, Head, Outgoing};
+use super::reply::Reply;
 use super::service::{Now, Plan, Replica};
 use super::source::Picked;
 use super::withheld::{self, Withheld};
@@ -56,34 +56,28 @@ struct Inspector {
 impl Inspector {
     /// Whether the response may be a token error worth reading: a status some rule names, and a
     /// body not known to exceed the read limit. Everything else streams through.
-    fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
+    fn should_inspect(&self, response: &impl Reply) -> bool {
         self.config
             .classifier
             .inspects(self.rules, response.status())
             && response
-                .body()
-                .size_hint()
-                .upper()
+                .body_upper()
                 .is_none_or(|upper| upper <= self.config.max_error_body as u64)
     }
 
     /// Reads the response (up to the limit) and says whether it declares the token dead.
-    async fn classify<R>(&self, response: Response<R>) -> (Response<ResponseBody<R>>, bool)
-    where
-        R: Body,
-        R::Error: Into<BoxError>,
-    {
+    async fn classify<R: Reply>(&self, response: R) -> (R::Out, bool) {
         if !self.should_inspect(&response) {
-            return (response.map(ResponseBody::inner), false);
+            return (response.pass(), false);
         }
-        let (parts, body) = response.into_parts();
+        let (parts, body) = response.into_http().into_parts();
         let body = ResponseBody::read_prefix(body, self.config.max_error_body).await;
         let dead = body.complete_bytes().is_some_and(|bytes| {
             self.config
                 .classifier
                 .matches(self.rules, parts.status, bytes)
         });
-        (Response::from_parts(parts, body), dead)
+        (R::read(http::Response::from_parts(parts, body)), dead)
     }
 }
 
@@ -134,14 +128,11 @@ impl<H: Head> Replay<H> {
 /// The rest of the stack below the layer, as a front end sends through it: the request the
 /// layer prepared, the first time or once more.
 pub(crate) trait Sender<Q> {
-    /// The response body.
-    type Body: Body;
+    /// The response.
+    type Reply: Reply;
 
     /// Sends `request`.
-    fn send(
-        &mut self,
-        request: Q,
-    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
+    fn send(&mut self, request: Q) -> impl Future<Output = Result<Self::Reply, BoxError>> + Send;
 }
 
 /// The tower front end's sender: the inner service `poll_ready` readied, for the first send, and
@@ -151,17 +142,17 @@ pub(super) struct Tower<S> {
     pub(super) replica: Replica<S>,
 }
 
-impl<S, Q, R> Sender<Q> for Tower<S>
+impl<S, Q> Sender<Q> for Tower<S>
 where
-    S: Service<Q, Response = Response<R>> + Clone + Send,
+    S: Service<Q> + Clone + Send,
+    S::Response: Reply,
     S::Future: Send,
     S::Error: Into<BoxError>,
     Q: Send,
-    R: Body,
 {
-    type Body = R;
+    type Reply = S::Response;
 
-    async fn send(&mut self, request: Q) -> Result<Response<R>, BoxError> {
+    async fn send(&mut self, request: Q) -> Result<S::Response, BoxError> {
         let mut inner = match self.ready.take() {
             Some(ready) => ready,
             None => {
@@ -208,7 +199,7 @@ impl<H> Attempt<H> {
     }
 
     /// See [`Inspector::should_inspect`]; the hot path's only extra work on a response.
-    pub(super) fn should_inspect<R: Body>(&self, response: &Response<R>) -> bool {
+    pub(super) fn should_inspect(&self, response: &impl Reply) -> bool {
         self.inspector.should_inspect(response)
     }
 
@@ -227,12 +218,11 @@ impl<H: Head> Attempt<H> {
     /// the request can be replayed, resend it once with a fresh one through `sender`.
     pub(super) async fn finish<T>(
         self,
-        response: Response<T::Body>,
+        response: T::Reply,
         sender: &mut T,
-    ) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+    ) -> Result<<T::Reply as Reply>::Out, BoxError>
     where
         T: Sender<H::Sent>,
-        <T::Body as Body>::Error: Into<BoxError>,
     {
         let Self { inspector, replay } = self;
         let (original, dead) = inspector.classify(response).await;
@@ -323,11 +313,10 @@ pub(crate) async fn later<Q, T>(
     plan: Plan,
     mut request: Q,
     sender: T,
-) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+) -> Result<<T::Reply as Reply>::Out, BoxError>
 where
     Q: Outgoing,
     T: Sender<Q::Sent>,
-    <T::Body as Body>::Error: Into<BoxError>,
 {
     let plan = match plan {
         Plan::Wait => {
@@ -357,17 +346,16 @@ pub(crate) async fn sent<H, T>(
     request: H::Sent,
     attempt: Attempt<H>,
     mut sender: T,
-) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+) -> Result<<T::Reply as Reply>::Out, BoxError>
 where
     H: Head,
     T: Sender<H::Sent>,
-    <T::Body as Body>::Error: Into<BoxError>,
 {
     let response = sender.send(request).await?;
     if attempt.should_inspect(&response) {
         Box::pin(attempt.finish(response, &mut sender)).await
     } else {
-        Ok(response.map(ResponseBody::inner))
+        Ok(response.pass())
     }
 }
 
@@ -376,7 +364,7 @@ pub(crate) async fn passed<R, T>(
     request: R,
     withheld: Option<Withheld>,
     mut sender: T,
-) -> Result<Response<ResponseBody<T::Body>>, BoxError>
+) -> Result<<T::Reply as Reply>::Out, BoxError>
 where
     T: Sender<R>,
 {

@@ -3,32 +3,31 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::Response;
-use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::attempt::{Attempt, Tower};
-use super::body::ResponseBody;
-use super::outgoing::{Answer, Below, Head};
+use super::outgoing::{Below, Head};
+use super::reply::Reply;
 use super::service::Replica;
 use super::withheld::{self, Withheld};
 use crate::error::Error;
 
-type BoxFuture<R> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<R>>, BoxError>> + Send>>;
+type BoxFuture<O> = Pin<Box<dyn Future<Output = Result<O, BoxError>> + Send>>;
 
 /// Reads a response that may declare the token dead, and replays: boxed, and reached through a
 /// function made where the request's type is known, so that polling needs no bound on it.
-type Finish<H, S, R> = fn(Attempt<H>, Response<R>, Replica<S>) -> BoxFuture<R>;
+type Finish<H, S, R> = fn(Attempt<H>, R, Replica<S>) -> BoxFuture<<R as Reply>::Out>;
 
 pin_project! {
     /// The future of [`ZohoAuth`](super::ZohoAuth). With a cached token it is the inner service's
     /// future plus a status check, neither boxed nor allocating. Waiting for a token, buffering a
     /// body and handling a token error run in a boxed continuation.
     ///
-    /// `H` is what a replay keeps of the request (its type depends on the front end's request).
-    pub struct ResponseFuture<F, S, H, R> {
+    /// `H` is what a replay keeps of the request and `R` the response of the service below:
+    /// `HttpHead<B>` and `Response<B>` for a tower stack, `ReqwestHead` and `reqwest::Response`
+    /// for [`ZohoReqwest`](crate::reqwest::ZohoReqwest).
+    pub struct ResponseFuture<F, S, H, R: Reply> {
         #[pin]
         state: State<F, S, H, R>,
     }
@@ -36,7 +35,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, H, R> {
+    enum State<F, S, H, R: Reply> {
         Direct {
             #[pin]
             future: F,
@@ -50,7 +49,7 @@ pin_project! {
             withheld: Option<Withheld>,
         },
         Slow {
-            future: BoxFuture<R>,
+            future: BoxFuture<R::Out>,
         },
         Failed {
             error: Option<Error>,
@@ -58,13 +57,12 @@ pin_project! {
     }
 }
 
-impl<F, S, H, R> ResponseFuture<F, S, H, R> {
+impl<F, S, H, R: Reply> ResponseFuture<F, S, H, R> {
     #[inline]
     pub(super) fn direct(future: F, attempt: Option<(Attempt<H>, Replica<S>)>) -> Self
     where
         H: Head,
         S: Below<H::Sent, R>,
-        R: Answer,
     {
         Self {
             state: State::Direct {
@@ -81,7 +79,7 @@ impl<F, S, H, R> ResponseFuture<F, S, H, R> {
         }
     }
 
-    pub(super) fn slow(future: BoxFuture<R>) -> Self {
+    pub(super) fn slow(future: BoxFuture<R::Out>) -> Self {
         Self {
             state: State::Slow { future },
         }
@@ -94,7 +92,7 @@ impl<F, S, H, R> ResponseFuture<F, S, H, R> {
     }
 }
 
-impl<F, S, H, R> fmt::Debug for ResponseFuture<F, S, H, R> {
+impl<F, S, H, R: Reply> fmt::Debug for ResponseFuture<F, S, H, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -102,11 +100,11 @@ impl<F, S, H, R> fmt::Debug for ResponseFuture<F, S, H, R> {
 
 impl<F, E, S, H, R> Future for ResponseFuture<F, S, H, R>
 where
-    F: Future<Output = Result<Response<R>, E>>,
+    F: Future<Output = Result<R, E>>,
     E: Into<BoxError>,
-    R: Body,
+    R: Reply,
 {
-    type Output = Result<Response<ResponseBody<R>>, BoxError>;
+    type Output = Result<R::Out, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -125,7 +123,7 @@ where
                                 future: finish(attempt, response, replica),
                             }
                         }
-                        _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                        _ => return Poll::Ready(Ok(response.pass())),
                     }
                 }
                 StateProj::Passed { future, withheld } => {
@@ -145,11 +143,11 @@ where
     }
 }
 
-fn finish<H, S, R>(attempt: Attempt<H>, response: Response<R>, replica: Replica<S>) -> BoxFuture<R>
+fn finish<H, S, R>(attempt: Attempt<H>, response: R, replica: Replica<S>) -> BoxFuture<R::Out>
 where
     H: Head,
     S: Below<H::Sent, R>,
-    R: Answer,
+    R: Reply,
 {
     let mut sender = Tower {
         ready: None,

@@ -72,6 +72,7 @@ mod convert;
 mod future;
 pub(crate) mod outgoing;
 mod relative;
+pub(crate) mod reply;
 mod service;
 pub(crate) mod source;
 mod withheld;

@@ -5,12 +5,13 @@
 use std::future::Future;
 use std::marker::PhantomData;
 
-use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
 use super::body::{BufferedBody, RequestBody};
+use super::reply::Reply;
 use crate::connections::ConnectionId;
 use crate::hosts::Address;
 #[cfg(feature = "connections")]
@@ -77,28 +78,21 @@ pub(crate) trait Head: Sized + Send + 'static {
     fn into_request(self, body: &BufferedBody) -> Self::Sent;
 }
 
-/// The service below the layer, as carrying a plan out needs it: it answers `Q` with
-/// `Response<R>`, and can be cloned for a replay and moved into the boxed slow path.
-pub(crate) trait Below<Q, R>:
-    Service<Q, Response = Response<R>, Future: Send + 'static, Error: Into<BoxError>>
-    + Clone
-    + Send
-    + 'static
+/// The service below the layer, as carrying a plan out needs it: it answers `Q` with `R`, and
+/// can be cloned for a replay and moved into the boxed slow path.
+pub(crate) trait Below<Q, R: Reply>:
+    Service<Q, Response = R, Future: Send + 'static, Error: Into<BoxError>> + Clone + Send + 'static
 {
 }
 
 impl<T, Q, R> Below<Q, R> for T
 where
-    T: Service<Q, Response = Response<R>> + Clone + Send + 'static,
+    R: Reply,
+    T: Service<Q, Response = R> + Clone + Send + 'static,
     T::Future: Send + 'static,
     T::Error: Into<BoxError>,
 {
 }
-
-/// A response body from the service below, as the layer passes it on or reads it.
-pub(crate) trait Answer: Body<Error: Into<BoxError>> + Send + 'static {}
-
-impl<R> Answer for R where R: Body<Error: Into<BoxError>> + Send + 'static {}
 
 /// Whether a request can be sent again after a token error, read once from its body's size.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use tower_service::Service;
 use super::attempt::{self, Attempt, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
-use super::outgoing::{Answer, Below, HeadOf, HttpHead, Outgoing, Replayable};
+use super::outgoing::{Below, HeadOf, HttpHead, Outgoing, Replayable};
 use super::relative;
+use super::reply::Reply;
 use super::source::{Picked, Source};
 use super::withheld::Withheld;
 use super::{Config, ZohoAuthLayer};
@@ -153,7 +154,7 @@ impl Plan {
     where
         Q: Outgoing,
         S: Below<Q::Sent, R>,
-        R: Answer,
+        R: Reply,
     {
         match self.now(&mut request, config, picked) {
             // Sent now, through the service `poll_ready` readied.
@@ -194,7 +195,7 @@ fn slow<S, Q, R>(
 where
     Q: Outgoing,
     S: Below<Q::Sent, R>,
-    R: Answer,
+    R: Reply,
 {
     let config = config.clone();
     let sender = Tower {
@@ -310,7 +311,7 @@ impl<S> ZohoAuth<S> {
     where
         Q: Outgoing,
         S: Below<Q::Sent, R>,
-        R: Answer,
+        R: Reply,
     {
         let (plan, picked) = match self.config.plan(&mut request, connection) {
             Ok(planned) => planned,
@@ -337,7 +338,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S, HttpHead<ReqBody>, ResBody>;
+    type Future = ResponseFuture<S::Future, S, HttpHead<ReqBody>, Response<ResBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_inner_ready::<Request<RequestBody<ReqBody>>>(cx)

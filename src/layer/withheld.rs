@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::{Response, StatusCode};
+use http::StatusCode;
 
-use super::body::ResponseBody;
+use super::reply::Reply;
 use super::source::Picked;
 use super::Config;
 use crate::cache::CachedToken;
@@ -111,7 +111,7 @@ impl Withheld {
     }
 
     /// Marks a `401 Unauthorized` answer with why the token was not sent.
-    fn inspect<R>(self, response: &mut Response<R>) {
+    fn inspect(self, response: &mut impl Reply) {
         if response.status() != StatusCode::UNAUTHORIZED {
             return;
         }
@@ -135,14 +135,11 @@ impl Withheld {
 
 /// The answer to a request sent without the token, as the caller receives it: marked when it
 /// is a `401` that the token's absence explains.
-pub(super) fn returned<R>(
-    mut response: Response<R>,
-    withheld: Option<Withheld>,
-) -> Response<ResponseBody<R>> {
+pub(super) fn returned<R: Reply>(mut response: R, withheld: Option<Withheld>) -> R::Out {
     if let Some(withheld) = withheld {
         withheld.inspect(&mut response);
     }
-    response.map(ResponseBody::inner)
+    response.pass()
 }
 
 fn reason(target: &Target<'_>, config: &Config, picked: &Picked) -> String {

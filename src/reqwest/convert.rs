@@ -2,16 +2,17 @@
 //!
 //! A reqwest request goes through the layer as it is: the layer reads its URL in place, attaches
 //! the token to its headers and, for a replay, keeps a copy of its head — it is never turned into
-//! an `http` request, whose `Uri` would be parsed again from the URL. The response comes back
-//! whole unless the layer read its body: its status, headers and extensions go into an `http`
-//! response, the rest stays in [`IncomingBody`].
+//! an `http` request, whose `Uri` would be parsed again from the URL. The response is read in
+//! place too (its status and length) and goes back as it came; only a response whose body the
+//! layer reads becomes an `http` one for the while, its status, headers and extensions in the
+//! `http` response and the rest in [`IncomingBody`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri, Version};
+use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
 use tower::BoxError;
@@ -20,6 +21,7 @@ use url::{Position, Url};
 use crate::error::Error;
 use crate::hosts::{Address, Kept, Place};
 use crate::layer::outgoing::{kept_headers, Authorizable, Head, Outgoing, Replayable};
+use crate::layer::reply::Reply;
 use crate::layer::{BufferedBody, RequestBody, ResponseBody};
 #[cfg(feature = "connections")]
 use {crate::cache::TokenCache, crate::connections::ConnectionId, crate::layer::source::Many};
@@ -172,11 +174,10 @@ impl Head for ReqwestHead {
     }
 }
 
-/// A `reqwest::Response` on its way back through the layer: its status, headers and extensions
-/// in the `http` response, and the rest of it here, whole unless the layer reads the body.
+/// A `reqwest::Response` whose body the layer reads: its status, headers and extensions in the
+/// `http` response, and the rest of it here, whole until the body is polled.
 ///
-/// The body [`Transport`](super::Transport) answers with; of use only inside
-/// [`ZohoReqwest`](super::ZohoReqwest) and the middleware.
+/// `pub` only to be the body of a [`Reply`], which cannot be named outside the crate.
 #[derive(Debug)]
 pub struct IncomingBody(Incoming);
 
@@ -257,8 +258,41 @@ impl From<IncomingBody> for reqwest::Body {
     }
 }
 
-/// A reqwest response as the layer reads it.
-pub(super) fn from_reqwest(mut response: reqwest::Response) -> http::Response<IncomingBody> {
+/// A reqwest response as the layer reads it: in place, and as an `http` response only when it
+/// reads the body.
+impl Reply for reqwest::Response {
+    type Body = IncomingBody;
+    type Out = reqwest::Response;
+
+    #[inline]
+    fn status(&self) -> StatusCode {
+        reqwest::Response::status(self)
+    }
+
+    #[inline]
+    fn body_upper(&self) -> Option<u64> {
+        self.content_length()
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        reqwest::Response::extensions_mut(self)
+    }
+
+    #[inline]
+    fn pass(self) -> Self {
+        self
+    }
+
+    fn into_http(self) -> http::Response<IncomingBody> {
+        from_reqwest(self)
+    }
+
+    fn read(response: http::Response<ResponseBody<IncomingBody>>) -> Self {
+        to_response(response)
+    }
+}
+
+fn from_reqwest(mut response: reqwest::Response) -> http::Response<IncomingBody> {
     let mut http = http::Response::new(());
     *http.status_mut() = response.status();
     *http.version_mut() = response.version();
@@ -269,9 +303,7 @@ pub(super) fn from_reqwest(mut response: reqwest::Response) -> http::Response<In
 }
 
 /// The layer's response as the caller's reqwest response, with the URL reqwest reported.
-pub(super) fn to_response(
-    response: http::Response<ResponseBody<IncomingBody>>,
-) -> reqwest::Response {
+fn to_response(response: http::Response<ResponseBody<IncomingBody>>) -> reqwest::Response {
     let (mut parts, body) = response.into_parts();
     let body = match body.into_inner() {
         Ok(IncomingBody(Incoming::Whole(mut response))) => {

@@ -12,9 +12,9 @@ use pin_project_lite::pin_project;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
-use super::convert::{self, IncomingBody, ReqwestHead};
+use super::convert::ReqwestHead;
 use crate::connections::ConnectionId;
-use crate::layer::{self, Config, Now, ResponseBody, Sender};
+use crate::layer::{self, Config, Now, Sender};
 use crate::ZohoAuthLayer;
 
 /// The layer for a `reqwest_middleware::ClientWithMiddleware`: built from a [`ZohoAuthLayer`]'s
@@ -63,19 +63,19 @@ struct Chain<'a> {
 }
 
 impl Sender<reqwest::Request> for Chain<'_> {
-    type Body = IncomingBody;
+    type Reply = reqwest::Response;
 
     fn send(
         &mut self,
         request: reqwest::Request,
-    ) -> impl Future<Output = Result<http::Response<IncomingBody>, BoxError>> + Send {
+    ) -> impl Future<Output = Result<reqwest::Response, BoxError>> + Send {
         let sent = self.next.clone().run(request, self.extensions);
-        async move { Ok(convert::from_reqwest(sent.await?)) }
+        async move { Ok(sent.await?) }
     }
 }
 
 pin_project! {
-    /// The middleware's future: the layer's, its answer a reqwest response again.
+    /// The middleware's future: the layer's, its error the chain's.
     struct Handled<F> {
         #[pin]
         future: F,
@@ -84,7 +84,7 @@ pin_project! {
 
 impl<F> Future for Handled<F>
 where
-    F: Future<Output = Result<http::Response<ResponseBody<IncomingBody>>, BoxError>>,
+    F: Future<Output = Result<reqwest::Response, BoxError>>,
 {
     type Output = reqwest_middleware::Result<reqwest::Response>;
 
@@ -92,7 +92,7 @@ where
         self.project()
             .future
             .poll(cx)
-            .map(|answer| answer.map(convert::to_response).map_err(chain_error))
+            .map(|answer| answer.map_err(chain_error))
     }
 }
 

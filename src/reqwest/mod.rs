@@ -39,7 +39,7 @@ mod convert;
 mod middleware;
 mod service;
 
-pub use self::convert::{IncomingBody, ReqwestHead};
+pub use self::convert::ReqwestHead;
 #[cfg(feature = "reqwest-middleware")]
 pub use self::middleware::ZohoAuthMiddleware;
-pub use self::service::{ResponseFuture, Transport, TransportFuture, ZohoReqwest};
+pub use self::service::ZohoReqwest;

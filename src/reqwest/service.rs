@@ -1,66 +1,15 @@
 //! [`ZohoReqwest`]: the layer over reqwest, as a tower service of reqwest's own requests.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::convert::{self, IncomingBody, ReqwestHead};
+use super::convert::ReqwestHead;
 use crate::connections::ConnectionId;
-use crate::layer::{ResponseBody, ZohoAuth};
+use crate::layer::{ResponseFuture, ZohoAuth};
 use crate::ZohoAuthLayer;
-
-/// What [`ZohoReqwest`] sends through: a reqwest client (or a `ClientWithMiddleware`), its
-/// answers read by the layer as `http` responses.
-#[derive(Clone, Debug)]
-pub struct Transport<C> {
-    client: C,
-}
-
-impl<C> Service<reqwest::Request> for Transport<C>
-where
-    C: Service<reqwest::Request, Response = reqwest::Response>,
-    C::Error: Into<BoxError>,
-{
-    type Response = http::Response<IncomingBody>;
-    type Error = BoxError;
-    type Future = TransportFuture<C::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.client.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        TransportFuture {
-            future: self.client.call(request),
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`Transport`]: reqwest's own, its response as the layer reads it.
-    pub struct TransportFuture<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F, E> Future for TransportFuture<F>
-where
-    F: Future<Output = Result<reqwest::Response, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<http::Response<IncomingBody>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().future.poll(cx)).map_err(Into::into)?;
-        Poll::Ready(Ok(convert::from_reqwest(response)))
-    }
-}
 
 /// The layer over reqwest: a tower [`Service`] of `reqwest::Request` that answers
 /// `reqwest::Response`, for reqwest users who stack tower layers (a timeout, a concurrency
@@ -79,7 +28,7 @@ where
 /// [`BoxError`]: a `reqwest::Error` (or the middleware client's) from the client, a
 /// [`crate::Error`] from the layer.
 pub struct ZohoReqwest<C = reqwest::Client> {
-    inner: ZohoAuth<Transport<C>>,
+    inner: ZohoAuth<C>,
     connection: Option<ConnectionId>,
 }
 
@@ -104,7 +53,7 @@ impl<C: Clone> ZohoReqwest<C> {
     /// `client` under `layer`.
     pub fn new(client: C, layer: &ZohoAuthLayer) -> Self {
         Self {
-            inner: tower_layer::Layer::layer(layer, Transport { client }),
+            inner: tower_layer::Layer::layer(layer, client),
             connection: None,
         }
     }
@@ -128,42 +77,13 @@ where
 {
     type Response = reqwest::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<LayerFuture<C>>;
+    type Future = ResponseFuture<C::Future, C, ReqwestHead, reqwest::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_inner_ready(cx)
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        ResponseFuture {
-            future: self.inner.start(request, self.connection.as_ref()),
-        }
-    }
-}
-
-type LayerFuture<C> = crate::layer::ResponseFuture<
-    TransportFuture<<C as Service<reqwest::Request>>::Future>,
-    Transport<C>,
-    ReqwestHead,
-    IncomingBody,
->;
-
-pin_project! {
-    /// The future of [`ZohoReqwest`]: the layer's, its response a reqwest one again.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<http::Response<ResponseBody<IncomingBody>>, BoxError>>,
-{
-    type Output = Result<reqwest::Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().future.poll(cx))?;
-        Poll::Ready(Ok(convert::to_response(response)))
+        self.inner.start(request, self.connection.as_ref())
     }
 }
