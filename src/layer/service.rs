@@ -139,34 +139,6 @@ impl Plan {
             Plan::Wait => Now::Later(Plan::Wait, picked),
         }
     }
-
-    /// Carries the plan out: sends the request through `inner` now when it can, else returns
-    /// the future that waits for a token or buffers the body first.
-    #[inline]
-    pub(super) fn start<S, Q, R>(
-        self,
-        mut request: Q,
-        inner: &mut S,
-        replica: &Replica<S>,
-        config: &Arc<Config>,
-        picked: Picked,
-    ) -> ResponseFuture<S::Future, S, HeadOf<Q>, R>
-    where
-        Q: Outgoing,
-        S: Below<Q::Sent, R>,
-        R: Reply,
-    {
-        match self.now(&mut request, config, picked) {
-            // Sent now, through the service `poll_ready` readied.
-            Now::Attached(attempt) => ResponseFuture::direct(
-                inner.call(request.stream()),
-                Some((attempt, replica.clone())),
-            ),
-            Now::Passed(withheld) => ResponseFuture::passed(inner.call(request.stream()), withheld),
-            Now::Failed(error) => ResponseFuture::failed(error),
-            Now::Later(plan, picked) => slow(plan, request, inner, replica, config, picked),
-        }
-    }
 }
 
 /// A plan carried out as far as it goes without waiting (see [`Plan::now`]); the request stays
@@ -318,7 +290,26 @@ impl<S> ZohoAuth<S> {
             Err(error) => return ResponseFuture::failed(error),
         };
         let replica = self.replica.get_or_insert_with(|| replica(&self.inner));
-        plan.start(request, &mut self.inner, replica, &self.config, picked)
+        // Carried out here, in the one frame that owns the request: it is moved only to be sent.
+        match plan.now(&mut request, &self.config, picked) {
+            // Sent now, through the service `poll_ready` readied.
+            Now::Attached(attempt) => ResponseFuture::direct(
+                self.inner.call(request.stream()),
+                Some((attempt, replica.clone())),
+            ),
+            Now::Passed(withheld) => {
+                ResponseFuture::passed(self.inner.call(request.stream()), withheld)
+            }
+            Now::Failed(error) => ResponseFuture::failed(error),
+            Now::Later(plan, picked) => slow(
+                plan,
+                request,
+                &mut self.inner,
+                replica,
+                &self.config,
+                picked,
+            ),
+        }
     }
 }
 
