@@ -113,7 +113,10 @@ impl<H: Head> Replay<H> {
     /// necessarily the fresh one's.
     fn retarget(&mut self, fresh: &CachedToken, config: &Config) -> bool {
         let dc = config.source.dc(config.hosts.dc, Some(fresh));
-        let address = self.head.address_mut();
+        let Some(address) = self.head.address_mut() else {
+            tracing::debug!("the request's address could not be read back: not resending");
+            return false;
+        };
         if self.resolved
             && address
                 .resolve_with(|uri| config.routes.resolve(uri, fresh.api_origin(), dc))
@@ -248,13 +251,15 @@ impl<H: Head> Attempt<H> {
             );
             return Ok(original);
         }
+        let Some(mut request) = replay.head.into_request(&replay.body) else {
+            return Ok(original);
+        };
         drop(original);
         Counters::bump(&cache.counters().replays);
         tracing::debug!(
             generation = fresh.generation(),
             "resending a request with a fresh Zoho token"
         );
-        let mut request = replay.head.into_request(&replay.body);
         authorize(&mut request, fresh.header().clone());
         let response = sender.send(request).await?;
         let (response, dead) = Inspector {

@@ -71,11 +71,13 @@ pub(crate) trait Head: Sized + Send + 'static {
     /// The request it becomes again.
     type Sent: Authorizable + Send;
 
-    /// Where it goes, to resolve it again against a fresh token.
-    fn address_mut(&mut self) -> &mut Self::Address;
+    /// Where it goes, to resolve it again against a fresh token; `None` if the copy cannot be
+    /// read back (then the request is not resent).
+    fn address_mut(&mut self) -> Option<&mut Self::Address>;
 
-    /// The request again, with `body` (the caller attaches the fresh token).
-    fn into_request(self, body: &BufferedBody) -> Self::Sent;
+    /// The request again, with `body` (the caller attaches the fresh token); `None` as for
+    /// [`address_mut`](Self::address_mut).
+    fn into_request(self, body: &BufferedBody) -> Option<Self::Sent>;
 }
 
 /// The service below the layer, as carrying a plan out needs it: it answers `Q` with `R`, and
@@ -224,11 +226,11 @@ impl<B: Send + 'static> Head for HttpHead<B> {
     type Address = Uri;
     type Sent = Request<RequestBody<B>>;
 
-    fn address_mut(&mut self) -> &mut Uri {
-        &mut self.uri
+    fn address_mut(&mut self) -> Option<&mut Uri> {
+        Some(&mut self.uri)
     }
 
-    fn into_request(self, body: &BufferedBody) -> Self::Sent {
+    fn into_request(self, body: &BufferedBody) -> Option<Self::Sent> {
         let mut request = Request::new(RequestBody::buffered(body));
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
@@ -237,7 +239,7 @@ impl<B: Send + 'static> Head for HttpHead<B> {
             *request.headers_mut() = headers;
         }
         *request.extensions_mut() = self.extensions.into_extensions();
-        request
+        Some(request)
     }
 }
 

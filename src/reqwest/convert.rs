@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use reqwest::ResponseBuilderExt;
+use smallvec::SmallVec;
 use tower::BoxError;
 use url::{Position, Url};
 
@@ -77,14 +78,16 @@ impl Outgoing for reqwest::Request {
 
     #[inline]
     fn head(&self) -> ReqwestHead {
-        ReqwestHead(Box::new(Parts {
-            method: self.method().clone(),
-            url: self.url().clone(),
-            version: self.version(),
-            headers: kept_headers(self.headers()),
-            timeout: self.timeout().copied(),
-            body: self.body().is_some(),
-        }))
+        // Written into the box: built first and moved in, it would be copied whole, inline text
+        // and all.
+        let mut parts = Box::<Parts>::default();
+        parts.method = self.method().clone();
+        parts.url.keep(self.url());
+        parts.version = self.version();
+        parts.headers = kept_headers(self.headers());
+        parts.timeout = self.timeout().copied();
+        parts.body = self.body().is_some();
+        ReqwestHead(parts)
     }
 
     #[inline]
@@ -134,12 +137,14 @@ impl Authorizable for reqwest::Request {
 /// [`ZohoReqwest`](super::ZohoReqwest)'s.
 ///
 /// Boxed: it is copied once into the box, where inline it would be copied with every move of
-/// the request's future (the URL's copy allocates anyway).
+/// the request's future; and the box holds the URL's text too, where a `Url` clone would make
+/// an allocation of its own — on a loaded client, each costs more than the rest of the copy.
 pub struct ReqwestHead(Box<Parts>);
 
+#[derive(Default)]
 struct Parts {
     method: Method,
-    url: Url,
+    url: KeptUrl,
     version: Version,
     headers: Option<HeaderMap>,
     timeout: Option<Duration>,
@@ -157,21 +162,74 @@ impl Head for ReqwestHead {
     type Address = Url;
     type Sent = reqwest::Request;
 
-    fn address_mut(&mut self) -> &mut Url {
-        &mut self.0.url
+    fn address_mut(&mut self) -> Option<&mut Url> {
+        self.0.url.parsed()
     }
 
-    fn into_request(self, body: &BufferedBody) -> reqwest::Request {
+    fn into_request(self, body: &BufferedBody) -> Option<reqwest::Request> {
         let parts = *self.0;
-        let mut request = reqwest::Request::new(parts.method, parts.url);
+        let mut request = reqwest::Request::new(parts.method, parts.url.into_url()?);
         *request.version_mut() = parts.version;
         if let Some(headers) = parts.headers {
             *request.headers_mut() = headers;
         }
         *request.timeout_mut() = parts.timeout;
         *request.body_mut() = parts.body.then(|| buffered(body));
-        request
+        Some(request)
     }
+}
+
+/// A request's URL as a replay keeps it: its text, in the head's own allocation when it is not
+/// longer than most API URLs, read back into a `Url` only if the request is resent.
+enum KeptUrl {
+    Text(SmallVec<[u8; KeptUrl::INLINE]>),
+    Parsed(Url),
+}
+
+impl Default for KeptUrl {
+    fn default() -> Self {
+        Self::Text(SmallVec::new())
+    }
+}
+
+impl KeptUrl {
+    /// Longer URLs are kept in an allocation of their own.
+    const INLINE: usize = 256;
+
+    /// Keeps `url`'s text, written in place.
+    fn keep(&mut self, url: &Url) {
+        let bytes = url.as_str().as_bytes();
+        match self {
+            Self::Text(text) => {
+                text.clear();
+                text.extend_from_slice(bytes);
+            }
+            Self::Parsed(_) => *self = Self::Text(SmallVec::from_slice(bytes)),
+        }
+    }
+
+    /// The URL again, to change it. Parsing a URL's serialization gives back the same URL (the
+    /// `url` crate's normalisation is idempotent), so `None` is for what cannot happen.
+    fn parsed(&mut self) -> Option<&mut Url> {
+        if let Self::Text(text) = self {
+            *self = Self::Parsed(parse(text)?);
+        }
+        match self {
+            Self::Parsed(url) => Some(url),
+            Self::Text(_) => None,
+        }
+    }
+
+    fn into_url(self) -> Option<Url> {
+        match self {
+            Self::Text(text) => parse(&text),
+            Self::Parsed(url) => Some(url),
+        }
+    }
+}
+
+fn parse(text: &[u8]) -> Option<Url> {
+    Url::parse(std::str::from_utf8(text).ok()?).ok()
 }
 
 /// A `reqwest::Response` whose body the layer reads: its status, headers and extensions in the
@@ -355,6 +413,53 @@ mod tests {
         }
     }
 
+    fn kept(url: &Url) -> KeptUrl {
+        let mut kept = KeptUrl::default();
+        kept.keep(url);
+        kept
+    }
+
+    #[test]
+    fn a_kept_url_reads_back_as_it_was() {
+        let long = format!(
+            "https://www.zohoapis.com/crm/v8/Leads?fields={}",
+            "Last_Name,".repeat(40)
+        );
+        for url in [
+            "https://www.zohoapis.com/crm/v8/Leads?page=2#top",
+            "http://user:secret@127.0.0.1:8080/x?y=1",
+            "https://[::1]:9000/a%20b/%E2%9C%93?q=%26&r",
+            "https://desk.zoho.eu/api/v1/tickets/",
+            long.as_str(),
+        ] {
+            let url: Url = url.parse().unwrap();
+            let mut copy = kept(&url);
+            let KeptUrl::Text(text) = &copy else {
+                panic!("kept as text")
+            };
+            assert_eq!(text.spilled(), url.as_str().len() > KeptUrl::INLINE);
+            assert_eq!(kept(&url).into_url(), Some(url.clone()), "{url}");
+            assert_eq!(copy.parsed(), Some(&mut url.clone()), "{url}");
+            assert_eq!(copy.into_url(), Some(url.clone()), "{url}");
+        }
+    }
+
+    proptest::proptest! {
+        // Whatever a caller writes after the host — any characters, percent signs, dots — the
+        // URL reqwest parsed from it reads back as that URL.
+        #[test]
+        fn any_parsed_url_reads_back_as_it_was(
+            secure in proptest::bool::ANY,
+            host in "[a-z0-9.-]{1,30}|\\[::[0-9]{1,4}\\]",
+            rest in "\\PC{0,300}",
+        ) {
+            let scheme = if secure { "https" } else { "http" };
+            if let Ok(url) = Url::parse(&format!("{scheme}://{host}/{rest}")) {
+                proptest::prop_assert_eq!(kept(&url).into_url(), Some(url));
+            }
+        }
+    }
+
     #[test]
     fn a_resolved_url_keeps_its_path_and_query_on_the_new_origin() {
         let mut url: Url = "https://api-domain.invalid/crm/v8/Leads?page=2#top"
@@ -385,7 +490,7 @@ mod tests {
             .build()
             .unwrap();
         let (request, body) = runtime.block_on(request.buffer(1024)).unwrap();
-        let sent = request.head().into_request(&body);
+        let sent = request.head().into_request(&body).unwrap();
         assert_eq!(sent.method(), Method::POST);
         assert_eq!(sent.url().as_str(), "https://www.zohoapis.com/crm");
         assert_eq!(sent.timeout(), Some(&Duration::from_secs(7)));
@@ -397,7 +502,7 @@ mod tests {
         // A GET goes again without a body, as it went.
         let get =
             reqwest::Request::new(Method::GET, "https://www.zohoapis.com/crm".parse().unwrap());
-        let again = get.head().into_request(&BufferedBody::default());
+        let again = get.head().into_request(&BufferedBody::default()).unwrap();
         assert!(again.body().is_none());
     }
 }
