@@ -64,6 +64,33 @@ fn stub() -> Stub {
     })
 }
 
+/// The end of the stub variants' chains: answers every request at once, as `stub` does.
+struct StubAnswer;
+
+#[async_trait::async_trait]
+impl Middleware for StubAnswer {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut Extensions,
+        _: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        Ok(reqwest::Response::from(http::Response::new(
+            reqwest::Body::from(""),
+        )))
+    }
+}
+
+/// `n` requests one at a time through the chain `client` ends in `StubAnswer`.
+async fn stub_chain_requests(client: ClientWithMiddleware, url: &str, n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let response = client.get(url).send().await.unwrap();
+        std::hint::black_box(response);
+    }
+    start.elapsed()
+}
+
 /// `n` requests one at a time through `service`, each built as `client` builds it and given
 /// the static header when `header` is set.
 async fn stub_requests<S>(
@@ -205,6 +232,17 @@ fn reqwest_front_ends(c: &mut Criterion) {
             "stub_zoho_reqwest" => {
                 let stubbed = ZohoReqwest::new(stub(), &layer);
                 let time = |n| stub_requests(stubbed.clone(), &plain, &url, None, n);
+                return runtime.block_on(e2e::count(&name, n, time));
+            }
+            "stub_middleware_static_header" | "stub_zoho_auth_middleware" => {
+                let chain = ClientBuilder::new(plain.clone());
+                let chain = if name == "stub_middleware_static_header" {
+                    chain.with(StaticHeader(header.clone()))
+                } else {
+                    chain.with(ZohoAuthMiddleware::new(&layer))
+                };
+                let chain = chain.with(StubAnswer).build();
+                let time = |n| stub_chain_requests(chain.clone(), &url, n);
                 return runtime.block_on(e2e::count(&name, n, time));
             }
             _ => {}

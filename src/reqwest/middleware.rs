@@ -69,8 +69,21 @@ impl Sender<reqwest::Request> for Chain<'_> {
         &mut self,
         request: reqwest::Request,
     ) -> impl Future<Output = Result<reqwest::Response, BoxError>> + Send {
-        let sent = self.next.clone().run(request, self.extensions);
-        async move { Ok(sent.await?) }
+        Sending(self.next.clone().run(request, self.extensions))
+    }
+}
+
+/// The rest of the chain's future, its error as the layer's driver takes it: a named future
+/// rather than an `async` block, which would add a state machine to every poll.
+struct Sending<'a>(
+    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>,
+);
+
+impl Future for Sending<'_> {
+    type Output = Result<reqwest::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map_err(Into::into)
     }
 }
 
