@@ -133,9 +133,16 @@ impl<H: Head> Replay<H> {
 pub(crate) trait Sender<Q> {
     /// The response.
     type Reply: Reply;
+    /// The front end's error, which the layer's own errors become as well: typed from the start,
+    /// so that no answer is wrapped on its way out only to have its error converted.
+    type Error;
 
     /// Sends `request`.
-    fn send(&mut self, request: Q) -> impl Future<Output = Result<Self::Reply, BoxError>> + Send;
+    fn send(&mut self, request: Q)
+        -> impl Future<Output = Result<Self::Reply, Self::Error>> + Send;
+
+    /// The layer's own error (or a request body's) as the front end's.
+    fn error(error: BoxError) -> Self::Error;
 }
 
 /// The tower front end's sender: the inner service `poll_ready` readied, for the first send, and
@@ -154,6 +161,11 @@ where
     Q: Send,
 {
     type Reply = S::Response;
+    type Error = BoxError;
+
+    fn error(error: BoxError) -> BoxError {
+        error
+    }
 
     async fn send(&mut self, request: Q) -> Result<S::Response, BoxError> {
         let mut inner = match self.ready.take() {
@@ -223,7 +235,7 @@ impl<H: Head> Attempt<H> {
         self,
         response: T::Reply,
         sender: &mut T,
-    ) -> Result<<T::Reply as Reply>::Out, BoxError>
+    ) -> Result<<T::Reply as Reply>::Out, T::Error>
     where
         T: Sender<H::Sent>,
     {
@@ -239,7 +251,10 @@ impl<H: Head> Attempt<H> {
         let Some(mut replay) = replay else {
             return Ok(original);
         };
-        let token = cache.token().await?;
+        let token = cache
+            .token()
+            .await
+            .map_err(|error| T::error(error.into()))?;
         let fresh = token.cached();
         if fresh.generation() == inspector.generation {
             // The cache stopped trusting this error for this token (a refresh did not cure it).
@@ -318,14 +333,16 @@ pub(crate) async fn later<Q, T>(
     plan: Plan,
     mut request: Q,
     sender: T,
-) -> Result<<T::Reply as Reply>::Out, BoxError>
+) -> Result<<T::Reply as Reply>::Out, T::Error>
 where
     Q: Outgoing,
     T: Sender<Q::Sent>,
 {
+    let failed = |error: Error| T::error(error.into());
     let plan = match plan {
         Plan::Wait => {
-            let token = config.source.cache(&picked)?.token().await?;
+            let cache = config.source.cache(&picked).map_err(failed)?;
+            let token = cache.token().await.map_err(failed)?;
             Plan::new(Some(token.cached()), true, request.address_mut(), config)
         }
         plan => plan,
@@ -333,15 +350,18 @@ where
     match plan.now(&mut request, config, picked) {
         Now::Attached(attempt) => sent(request.stream(), attempt, sender).await,
         Now::Passed(withheld) => passed(request.stream(), withheld, sender).await,
-        Now::Failed(error) => Err(error.into()),
+        Now::Failed(error) => Err(failed(error)),
         Now::Later(Plan::Attach(credential), picked) => {
             let empty = Some(BufferedBody::default());
             let attempt = attach(&mut request, empty, credential, config, picked);
-            let (request, body) = request.buffer(config.max_replay_body).await?;
+            let buffered = request.buffer(config.max_replay_body).await;
+            let (request, body) = buffered.map_err(T::error)?;
             sent(request, attempt.replaying(body), sender).await
         }
         // A usable token always decides.
-        Now::Later(..) => Err(Error::transient("no decision with a usable Zoho token").into()),
+        Now::Later(..) => Err(failed(Error::transient(
+            "no decision with a usable Zoho token",
+        ))),
     }
 }
 
@@ -351,7 +371,7 @@ pub(crate) async fn sent<H, T>(
     request: H::Sent,
     attempt: Attempt<H>,
     mut sender: T,
-) -> Result<<T::Reply as Reply>::Out, BoxError>
+) -> Result<<T::Reply as Reply>::Out, T::Error>
 where
     H: Head,
     T: Sender<H::Sent>,
@@ -369,7 +389,7 @@ pub(crate) async fn passed<R, T>(
     request: R,
     withheld: Option<Withheld>,
     mut sender: T,
-) -> Result<<T::Reply as Reply>::Out, BoxError>
+) -> Result<<T::Reply as Reply>::Out, T::Error>
 where
     T: Sender<R>,
 {

@@ -5,10 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::Extensions;
-use pin_project_lite::pin_project;
 use reqwest_middleware::{Middleware, Next};
 use tower::BoxError;
 
@@ -64,65 +62,26 @@ struct Chain<'a> {
 
 impl Sender<reqwest::Request> for Chain<'_> {
     type Reply = reqwest::Response;
+    type Error = reqwest_middleware::Error;
 
     fn send(
         &mut self,
         request: reqwest::Request,
-    ) -> impl Future<Output = Result<reqwest::Response, BoxError>> + Send {
-        Sending(self.next.clone().run(request, self.extensions))
+    ) -> impl Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send {
+        self.next.clone().run(request, self.extensions)
     }
-}
 
-/// The rest of the chain's future, its error as the layer's driver takes it: a named future
-/// rather than an `async` block, which would add a state machine to every poll.
-struct Sending<'a>(
-    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>,
-);
-
-impl Future for Sending<'_> {
-    type Output = Result<reqwest::Response, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map_err(Into::into)
-    }
-}
-
-pin_project! {
-    /// The middleware's future: the layer's, its error the chain's.
-    struct Handled<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F> Future for Handled<F>
-where
-    F: Future<Output = Result<reqwest::Response, BoxError>>,
-{
-    type Output = reqwest_middleware::Result<reqwest::Response>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project()
-            .future
-            .poll(cx)
-            .map(|answer| answer.map_err(chain_error))
-    }
-}
-
-/// The chain's own error as it was; the crate's inside `Middleware`, typed, so that
-/// `downcast_ref::<zoho_auth::Error>()` finds it.
-fn chain_error(error: BoxError) -> reqwest_middleware::Error {
-    let error = match error.downcast::<reqwest_middleware::Error>() {
-        Ok(error) => return *error,
-        Err(error) => error,
-    };
-    let error = match error.downcast::<reqwest::Error>() {
-        Ok(error) => return reqwest_middleware::Error::Reqwest(*error),
-        Err(error) => error,
-    };
-    match error.downcast::<crate::Error>() {
-        Ok(error) => reqwest_middleware::Error::middleware(*error),
-        Err(error) => reqwest_middleware::Error::Middleware(anyhow::Error::from_boxed(error)),
+    /// The crate's own error inside `Middleware`, typed, so that
+    /// `downcast_ref::<zoho_auth::Error>()` finds it; a request body's as reqwest's.
+    fn error(error: BoxError) -> reqwest_middleware::Error {
+        let error = match error.downcast::<reqwest::Error>() {
+            Ok(error) => return reqwest_middleware::Error::Reqwest(*error),
+            Err(error) => error,
+        };
+        match error.downcast::<crate::Error>() {
+            Ok(error) => reqwest_middleware::Error::middleware(*error),
+            Err(error) => reqwest_middleware::Error::Middleware(anyhow::Error::from_boxed(error)),
+        }
     }
 }
 
@@ -170,18 +129,14 @@ impl Middleware for ZohoAuthMiddleware {
         };
         let chain = Chain { next, extensions };
         match now {
-            Now::Attached(attempt) => Box::pin(Handled {
-                future: layer::sent(request, attempt, chain),
-            }),
-            Now::Passed(withheld) => Box::pin(Handled {
-                future: layer::passed(request, withheld, chain),
-            }),
+            Now::Attached(attempt) => Box::pin(layer::sent(request, attempt, chain)),
+            Now::Passed(withheld) => Box::pin(layer::passed(request, withheld, chain)),
             Now::Failed(error) => Box::pin(std::future::ready(Err(
                 reqwest_middleware::Error::middleware(error),
             ))),
-            Now::Later(plan, picked) => Box::pin(Handled {
-                future: layer::later(&self.config, picked, plan, request, chain),
-            }),
+            Now::Later(plan, picked) => {
+                Box::pin(layer::later(&self.config, picked, plan, request, chain))
+            }
         }
     }
 }
