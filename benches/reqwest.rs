@@ -10,10 +10,12 @@
 //! static-header client (`reqwest_static_header_control`) is paired with the floor too: its
 //! ratio shows what the harness itself reads as a difference.
 //!
-//! For counting instructions without the network, two more variants send one request at a time
-//! to a client stub that answers at once (`ZOHO_BENCH_COUNT=stub_static_header:<n>` and
-//! `stub_zoho_reqwest:<n>`): the front end's own cost, which end to end is hidden in the
-//! interleaving of 16 connections and the server thread (`benches/README.md`, §7).
+//! For counting instructions without the network, four more variants send one request at a
+//! time to a stub that answers at once: a client stub (`ZOHO_BENCH_COUNT=stub_static_header:<n>`
+//! and `stub_zoho_reqwest:<n>`) and a chain ending in a middleware that answers
+//! (`stub_middleware_static_header:<n>` and `stub_zoho_auth_middleware:<n>`): the front end's
+//! own cost, which end to end is hidden in the interleaving of 16 connections and the server
+//! thread (`benches/README.md`, §7).
 //!
 //! `cargo bench --bench reqwest`
 
