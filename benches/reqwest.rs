@@ -4,8 +4,8 @@
 //! same reqwest stack with a static `Authorization` header: `reqwest::Client` with it as a
 //! default header, and a `ClientWithMiddleware` whose one middleware sets it.
 //!
-//! 16 tasks on a current-thread runtime each send requests one after another and read each
-//! response to the end. Criterion measures each variant, then `e2e::interleaved` runs each front
+//! 16 tasks on a current-thread runtime, each with its own clone of the client (or service, or
+//! chain), send requests one after another and read each response to the end. Criterion measures each variant, then `e2e::interleaved` runs each front
 //! end in back-to-back pairs with its floor and prints the ratios. A second, identical
 //! static-header client (`reqwest_static_header_control`) is paired with the floor too: its
 //! ratio shows what the harness itself reads as a difference.
@@ -15,7 +15,10 @@
 //! and `stub_zoho_reqwest:<n>`) and a chain ending in a middleware that answers
 //! (`stub_middleware_static_header:<n>` and `stub_zoho_auth_middleware:<n>`): the front end's
 //! own cost, which end to end is hidden in the interleaving of 16 connections and the server
-//! thread (`benches/README.md`, §7).
+//! thread (`benches/README.md`, §7). With the prefix `stub16_` instead of `stub_`, 16 tasks
+//! do the same and each stub answer waits until the other tasks have sent theirs, so that 16
+//! requests are in flight as end to end (what the allocator sees then differs), and the count
+//! is still exactly repeatable.
 //!
 //! `cargo bench --bench reqwest`
 
@@ -54,20 +57,43 @@ impl Middleware for StaticHeader {
     }
 }
 
-/// A client that answers every request at once, as the stub variants' transport.
-type Stub = tower::util::ServiceFn<fn(reqwest::Request) -> Ready>;
-type Ready = std::future::Ready<Result<reqwest::Response, std::convert::Infallible>>;
+/// A client that answers every request, as the stub variants' transport: at once, or after
+/// letting the other tasks run first (the `stub16_` variants).
+type Stub = tower::util::ServiceFn<fn(reqwest::Request) -> Answer>;
 
 fn stub() -> Stub {
-    tower::service_fn(|_| {
-        std::future::ready(Ok(reqwest::Response::from(http::Response::new(
-            reqwest::Body::from(""),
-        ))))
-    })
+    tower::service_fn(|_| Answer { yielded: true })
 }
 
-/// The end of the stub variants' chains: answers every request at once, as `stub` does.
-struct StubAnswer;
+fn stub_yielding() -> Stub {
+    tower::service_fn(|_| Answer { yielded: false })
+}
+
+/// The stub's answer: an empty `200`, once it has yielded if it is to.
+struct Answer {
+    yielded: bool,
+}
+
+impl Future for Answer {
+    type Output = Result<reqwest::Response, std::convert::Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if !std::mem::replace(&mut self.yielded, true) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(reqwest::Response::from(http::Response::new(
+            reqwest::Body::from(""),
+        ))))
+    }
+}
+
+/// The end of the stub variants' chains: answers every request as `stub` (or, `true`,
+/// `stub_yielding`) does.
+struct StubAnswer(bool);
 
 #[async_trait::async_trait]
 impl Middleware for StubAnswer {
@@ -77,19 +103,33 @@ impl Middleware for StubAnswer {
         _: &mut Extensions,
         _: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        Ok(reqwest::Response::from(http::Response::new(
-            reqwest::Body::from(""),
-        )))
+        Ok(Answer { yielded: !self.0 }
+            .await
+            .unwrap_or_else(|never| match never {}))
     }
 }
 
 /// `n` requests one at a time through the chain `client` ends in `StubAnswer`.
-async fn stub_chain_requests(client: ClientWithMiddleware, url: &str, n: u64) -> Duration {
+async fn stub_chain_requests(client: ClientWithMiddleware, url: String, n: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
-        let response = client.get(url).send().await.unwrap();
+        let response = client.get(&url).send().await.unwrap();
         std::hint::black_box(response);
     }
+    start.elapsed()
+}
+
+/// `n` requests shared by `tasks` tasks on a `LocalSet`, each running `task`.
+async fn in_tasks<F>(tasks: u64, n: u64, task: impl Fn(u64) -> F) -> Duration
+where
+    F: Future<Output = Duration> + 'static,
+{
+    let start = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..tasks {
+        local.spawn_local(task(n.div_ceil(tasks)));
+    }
+    local.await;
     start.elapsed()
 }
 
@@ -97,9 +137,9 @@ async fn stub_chain_requests(client: ClientWithMiddleware, url: &str, n: u64) ->
 /// the static header when `header` is set.
 async fn stub_requests<S>(
     mut service: S,
-    client: &reqwest::Client,
-    url: &str,
-    header: Option<&HeaderValue>,
+    client: reqwest::Client,
+    url: String,
+    header: Option<HeaderValue>,
     n: u64,
 ) -> Duration
 where
@@ -108,8 +148,8 @@ where
 {
     let start = Instant::now();
     for _ in 0..n {
-        let mut request = client.get(url).build().unwrap();
-        if let Some(header) = header {
+        let mut request = client.get(&url).build().unwrap();
+        if let Some(header) = &header {
             request.headers_mut().insert(AUTHORIZATION, header.clone());
         }
         let response = service.ready().await.unwrap().call(request).await.unwrap();
@@ -131,32 +171,31 @@ enum Variant {
 
 impl Variant {
     /// One GET of `url`, read to the end; whether the server saw a token.
-    fn get(&self, url: &str) -> impl Future<Output = bool> + 'static {
-        let (this, url) = (self.clone(), url.to_owned());
-        async move {
-            let response = match this {
-                Variant::Static(client) => client.get(&url).send().await.unwrap(),
-                Variant::Service(mut service, client) => {
-                    let request = client.get(&url).build().unwrap();
-                    service.ready().await.unwrap().call(request).await.unwrap()
-                }
-                Variant::Chain(client) => client.get(&url).send().await.unwrap(),
-            };
-            assert!(response.status().is_success());
-            let carried = response.headers().contains_key(AUTHORIZED);
-            response.bytes().await.unwrap();
-            carried
-        }
+    async fn get(&mut self, url: &str) -> bool {
+        let response = match self {
+            Variant::Static(client) => client.get(url).send().await.unwrap(),
+            Variant::Service(service, client) => {
+                let request = client.get(url).build().unwrap();
+                service.ready().await.unwrap().call(request).await.unwrap()
+            }
+            Variant::Chain(client) => client.get(url).send().await.unwrap(),
+        };
+        assert!(response.status().is_success());
+        let carried = response.headers().contains_key(AUTHORIZED);
+        response.bytes().await.unwrap();
+        carried
     }
 }
 
-/// `CONNECTIONS` tasks share `iters` requests; the wall time is scaled to exactly `iters`.
+/// `CONNECTIONS` tasks share `iters` requests, each through a clone of `variant` of its own (a
+/// client, a service or a chain per task, as a worker holds one); the wall time is scaled to
+/// exactly `iters`.
 async fn drive(variant: &Variant, url: &str, iters: u64) -> Duration {
     let per_task = iters.div_ceil(CONNECTIONS);
     let start = Instant::now();
     let local = tokio::task::LocalSet::new();
     for _ in 0..CONNECTIONS {
-        let (variant, url) = (variant.clone(), url.to_owned());
+        let (mut variant, url) = (variant.clone(), url.to_owned());
         local.spawn_local(async move {
             for _ in 0..per_task {
                 variant.get(&url).await;
@@ -220,31 +259,50 @@ fn reqwest_front_ends(c: &mut Criterion) {
     ];
     runtime.block_on(async {
         for (name, variant) in &variants {
-            assert!(variant.get(&url).await, "{name} sent the token");
+            assert!(variant.clone().get(&url).await, "{name} sent the token");
         }
     });
 
     // `common::count_mode`: counts client and server together, for callgrind.
     if let Some((name, n)) = common::count_mode() {
-        match name.as_str() {
+        // `stub16_<stub variant>`: the same in `CONNECTIONS` tasks, each stub answer waiting
+        // for the other tasks' requests, so that as many requests are in flight as end to end.
+        let (stub_name, tasks) = match name.strip_prefix("stub16_") {
+            Some(stub_name) => (format!("stub_{stub_name}"), CONNECTIONS),
+            None => (name.clone(), 1),
+        };
+        let yielding = tasks > 1;
+        let transport = if yielding { stub_yielding() } else { stub() };
+        match stub_name.as_str() {
             "stub_static_header" => {
-                let time = |n| stub_requests(stub(), &plain, &url, Some(&header), n);
+                let task = |n| {
+                    stub_requests(
+                        transport,
+                        plain.clone(),
+                        url.clone(),
+                        Some(header.clone()),
+                        n,
+                    )
+                };
+                let time = |n| in_tasks(tasks, n, task);
                 return runtime.block_on(e2e::count(&name, n, time));
             }
             "stub_zoho_reqwest" => {
-                let stubbed = ZohoReqwest::new(stub(), &layer);
-                let time = |n| stub_requests(stubbed.clone(), &plain, &url, None, n);
+                let stubbed = ZohoReqwest::new(transport, &layer);
+                let task = |n| stub_requests(stubbed.clone(), plain.clone(), url.clone(), None, n);
+                let time = |n| in_tasks(tasks, n, task);
                 return runtime.block_on(e2e::count(&name, n, time));
             }
             "stub_middleware_static_header" | "stub_zoho_auth_middleware" => {
                 let chain = ClientBuilder::new(plain.clone());
-                let chain = if name == "stub_middleware_static_header" {
+                let chain = if stub_name == "stub_middleware_static_header" {
                     chain.with(StaticHeader(header.clone()))
                 } else {
                     chain.with(ZohoAuthMiddleware::new(&layer))
                 };
-                let chain = chain.with(StubAnswer).build();
-                let time = |n| stub_chain_requests(chain.clone(), &url, n);
+                let chain = chain.with(StubAnswer(yielding)).build();
+                let task = |n| stub_chain_requests(chain.clone(), url.clone(), n);
+                let time = |n| in_tasks(tasks, n, task);
                 return runtime.block_on(e2e::count(&name, n, time));
             }
             _ => {}

@@ -56,6 +56,10 @@ pub(crate) trait Place {
     fn scheme_str(&self) -> Option<&str>;
     /// The authority as written (user info, host, port), if the address names one.
     fn authority_str(&self) -> Option<&str>;
+    /// `scheme://authority` as written, for an address that keeps it in one piece.
+    fn origin_str(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An address's scheme and authority, read once for all the decisions about one request.

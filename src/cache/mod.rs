@@ -286,10 +286,10 @@ impl TokenCache {
 
     /// Runs `f` on the current token (usable or not) and whether it is usable now, starting a
     /// background refresh when a usable token is in its stale window. The layer's hot path.
-    pub(crate) fn lookup<R>(&self, f: impl FnOnce(Option<&CachedToken>, bool) -> R) -> R {
+    pub(crate) fn lookup<R>(&self, f: impl FnOnce(Option<&Arc<CachedToken>>, bool) -> R) -> R {
         let now = Instant::now();
         let guard = self.shared.current.load();
-        let token = guard.as_deref();
+        let token = guard.as_ref();
         let usable = token.is_some_and(|token| token.usable(now));
         if let (true, Some(token)) = (usable, token) {
             if now >= token.refresh_at {

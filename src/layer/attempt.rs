@@ -84,23 +84,18 @@ impl Inspector {
 /// The token a request is to carry, and which token-error rules apply to the answer.
 pub(crate) struct Credential {
     header: HeaderValue,
-    generation: u64,
-    rules: RuleMask,
+    pub(super) generation: u64,
+    pub(super) rules: RuleMask,
     /// The request's URI was relative and has been resolved against this token.
-    resolved: bool,
+    pub(super) resolved: bool,
 }
 
 impl Credential {
-    pub(super) fn new(
-        token: &CachedToken,
-        target: Option<&Target<'_>>,
-        config: &Config,
-        resolved: bool,
-    ) -> Self {
+    pub(super) fn new(token: &CachedToken, rules: RuleMask, resolved: bool) -> Self {
         Self {
             header: token.header().clone(),
             generation: token.generation(),
-            rules: config.classifier.mask_for(target.map(Target::host)),
+            rules,
             resolved,
         }
     }

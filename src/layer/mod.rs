@@ -70,6 +70,7 @@ mod attempt;
 mod body;
 mod convert;
 mod future;
+mod memo;
 pub(crate) mod outgoing;
 mod relative;
 pub(crate) mod reply;

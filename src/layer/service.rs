@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::attempt::{self, Attempt, Credential, Tower};
 use super::body::{BufferedBody, RequestBody, ResponseBody};
 use super::future::ResponseFuture;
+use super::memo;
 use super::outgoing::{Below, HeadOf, HttpHead, Outgoing, Replayable};
 use super::relative;
 use super::reply::Reply;
@@ -18,7 +19,7 @@ use super::{Config, ZohoAuthLayer};
 use crate::cache::{CachedToken, TokenCache};
 use crate::connections::ConnectionId;
 use crate::error::Error;
-use crate::hosts::{Address, Verdict, Written};
+use crate::hosts::{Address, Target, Verdict, Written};
 
 /// The service [`ZohoAuthLayer`] builds: the inner service plus Zoho authentication.
 ///
@@ -99,7 +100,10 @@ impl Plan {
             // request elsewhere never gets the token, so it does not wait for one.
             (None, Verdict::PassThrough, _) if dc.is_some() => Plan::Pass,
             (Some(token), Verdict::Attach, true) => {
-                Plan::Attach(Credential::new(token, target.as_ref(), config, resolved))
+                let rules = config
+                    .classifier
+                    .mask_for(target.as_ref().map(Target::host));
+                Plan::Attach(Credential::new(token, rules, resolved))
             }
             // Before the first token its api_domain is unknown, so the request waits to decide.
             _ => Plan::Wait,
@@ -186,12 +190,12 @@ impl Config {
     #[cfg_attr(not(feature = "connections"), allow(unused_variables))]
     #[inline]
     pub(crate) fn plan<Q: Outgoing>(
-        &self,
+        self: &Arc<Self>,
         request: &mut Q,
         connection: Option<&ConnectionId>,
     ) -> Result<(Plan, Picked), Error> {
         let plan = |cache: &TokenCache, address: &mut Q::Address| {
-            cache.lookup(|token, usable| Plan::new(token, usable, address, self))
+            cache.lookup(|token, usable| self.decide(token, usable, address))
         };
         Ok(match &self.source {
             Source::One(cache) => (plan(cache, request.address_mut()), None),
@@ -201,6 +205,31 @@ impl Config {
                 (plan(&cache, request.address_mut()), Some(cache))
             }
         })
+    }
+}
+
+impl Config {
+    /// [`Plan::new`], with the host policy's answer for the token and the request's origin
+    /// recalled when it was given before on this thread ([`memo`]).
+    #[inline]
+    pub(super) fn decide(
+        self: &Arc<Self>,
+        token: Option<&Arc<CachedToken>>,
+        usable: bool,
+        address: &mut impl Address,
+    ) -> Plan {
+        if let Some(token) = token.filter(|_| usable) {
+            if let Some(rules) = memo::recall(self, token, address) {
+                return Plan::Attach(Credential::new(token, rules, false));
+            }
+        }
+        let plan = Plan::new(token.map(Arc::as_ref), usable, address, self);
+        if let (Plan::Attach(credential), Some(token)) = (&plan, token) {
+            if !credential.resolved {
+                memo::remember(self, token, address, credential.rules);
+            }
+        }
+        plan
     }
 }
 
