@@ -5,10 +5,13 @@
 //! default header, and a `ClientWithMiddleware` whose one middleware sets it.
 //!
 //! 16 tasks on a current-thread runtime, each with its own clone of the client (or service, or
-//! chain), send requests one after another and read each response to the end. Criterion measures each variant, then `e2e::interleaved` runs each front
-//! end in back-to-back pairs with its floor and prints the ratios. A second, identical
-//! static-header client (`reqwest_static_header_control`) is paired with the floor too: its
-//! ratio shows what the harness itself reads as a difference.
+//! chain), send requests one after another and read each response to the end. Criterion
+//! measures each variant, then `e2e::interleaved` runs each front end in back-to-back pairs with
+//! its floor and prints the ratios. A second, identical static-header client
+//! (`reqwest_static_header_control`) is paired with the floor too: its ratio shows what the
+//! harness itself reads as a difference. `tower_static_header` (a tower service that sets the
+//! header, called as `ZohoReqwest` is: `ready`, then `call`) shows what calling the client as a
+//! tower service costs by itself.
 //!
 //! For counting instructions without the network, four more variants send one request at a
 //! time to a stub that answers at once: a client stub (`ZOHO_BENCH_COUNT=stub_static_header:<n>`
@@ -158,6 +161,39 @@ where
     start.elapsed()
 }
 
+/// A tower service over a `reqwest::Client` that sets the header, called as `ZohoReqwest` is:
+/// what the tower calling pattern itself costs beside `Client::send`.
+#[derive(Clone)]
+struct HeaderService(reqwest::Client, HeaderValue);
+
+impl Service<reqwest::Request> for HeaderService {
+    type Response = reqwest::Response;
+    type Error = reqwest::Error;
+    type Future = <reqwest::Client as Service<reqwest::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), reqwest::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: reqwest::Request) -> Self::Future {
+        request.headers_mut().insert(AUTHORIZATION, self.1.clone());
+        self.0.call(request)
+    }
+}
+
+/// A request built by `client`, sent through `service` once it is ready.
+async fn through<S>(service: &mut S, client: &reqwest::Client, url: &str) -> reqwest::Response
+where
+    S: Service<reqwest::Request, Response = reqwest::Response>,
+    S::Error: std::fmt::Debug,
+{
+    let request = client.get(url).build().unwrap();
+    service.ready().await.unwrap().call(request).await.unwrap()
+}
+
 /// The variants, a row each in the printed table.
 #[derive(Clone)]
 enum Variant {
@@ -165,6 +201,8 @@ enum Variant {
     Static(reqwest::Client),
     /// `ZohoReqwest` over a `reqwest::Client`.
     Service(ZohoReqwest, reqwest::Client),
+    /// `HeaderService` over a `reqwest::Client`.
+    Tower(HeaderService, reqwest::Client),
     /// A chain with `StaticHeader`, or with `ZohoAuthMiddleware`.
     Chain(ClientWithMiddleware),
 }
@@ -174,10 +212,8 @@ impl Variant {
     async fn get(&mut self, url: &str) -> bool {
         let response = match self {
             Variant::Static(client) => client.get(url).send().await.unwrap(),
-            Variant::Service(service, client) => {
-                let request = client.get(url).build().unwrap();
-                service.ready().await.unwrap().call(request).await.unwrap()
-            }
+            Variant::Service(service, client) => through(service, client, url).await,
+            Variant::Tower(service, client) => through(service, client, url).await,
             Variant::Chain(client) => client.get(url).send().await.unwrap(),
         };
         assert!(response.status().is_success());
@@ -239,6 +275,10 @@ fn reqwest_front_ends(c: &mut Criterion) {
         (
             "zoho_reqwest",
             Variant::Service(ZohoReqwest::new(plain.clone(), &layer), plain.clone()),
+        ),
+        (
+            "tower_static_header",
+            Variant::Tower(HeaderService(plain.clone(), header.clone()), plain.clone()),
         ),
         (
             "middleware_static_header",
@@ -333,8 +373,8 @@ fn reqwest_front_ends(c: &mut Criterion) {
         &format!("reqwest, {CONNECTIONS} connections"),
         &names,
         5_000,
-        // The first three against the plain client's floor, the last two against the chain's.
-        |i| if i < 3 { 0 } else { 3 },
+        // The first four against the plain client's floor, the last two against the chain's.
+        |i| if i < 4 { 0 } else { 4 },
         |i, n| drive(&variants[i].1, &url, n),
     ));
 }

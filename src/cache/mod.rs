@@ -370,17 +370,16 @@ impl TokenCache {
     }
 }
 
+/// Caches for unit tests that never call Zoho: their tokens are adopted from a store.
 #[cfg(test)]
-mod tests {
-    use std::time::{Duration, SystemTime};
-
+pub(crate) mod testing {
     use super::*;
     use crate::dc::Accounts;
-    use crate::secret::{AccessToken, ClientId, ClientSecret};
-    use crate::store::{MemoryStore, StoredAccess, TokenSet};
+    use crate::secret::{ClientId, ClientSecret};
+    use crate::store::{MemoryStore, TokenSet};
 
     /// Writes `set` over what `store` holds.
-    async fn put(store: &dyn TokenStore, set: &TokenSet) {
+    pub(crate) async fn put(store: &dyn TokenStore, set: &TokenSet) {
         store
             .update(None, |stored| {
                 *stored = set.clone();
@@ -389,6 +388,30 @@ mod tests {
             .await
             .unwrap();
     }
+
+    /// A cache over `store` whose accounts server answers nothing.
+    pub(crate) fn offline(store: Arc<MemoryStore>) -> TokenCache {
+        let client = AccountsClient::new(
+            Accounts::custom("http://127.0.0.1:9").unwrap(),
+            ClientId::new("1000.client"),
+            ClientSecret::new("secret"),
+        )
+        .unwrap();
+        TokenCache::builder(client, RefreshToken::new("1000.refresh"))
+            .store(store)
+            .build()
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::testing::{offline, put};
+    use super::*;
+    use crate::secret::AccessToken;
+    use crate::store::{MemoryStore, StoredAccess, TokenSet};
 
     /// A token another process minted `age` ago that expires `left` from now; tokens are adopted
     /// from the store, so no test here calls Zoho.
@@ -418,16 +441,7 @@ mod tests {
         // An hour-long token with three minutes left: past its refresh-ahead point, still usable.
         let minute = Duration::from_secs(60);
         put(&*store, &stored("stale", hour - 3 * minute, 3 * minute)).await;
-        let client = AccountsClient::new(
-            Accounts::custom("http://127.0.0.1:9").unwrap(),
-            ClientId::new("1000.client"),
-            ClientSecret::new("secret"),
-        )
-        .unwrap();
-        let cache = TokenCache::builder(client, RefreshToken::new("1000.refresh"))
-            .store(store.clone())
-            .build()
-            .unwrap();
+        let cache = offline(store.clone());
         let stale = cache.token().await.unwrap();
         assert_eq!(stale.access_token().expose(), "stale");
 

@@ -114,12 +114,11 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::accounts::AccountsClient;
-    use crate::dc::Accounts;
+    use crate::cache::testing::{offline, put};
     use crate::hosts::Address;
     use crate::layer::service::Plan;
-    use crate::secret::{AccessToken, ClientId, ClientSecret, RefreshToken};
-    use crate::store::{MemoryStore, StoredAccess, TokenSet, TokenStore};
+    use crate::secret::{AccessToken, RefreshToken};
+    use crate::store::{MemoryStore, StoredAccess, TokenSet};
     use crate::{TokenCache, ZohoAuthLayer};
 
     /// A cache holding a usable token whose `api_domain` is `api_domain`, adopted from a store
@@ -138,24 +137,8 @@ mod tests {
             }),
             ..TokenSet::default()
         };
-        let writable: &dyn TokenStore = &*store;
-        writable
-            .update(None, |stored| {
-                *stored = set.clone();
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let client = AccountsClient::new(
-            Accounts::custom("http://127.0.0.1:9").unwrap(),
-            ClientId::new("1000.client"),
-            ClientSecret::new("secret"),
-        )
-        .unwrap();
-        let cache = TokenCache::builder(client, RefreshToken::new("1000.refresh"))
-            .store(store)
-            .build()
-            .unwrap();
+        put(&*store, &set).await;
+        let cache = offline(store);
         cache.token().await.unwrap();
         cache
     }
