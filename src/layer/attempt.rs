@@ -91,6 +91,7 @@ pub(crate) struct Credential {
 }
 
 impl Credential {
+    #[inline(always)]
     pub(super) fn new(token: &CachedToken, rules: RuleMask, resolved: bool) -> Self {
         Self {
             header: token.header().clone(),
@@ -189,7 +190,7 @@ pub(crate) struct Attempt<H> {
 }
 
 impl<H> Attempt<H> {
-    #[inline]
+    #[inline(always)]
     fn new(
         config: &Arc<Config>,
         picked: Picked,
@@ -291,7 +292,7 @@ impl<H: Head> Attempt<H> {
 /// body is known (`replay_body`) — what sending it again needs.
 ///
 /// Works on the request in place: the hot path moves nothing it does not have to.
-#[inline]
+#[inline(always)]
 pub(super) fn attach<Q: Outgoing>(
     request: &mut Q,
     replay_body: Option<BufferedBody>,

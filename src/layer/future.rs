@@ -58,7 +58,7 @@ pin_project! {
 }
 
 impl<F, S, H, R: Reply> ResponseFuture<F, S, H, R> {
-    #[inline]
+    #[inline(always)]
     pub(super) fn direct(future: F, attempt: Option<(Attempt<H>, Replica<S>)>) -> Self
     where
         H: Head,

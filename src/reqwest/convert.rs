@@ -82,11 +82,11 @@ impl Outgoing for reqwest::Request {
         Replayable::of(self.body(), limit)
     }
 
-    #[inline]
+    #[inline(always)]
     fn head(&self) -> ReqwestHead {
         ReqwestHead {
             method: self.method().clone(),
-            url: KeptUrl::Text(self.url().as_str().into()),
+            url: KeptUrl::of(self.url()),
             version: self.version(),
             headers: kept_headers(self.headers()).map(Box::new),
             timeout: self.timeout().copied(),
@@ -140,10 +140,11 @@ impl Authorizable for reqwest::Request {
 /// body. Only a type parameter of the layer's [`ResponseFuture`](crate::ResponseFuture) inside
 /// [`ZohoReqwest`](super::ZohoReqwest)'s.
 ///
-/// Small, since it moves with the request's future: the URL's text in one allocation of its
-/// length (a `Url` clone would be 88 bytes and the same allocation), the headers boxed and only
-/// when there are any. Boxing all of it instead made the box's allocation (400 bytes with the
-/// text inline) and its initialisation cost more than the moves it saved.
+/// Small, since it moves with the request's future, and allocating nothing for most requests:
+/// the URL's text inline when it fits in [`INLINE_URL`] bytes (else in one allocation of its
+/// length; a `Url` clone would be 88 bytes and an allocation too), the headers boxed and only
+/// when there are any. Boxing all of it instead made the box's allocation (400 bytes) and its
+/// initialisation cost more than the moves it saved.
 pub struct ReqwestHead {
     method: Method,
     url: KeptUrl,
@@ -180,30 +181,63 @@ impl Head for ReqwestHead {
     }
 }
 
+/// How long a URL a replay keeps without allocating: most API URLs are shorter
+/// (`https://www.zohoapis.com/crm/v8/Leads/5725767000000524157` is 57 bytes).
+const INLINE_URL: usize = 94;
+
 /// A request's URL as a replay keeps it: its text, read back into a `Url` only if the request
 /// is resent.
 enum KeptUrl {
+    /// The text in place: the first `len` bytes.
+    Inline {
+        len: u8,
+        text: [u8; INLINE_URL],
+    },
     Text(Box<str>),
     Parsed(Box<Url>),
 }
 
 impl KeptUrl {
+    #[inline(always)]
+    fn of(url: &Url) -> Self {
+        let text = url.as_str();
+        if text.len() > INLINE_URL {
+            return Self::Text(text.into());
+        }
+        let mut inline = [0; INLINE_URL];
+        inline[..text.len()].copy_from_slice(text.as_bytes());
+        Self::Inline {
+            len: text.len() as u8,
+            text: inline,
+        }
+    }
+
+    /// The text, unless it has been parsed already.
+    fn text(&self) -> Option<&str> {
+        match self {
+            // Copied from a `str` at a char boundary: always UTF-8.
+            Self::Inline { len, text } => std::str::from_utf8(&text[..usize::from(*len)]).ok(),
+            Self::Text(text) => Some(text),
+            Self::Parsed(_) => None,
+        }
+    }
+
     /// The URL again, to change it. Parsing a URL's serialization gives back the same URL (the
     /// `url` crate's normalisation is idempotent), so `None` is for what cannot happen.
     fn parsed(&mut self) -> Option<&mut Url> {
-        if let Self::Text(text) = self {
+        if let Some(text) = self.text() {
             *self = Self::Parsed(Box::new(parse(text)?));
         }
         match self {
             Self::Parsed(url) => Some(url),
-            Self::Text(_) => None,
+            Self::Inline { .. } | Self::Text(_) => None,
         }
     }
 
     fn into_url(self) -> Option<Url> {
         match self {
-            Self::Text(text) => parse(&text),
             Self::Parsed(url) => Some(*url),
+            text => parse(text.text()?),
         }
     }
 }
@@ -393,10 +427,6 @@ mod tests {
         }
     }
 
-    fn kept(url: &Url) -> KeptUrl {
-        KeptUrl::Text(url.as_str().into())
-    }
-
     #[test]
     fn a_kept_url_reads_back_as_it_was() {
         let long = format!(
@@ -411,10 +441,28 @@ mod tests {
             long.as_str(),
         ] {
             let url: Url = url.parse().unwrap();
-            let mut copy = kept(&url);
-            assert_eq!(kept(&url).into_url(), Some(url.clone()), "{url}");
+            let mut copy = KeptUrl::of(&url);
+            assert_eq!(KeptUrl::of(&url).into_url(), Some(url.clone()), "{url}");
             assert_eq!(copy.parsed(), Some(&mut url.clone()), "{url}");
             assert_eq!(copy.into_url(), Some(url.clone()), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_fits_is_kept_in_place_and_a_longer_one_reads_back_too() {
+        let base = "https://www.zohoapis.com/crm/v8/Leads/";
+        for len in [INLINE_URL - 1, INLINE_URL, INLINE_URL + 1, 256, 300] {
+            let url: Url = format!("{base}{}", "7".repeat(len - base.len()))
+                .parse()
+                .unwrap();
+            assert_eq!(url.as_str().len(), len);
+            let copy = KeptUrl::of(&url);
+            assert_eq!(
+                matches!(copy, KeptUrl::Inline { .. }),
+                len <= INLINE_URL,
+                "{len}"
+            );
+            assert_eq!(copy.into_url(), Some(url), "{len}");
         }
     }
 
@@ -429,7 +477,7 @@ mod tests {
         ) {
             let scheme = if secure { "https" } else { "http" };
             if let Ok(url) = Url::parse(&format!("{scheme}://{host}/{rest}")) {
-                proptest::prop_assert_eq!(kept(&url).into_url(), Some(url));
+                proptest::prop_assert_eq!(KeptUrl::of(&url).into_url(), Some(url));
             }
         }
     }

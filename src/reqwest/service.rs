@@ -79,10 +79,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<C::Future, C, ReqwestHead, reqwest::Response>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_inner_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
         self.inner.start(request, self.connection.as_ref())
     }
