@@ -141,7 +141,7 @@ impl Authorizable for reqwest::Request {
 /// [`ZohoReqwest`](super::ZohoReqwest)'s.
 ///
 /// Small, since it moves with the request's future, and allocating nothing for most requests:
-/// the URL's text inline when it fits in [`INLINE_URL`] bytes (else in one allocation of its
+/// the URL's text inline when it is at most 94 bytes (else in one allocation of its
 /// length; a `Url` clone would be 88 bytes and an allocation too), the headers boxed and only
 /// when there are any. Boxing all of it instead made the box's allocation (400 bytes) and its
 /// initialisation cost more than the moves it saved.
