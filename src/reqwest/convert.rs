@@ -184,6 +184,8 @@ impl Head for ReqwestHead {
 /// How long a URL a replay keeps without allocating: most API URLs are shorter
 /// (`https://www.zohoapis.com/crm/v8/Leads/5725767000000524157` is 57 bytes).
 const INLINE_URL: usize = 94;
+// `KeptUrl::Inline` counts the text's length in a `u8`.
+const _: () = assert!(INLINE_URL <= u8::MAX as usize);
 
 /// A request's URL as a replay keeps it: its text, read back into a `Url` only if the request
 /// is resent.
