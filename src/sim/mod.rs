@@ -519,7 +519,7 @@ impl SimulatorBuilder {
         for dc in 0..self.data_centers {
             // Fits a `u8`: `dc` < MAX_DATA_CENTERS = 254.
             let ip = Ipv4Addr::new(127, 0, 0, (dc + 1) as u8);
-            let listener = TcpListener::bind((ip, 0)).await.map_err(|err| {
+            let listener = listen(SocketAddr::from((ip, 0))).map_err(|err| {
                 std::io::Error::new(
                     err.kind(),
                     format!("simulated data centre {dc}: cannot bind {ip}: {err}"),
@@ -924,6 +924,19 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// How many connections the kernel holds for each listener until it is accepted: a fleet test's
+/// processes open 1,600 at once (the kernel caps it at `net.core.somaxconn`, 4,096 by default).
+/// Beyond the backlog (tokio's `bind` asks for 1,024), Linux drops the handshake's last ACK; the
+/// client believes it is connected and sends, and minutes later its request fails with a reset.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// A data centre's URL: its accounts server and `api_domain`.
