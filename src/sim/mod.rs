@@ -519,7 +519,7 @@ impl SimulatorBuilder {
         for dc in 0..self.data_centers {
             // Fits a `u8`: `dc` < MAX_DATA_CENTERS = 254.
             let ip = Ipv4Addr::new(127, 0, 0, (dc + 1) as u8);
-            let listener = listen(SocketAddr::from((ip, 0))).map_err(|err| {
+            let listener = listen(ip).map_err(|err| {
                 std::io::Error::new(
                     err.kind(),
                     format!("simulated data centre {dc}: cannot bind {ip}: {err}"),
@@ -932,10 +932,10 @@ impl Shared {
 /// client believes it is connected and sends, and minutes later its request fails with a reset.
 const BACKLOG: u32 = 4096;
 
-/// A listener on `addr` with [`BACKLOG`].
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listener on a free port of `ip`, with [`BACKLOG`].
+fn listen(ip: Ipv4Addr) -> std::io::Result<TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(addr)?;
+    socket.bind(SocketAddr::from((ip, 0)))?;
     socket.listen(BACKLOG)
 }
 
